@@ -1,0 +1,240 @@
+"""Mask R-CNN configuration.
+
+Subclass :class:`Config` and override the attributes that differ for your
+dataset, exactly as with the original implementation::
+
+    class PikachuConfig(Config):
+        NAME = "pikachu"
+        NUM_CLASSES = 1 + 1
+        STEPS_PER_EPOCH = 100
+
+Every attribute and default of the original (matterport v2.1) is kept. The
+derived attributes ``BATCH_SIZE``, ``IMAGE_SHAPE`` and ``IMAGE_META_SIZE`` are
+computed in ``__init__``, which also validates the values and raises
+:class:`ConfigError` with a message that says what to change.
+"""
+
+import numpy as np
+
+BACKBONES = ("resnet50", "resnet101")
+RESIZE_MODES = ("none", "square", "pad64", "crop")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work."""
+
+
+class Config:
+    """Base configuration class. Override the attributes you need to change."""
+
+    # Name the configuration, e.g. "coco" or "pikachu". Used in checkpoint and
+    # log folder names.
+    NAME = None
+
+    # Number of GPUs (replicas) to train with. Kept for compatibility; with
+    # more than one, MaskRCNN.train uses tf.distribute.MirroredStrategy.
+    GPU_COUNT = 1
+
+    # Images per replica. BATCH_SIZE = IMAGES_PER_GPU * GPU_COUNT.
+    IMAGES_PER_GPU = 2
+
+    # Training steps per epoch and validation steps at the end of each epoch.
+    STEPS_PER_EPOCH = 1000
+    VALIDATION_STEPS = 50
+
+    # Backbone: "resnet50", "resnet101", or a callable
+    # ``backbone(input_image, stage5=True, train_bn=...) -> [C1, C2, C3, C4, C5]``.
+    # A callable backbone also needs COMPUTE_BACKBONE_SHAPE.
+    BACKBONE = "resnet101"
+
+    # Only used with a callable BACKBONE: ``f(image_shape) -> [N, (height, width)]``
+    # giving the shape of each pyramid level.
+    COMPUTE_BACKBONE_SHAPE = None
+
+    # Strides of the FPN pyramid levels P2..P6 (for the ResNet backbones).
+    BACKBONE_STRIDES = [4, 8, 16, 32, 64]
+
+    # Size of the fully-connected layers in the classification graph.
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+
+    # Number of channels of the top-down feature pyramid layers.
+    TOP_DOWN_PYRAMID_SIZE = 256
+
+    # Number of classification classes, including the background.
+    NUM_CLASSES = 1
+
+    # Side length of square anchors, in pixels, one per pyramid level.
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+
+    # Anchor aspect ratios (width / height) at each cell.
+    RPN_ANCHOR_RATIOS = [0.5, 1, 2]
+
+    # Anchor stride: 1 puts anchors at every cell of the feature map.
+    RPN_ANCHOR_STRIDE = 1
+
+    # Non-max suppression threshold to filter RPN proposals.
+    RPN_NMS_THRESHOLD = 0.7
+
+    # How many anchors per image to use for RPN training.
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+
+    # ROIs kept after tf.nn.top_k and before non-maximum suppression.
+    PRE_NMS_LIMIT = 6000
+
+    # ROIs kept after non-maximum suppression (training and inference).
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+
+    # Store instance masks resized to MINI_MASK_SHAPE inside their boxes to
+    # save memory during training.
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)  # (height, width) of the mini-mask
+
+    # Input image resizing, see utils.resize_image:
+    #   none:   no resizing or padding; the image is used as it is.
+    #   square: scale so the short side is IMAGE_MIN_DIM and the long side at
+    #           most IMAGE_MAX_DIM, then pad to IMAGE_MAX_DIM x IMAGE_MAX_DIM.
+    #   pad64:  pad width and height to multiples of 64 (no scaling unless
+    #           IMAGE_MIN_DIM or IMAGE_MIN_SCALE asks for upscaling).
+    #   crop:   pick random IMAGE_MIN_DIM x IMAGE_MIN_DIM crops (training only).
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    # Minimum scaling ratio, checked after IMAGE_MIN_DIM; 2 forces 2x upscaling.
+    IMAGE_MIN_SCALE = 0
+
+    # Number of color channels per image: 3 (RGB).
+    IMAGE_CHANNEL_COUNT = 3
+
+    # Image mean (RGB) subtracted by mold_image.
+    MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+
+    # ROIs per image fed to the classifier and mask heads during training.
+    TRAIN_ROIS_PER_IMAGE = 200
+
+    # Fraction of positive ROIs used to train the heads.
+    ROI_POSITIVE_RATIO = 0.33
+
+    # Output size of ROIAlign for the classifier and mask heads.
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+
+    # Shape of the mask head output. Changing it requires changing the head.
+    MASK_SHAPE = [28, 28]
+
+    # Maximum number of ground-truth instances per image.
+    MAX_GT_INSTANCES = 100
+
+    # Standard deviations of the RPN and final bounding-box refinements.
+    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+
+    # Maximum number of final detections per image.
+    DETECTION_MAX_INSTANCES = 100
+
+    # Minimum probability to accept a detected instance.
+    DETECTION_MIN_CONFIDENCE = 0.7
+
+    # Non-maximum suppression threshold for detections (per class).
+    DETECTION_NMS_THRESHOLD = 0.3
+
+    # SGD learning rate and momentum.
+    LEARNING_RATE = 0.001
+    LEARNING_MOMENTUM = 0.9
+
+    # L2 weight decay applied to all kernels (not to BatchNorm gammas/betas).
+    WEIGHT_DECAY = 0.0001
+
+    # Weights of the five losses in the total loss.
+    LOSS_WEIGHTS = {
+        "rpn_class_loss": 1.,
+        "rpn_bbox_loss": 1.,
+        "mrcnn_class_loss": 1.,
+        "mrcnn_bbox_loss": 1.,
+        "mrcnn_mask_loss": 1.,
+    }
+
+    # Train the heads on ROIs from the RPN (True) or on ROIs given as an input.
+    USE_RPN_ROIS = True
+
+    # Train or freeze BatchNorm layers. None trains them (Keras default);
+    # False (the default) freezes them, which suits small batches.
+    TRAIN_BN = False
+
+    # Gradient norm clipping.
+    GRADIENT_CLIP_NORM = 5.0
+
+    def __init__(self):
+        """Compute the derived attributes and validate the configuration."""
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+
+        if self.IMAGE_RESIZE_MODE == "crop":
+            self.IMAGE_SHAPE = np.array([self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM,
+                                         self.IMAGE_CHANNEL_COUNT])
+        else:
+            self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM,
+                                         self.IMAGE_CHANNEL_COUNT])
+
+        # image_id (1) + original_image_shape (3) + image_shape (3)
+        # + window (4) + scale (1) + active_class_ids (NUM_CLASSES)
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        self.validate()
+
+    def validate(self):
+        """Raise ConfigError for values the model cannot work with."""
+        if not isinstance(self.NUM_CLASSES, (int, np.integer)) or self.NUM_CLASSES < 2:
+            raise ConfigError(
+                f"NUM_CLASSES is {self.NUM_CLASSES!r}: it counts the background too, "
+                "so it must be an integer >= 2 (e.g. NUM_CLASSES = 1 + 1 for one object class).")
+        if not callable(self.BACKBONE) and self.BACKBONE not in BACKBONES:
+            raise ConfigError(
+                f"BACKBONE is {self.BACKBONE!r}: use one of {', '.join(BACKBONES)} "
+                "or a callable backbone with COMPUTE_BACKBONE_SHAPE set.")
+        if callable(self.BACKBONE) and not callable(self.COMPUTE_BACKBONE_SHAPE):
+            raise ConfigError(
+                "BACKBONE is a callable, so COMPUTE_BACKBONE_SHAPE must be a callable "
+                "f(image_shape) -> [(height, width) per pyramid level].")
+        if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
+            raise ConfigError(
+                f"IMAGE_RESIZE_MODE is {self.IMAGE_RESIZE_MODE!r}: use one of "
+                f"{', '.join(RESIZE_MODES)}.")
+        if self.IMAGE_RESIZE_MODE in ("square", "crop"):
+            side = self.IMAGE_MAX_DIM if self.IMAGE_RESIZE_MODE == "square" else self.IMAGE_MIN_DIM
+            name = "IMAGE_MAX_DIM" if self.IMAGE_RESIZE_MODE == "square" else "IMAGE_MIN_DIM"
+            if side % 64:
+                raise ConfigError(
+                    f"{name} is {side}: it must be divisible by 64 (2^6) so that the "
+                    f"image survives six halvings in the FPN; try {max(64, int(round(side / 64)) * 64)}.")
+        if self.IMAGE_CHANNEL_COUNT < 1:
+            raise ConfigError("IMAGE_CHANNEL_COUNT must be >= 1.")
+        if len(np.atleast_1d(self.MEAN_PIXEL)) != self.IMAGE_CHANNEL_COUNT:
+            raise ConfigError(
+                f"MEAN_PIXEL has {len(np.atleast_1d(self.MEAN_PIXEL))} values but "
+                f"IMAGE_CHANNEL_COUNT is {self.IMAGE_CHANNEL_COUNT}: give one mean per channel.")
+        if self.GPU_COUNT < 1 or self.IMAGES_PER_GPU < 1:
+            raise ConfigError("GPU_COUNT and IMAGES_PER_GPU must both be >= 1.")
+        if not callable(self.BACKBONE) and len(self.RPN_ANCHOR_SCALES) != len(self.BACKBONE_STRIDES):
+            raise ConfigError(
+                f"RPN_ANCHOR_SCALES has {len(self.RPN_ANCHOR_SCALES)} values but there are "
+                f"{len(self.BACKBONE_STRIDES)} pyramid levels (BACKBONE_STRIDES): give one scale per level.")
+        if not 0 < self.ROI_POSITIVE_RATIO <= 1:
+            raise ConfigError("ROI_POSITIVE_RATIO must be in (0, 1].")
+        if list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
+            raise ConfigError(
+                f"MASK_SHAPE {list(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
+                f"({self.MASK_POOL_SIZE}) in each dimension: the mask head upsamples once by 2.")
+        unknown = set(self.LOSS_WEIGHTS) - {
+            "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"}
+        if unknown:
+            raise ConfigError(f"LOSS_WEIGHTS has unknown keys {sorted(unknown)}.")
+
+    def to_dict(self):
+        """All upper-case attributes as a dict (derived ones included)."""
+        return {name: getattr(self, name) for name in sorted(dir(self)) if name.isupper()}
+
+    def display(self):
+        """Print the configuration values, one per line."""
+        print("\nConfigurations:")
+        for name, value in self.to_dict().items():
+            print(f"{name:30} {value}")
+        print("\n")
