@@ -458,10 +458,13 @@ def resize_mask(mask, scale, padding, crop=None):
     """
     h, w = mask.shape[:2]
     if scale != 1:
-        mask = skimage.transform.resize(
-            mask, (round(h * scale), round(w * scale)) + mask.shape[2:],
-            order=0, mode="constant", preserve_range=True,
-            anti_aliasing=False).astype(mask.dtype)
+        shape = (round(h * scale), round(w * scale)) + mask.shape[2:]
+        if mask.size:
+            mask = skimage.transform.resize(
+                mask, shape, order=0, mode="constant", preserve_range=True,
+                anti_aliasing=False).astype(mask.dtype)
+        else:
+            mask = np.zeros(shape, dtype=mask.dtype)
     if crop is not None:
         y, x, h, w = crop
         return mask[y:y + h, x:x + w]
