@@ -20,7 +20,7 @@ import PIL.Image
 import PIL.ImageOps
 import skimage.transform
 
-RESIZE_MODES = ("none", "square", "pad64", "crop")
+from mrcnn.config import RESIZE_MODES
 
 
 ############################################################
@@ -269,8 +269,8 @@ def to_rgb8(image):
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(
-            f"Expected an image of shape [H, W], [H, W, 1], [H, W, 3] or "
-            f"[H, W, 4]; got shape {image.shape}.")
+            f"Expected an image of shape [H, W] or [H, W, C] with C in 1..4; "
+            f"got shape {image.shape}.")
     if image.shape[-1] in (1, 2):
         image = np.repeat(image[:, :, :1], 3, axis=2)
     image = image[:, :, :3]
@@ -608,10 +608,13 @@ def compute_matches(gt_boxes, gt_class_ids, gt_masks,
                     iou_threshold=0.5, score_threshold=0.0):
     """Match predictions to ground-truth instances by mask IoU.
 
-    Predictions are taken from the highest score down; each one is matched
-    to the unmatched ground-truth instance of highest mask IoU among those
-    of IoU >= ``iou_threshold``, provided the class agrees. Ground truth
-    whose IoU falls below ``score_threshold`` is never considered.
+    Predictions are taken from the highest score down. Each one walks the
+    ground-truth instances from the highest mask IoU down, skipping those
+    already matched, and stops at the first whose IoU is below
+    ``iou_threshold`` or whose class agrees (a match). Ground truth whose
+    IoU is below ``score_threshold`` is never considered. A ground truth
+    matched once is not matched again, so duplicate detections are false
+    positives (the original's later fix of ``gt_match[j] > 0``).
 
     Args:
         gt_boxes: [N, (y1, x1, y2, x2)]; all-zero rows are padding.
