@@ -1,0 +1,563 @@
+"""Weight files: the Keras-2 by-name HDF5 layout, downloads and checkpoints.
+
+The original Mask R-CNN saved its weights with Keras 2, and every file people
+trained with it (the released ``mask_rcnn_coco.h5`` included) has this layout:
+
+- root attribute ``layer_names``: the model's top-level layer names as bytes,
+  in model order, weightless layers (inputs, activations, ...) included;
+- root attributes ``backend`` and ``keras_version``;
+- one group per layer, with attribute ``weight_names``, e.g.
+  ``[b"res2a_branch2a/kernel:0", b"res2a_branch2a/bias:0"]`` (BatchNorm:
+  gamma, beta, moving_mean, moving_variance);
+- each weight a dataset at ``<layer>/<weight name>``.
+
+A nested model (``rpn_model``) is one group whose weight names are those of
+its sublayers (``rpn_conv_shared/kernel:0``, ...). A ``TimeDistributed``
+layer is named by the wrapper (``mrcnn_class_conv1/kernel:0``). Full-model
+saves keep the same layout under a ``model_weights`` group.
+
+This module reads and writes that layout with h5py, so the original's files
+load into this port and the checkpoints this port writes load into the
+original. It also fetches the COCO and ImageNet weight files and finds the
+last checkpoint of a training run.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import os
+import re
+import secrets
+import sys
+import urllib.request
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+
+COCO_WEIGHTS_URL = (
+    "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5")
+IMAGENET_WEIGHTS_URL = (
+    "https://github.com/fchollet/deep-learning-models/releases/download/v0.2/"
+    "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+# Layers whose weight shapes depend on NUM_CLASSES: exclude them when loading
+# weights trained with another number of classes (e.g. COCO's 81).
+CLASS_SPECIFIC_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
+
+LOG_DIR_TIME_FORMAT = "%Y%m%dT%H%M"
+
+logger = logging.getLogger(__name__)
+
+
+class DownloadError(OSError):
+    """A weights file could not be downloaded; the message says where to put it."""
+
+
+# Layout mapping ------------------------------------------------------------
+
+def layer_weight_names(layer):
+    """The file weight name of each weight variable of a Keras layer.
+
+    Args:
+        layer: a Keras layer or a nested ``keras.Model`` (e.g. ``rpn_model``).
+
+    Returns:
+        list of ``(weight_name, variable)`` in the layer's weight order
+        (kernel before bias; BatchNorm gamma, beta, moving_mean,
+        moving_variance). Plain layers and wrappers such as ``TimeDistributed``
+        give ``"<layer name>/<variable name>:0"``: the wrapper's name, not the
+        auto-named inner layer's. A nested model gives its sublayers' names
+        (``"rpn_conv_shared/kernel:0"``), as Keras 2 wrote them.
+    """
+    if isinstance(layer, keras.Model):
+        return [entry for sublayer in layer.layers for entry in layer_weight_names(sublayer)]
+    return [(f"{layer.name}/{variable.name}:0", variable) for variable in layer.weights]
+
+
+def model_layers(keras_model):
+    """Top-level layers of a model, or of the model it wraps (``inner_model``)."""
+    return getattr(keras_model, "inner_model", keras_model).layers
+
+
+# Writing -------------------------------------------------------------------
+
+def save_weights(keras_model, filepath):
+    """Write a model's weights to ``filepath`` in the Keras-2 by-name layout.
+
+    The file is written to a temporary file in the same folder, flushed to
+    disk, then renamed over ``filepath``: an interrupted run leaves either the
+    previous file or the complete new one, never a truncated file.
+    """
+    layers = model_layers(keras_model)
+    with _atomic_output(filepath) as temp_path, h5py.File(temp_path, "w") as f:
+        f.attrs["layer_names"] = _encode_names(layer.name for layer in layers)
+        f.attrs["backend"] = keras.backend.backend().encode("utf8")
+        f.attrs["keras_version"] = keras.__version__.encode("utf8")
+        for layer in layers:
+            _write_layer(f.create_group(layer.name), layer)
+
+
+def _write_layer(group, layer):
+    entries = layer_weight_names(layer)
+    names = [name for name, _ in entries]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(
+            f"Layer {layer.name!r} has several weights named {', '.join(duplicates)}; "
+            "the Keras-2 layout needs one name per weight within a layer.")
+    group.attrs["weight_names"] = _encode_names(names)
+    for name, variable in entries:
+        group.create_dataset(name, data=variable.numpy())
+
+
+def _encode_names(names):
+    return np.array([name.encode("utf8") for name in names], dtype="S")
+
+
+@contextlib.contextmanager
+def _atomic_output(filepath):
+    """Yield a temporary path beside ``filepath``; on success, fsync it and
+    rename it to ``filepath``; on error, remove it and leave ``filepath`` as it was."""
+    filepath = os.path.abspath(os.fspath(filepath))
+    folder, basename = os.path.split(filepath)
+    os.makedirs(folder, exist_ok=True)
+    temp_path = os.path.join(folder, f".{basename}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield temp_path
+        with open(temp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temp_path, filepath)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+
+
+# Reading -------------------------------------------------------------------
+
+@dataclasses.dataclass
+class LoadResult:
+    """What ``load_weights`` did, layer by layer (top-level layer names)."""
+
+    filepath: str
+    loaded: list      # model layers whose weights were set from the file
+    missing: list     # model layers with weights that the file lacks: unchanged
+    unused: list      # file layers with weights that the model lacks: ignored
+    excluded: list    # model layers skipped because of ``exclude``: unchanged
+
+
+def load_weights(keras_model, filepath, by_name=False, exclude=None):
+    """Load a Keras-2 HDF5 weights file (the original's or ours) into a model.
+
+    Args:
+        keras_model: the ``keras.Model`` (or a model wrapping it as ``inner_model``).
+        filepath: the .h5 file.
+        by_name: match model and file layers by name. Otherwise pair the
+            model's layers that have weights with the file's, in order (their
+            counts must be equal).
+        exclude: names of model layers to leave unchanged, e.g.
+            ``CLASS_SPECIFIC_LAYERS`` for a model with another class count.
+
+    Within a layer, weights are matched by name (``kernel``, ``bias``,
+    ``gamma``, ..., and for a nested model ``<sublayer>/kernel``), or, when the
+    file's names differ (e.g. Keras 1's ``conv1_W``), in the file's
+    ``weight_names`` order. All shapes are checked before any value is set.
+
+    Returns:
+        a ``LoadResult``. Model layers missing from the file, and file layers
+        the model lacks, are also logged as warnings.
+
+    Raises:
+        FileNotFoundError: no file at ``filepath``.
+        ValueError: the file is not in this layout, or weight counts or shapes
+            differ in layers that ``exclude`` does not cover.
+    """
+    filepath = os.fspath(filepath)
+    exclude = set(exclude or ())
+    weighted_layers = [layer for layer in model_layers(keras_model) if layer.weights]
+    with _open_layout(filepath) as group:
+        file_layers = _read_weighted_layers(group, filepath)
+        if by_name:
+            pairs, result = _pair_by_name(weighted_layers, file_layers, exclude, filepath)
+        else:
+            pairs, result = _pair_by_order(weighted_layers, file_layers, exclude, filepath)
+        assignments = _plan_assignments(group, pairs, filepath)
+    for variable, value in assignments:
+        variable.assign(value)
+    _log_result(result)
+    return result
+
+
+def is_weights_file(filepath):
+    """True if ``filepath`` is a complete HDF5 file in the Keras-2 layout."""
+    try:
+        with _open_layout(os.fspath(filepath)):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _open_layout(filepath):
+    """Yield the HDF5 group holding ``layer_names`` (the root, or ``model_weights``)."""
+    if not os.path.exists(filepath):
+        raise FileNotFoundError(
+            f"Weights file not found: {filepath}. Pass the path of an existing .h5 file; "
+            "get the COCO weights with mrcnn.weights.get_coco_weights() (--weights=coco), "
+            "the ImageNet ones with get_imagenet_weights() (--weights=imagenet), or the "
+            "last checkpoint with find_last_checkpoint() (--weights=last).")
+    if zipfile.is_zipfile(filepath):
+        raise ValueError(
+            f"{filepath} is a Keras 3 '.keras' archive (zip), not a Keras-2 HDF5 weights "
+            "file. Load it with keras.saving.load_model(), or write weights for this "
+            "project with mrcnn.weights.save_weights().")
+    if not h5py.is_hdf5(filepath):
+        raise ValueError(
+            f"{filepath} is not an HDF5 file (another format, or a truncated download): "
+            "delete it and get the file again.")
+    with h5py.File(filepath, "r") as f:
+        if _has_layer_names(f):
+            yield f
+        elif "model_weights" in f and _has_layer_names(f["model_weights"]):
+            yield f["model_weights"]
+        else:
+            raise ValueError(
+                f"{filepath} is an HDF5 file but not in the Keras-2 by-name layout (no "
+                "'layer_names' attribute). Keras 3 '.weights.h5' files, written by "
+                "model.save_weights(), load with keras_model.load_weights() into the same "
+                "architecture only; mrcnn.weights.save_weights() writes the portable layout.")
+
+
+def _has_layer_names(group):
+    return "layer_names" in group.attrs or "layer_names0" in group.attrs
+
+
+def _read_names(attributes, name):
+    """A list of str from a bytes-array attribute, also when Keras 2 split it
+    into chunks ``name0``, ``name1``, ... (attributes larger than 64 KB)."""
+    if name in attributes:
+        values = list(attributes[name])
+    else:
+        values, index = [], 0
+        while f"{name}{index}" in attributes:
+            values.extend(attributes[f"{name}{index}"])
+            index += 1
+    return [value.decode("utf8") if isinstance(value, bytes) else str(value) for value in values]
+
+
+def _read_weighted_layers(group, filepath):
+    """{layer name: [weight name, ...]} for the file's layers that have weights, in order."""
+    layers = {}
+    for layer_name in _read_names(group.attrs, "layer_names"):
+        if layer_name not in group:
+            raise ValueError(
+                f"{filepath} lists layer {layer_name!r} in 'layer_names' but has no group "
+                "for it: the file is damaged; get it again.")
+        weight_names = _read_names(group[layer_name].attrs, "weight_names")
+        if weight_names:
+            layers[layer_name] = weight_names
+    return layers
+
+
+def _pair_by_name(weighted_layers, file_layers, exclude, filepath):
+    model_names = {layer.name for layer in weighted_layers}
+    pairs, loaded, missing, excluded = [], [], [], []
+    for layer in weighted_layers:
+        if layer.name in exclude:
+            excluded.append(layer.name)
+        elif layer.name in file_layers:
+            pairs.append((layer, layer.name, file_layers[layer.name]))
+            loaded.append(layer.name)
+        else:
+            missing.append(layer.name)
+    unused = [name for name in file_layers if name not in model_names]
+    return pairs, LoadResult(filepath, loaded, missing, unused, excluded)
+
+
+def _pair_by_order(weighted_layers, file_layers, exclude, filepath):
+    if len(weighted_layers) != len(file_layers):
+        raise ValueError(
+            f"{filepath} has {len(file_layers)} layers with weights and the model has "
+            f"{len(weighted_layers)}, so they cannot be paired in order: load by name "
+            "(by_name=True) to match layers by their names.")
+    pairs, loaded, excluded = [], [], []
+    for layer, (file_layer, weight_names) in zip(weighted_layers, file_layers.items()):
+        if layer.name in exclude:
+            excluded.append(layer.name)
+        else:
+            pairs.append((layer, file_layer, weight_names))
+            loaded.append(layer.name)
+    return pairs, LoadResult(filepath, loaded, [], [], excluded)
+
+
+def _plan_assignments(group, pairs, filepath):
+    """[(variable, value)] for every paired layer; one error listing every
+    layer whose weight count or shapes differ."""
+    assignments, count_problems, shape_problems = [], [], []
+    for layer, file_layer, file_weight_names in pairs:
+        entries = layer_weight_names(layer)
+        if len(entries) != len(file_weight_names):
+            count_problems.append(
+                f"  {layer.name}: {len(entries)} weights in the model "
+                f"({', '.join(name for name, _ in entries)}), {len(file_weight_names)} in "
+                f"the file ({', '.join(file_weight_names)})")
+            continue
+        matched = _match_weight_names(layer.name, [name for name, _ in entries], file_weight_names)
+        for (name, variable), file_name in zip(entries, matched):
+            value = group[file_layer][file_name][()]
+            if tuple(value.shape) != tuple(variable.shape):
+                shape_problems.append((layer.name, name, value.shape, tuple(variable.shape)))
+            else:
+                assignments.append((variable, value))
+    if count_problems:
+        raise ValueError(
+            f"Cannot load {filepath}: layers with a different number of weights in the "
+            "file and the model:\n" + "\n".join(count_problems) +
+            "\nPass exclude=[...] with these layer names to leave them unchanged.")
+    if shape_problems:
+        raise ValueError(_shape_mismatch_message(filepath, shape_problems))
+    return assignments
+
+
+def _match_weight_names(layer_name, model_weight_names, file_weight_names):
+    """The file weight name for each model weight of one layer.
+
+    A model weight ``res2a_branch2a/kernel:0`` matches the file weight whose
+    name ends with ``kernel`` (``rpn_conv_shared/kernel`` for a nested model's
+    ``rpn_conv_shared/kernel:0``), whatever prefix the file gives it. When the
+    names do not match one to one, the file's order is used.
+    """
+    matched = []
+    for model_name in model_weight_names:
+        key = _strip_index(model_name)
+        if key.startswith(layer_name + "/"):
+            key = key[len(layer_name) + 1:]
+        depth = key.count("/") + 1
+        candidates = [file_name for file_name in file_weight_names
+                      if "/".join(_strip_index(file_name).split("/")[-depth:]) == key]
+        matched.append(candidates[0] if len(candidates) == 1 else None)
+    if None in matched or len(set(matched)) != len(matched):
+        return list(file_weight_names)
+    return matched
+
+
+def _strip_index(weight_name):
+    """``"conv1/kernel:0"`` -> ``"conv1/kernel"``."""
+    return re.sub(r":\d+$", "", weight_name)
+
+
+def _shape_mismatch_message(filepath, shape_problems):
+    layers = list(dict.fromkeys(layer for layer, _, _, _ in shape_problems))
+    lines = [f"  {layer}: {name} is {file_shape} in the file, {model_shape} in the model"
+             for layer, name, file_shape, model_shape in shape_problems]
+    if set(layers) & set(CLASS_SPECIFIC_LAYERS):
+        suggestion = list(CLASS_SPECIFIC_LAYERS) + [
+            layer for layer in layers if layer not in CLASS_SPECIFIC_LAYERS]
+        reason = ("The model's NUM_CLASSES differs from the file's (COCO has 81): load the "
+                  "other layers and train these ones with\n")
+    else:
+        suggestion = layers
+        reason = "To leave these layers at their current values, load with\n"
+    return (f"Cannot load {filepath}: weight shapes differ in {len(layers)} layer(s) "
+            f"({', '.join(layers)}):\n" + "\n".join(lines) + "\n" + reason +
+            f"  load_weights(..., by_name=True, exclude={suggestion!r})")
+
+
+def _log_result(result):
+    if result.missing:
+        logger.warning(
+            "%d layers of the model are not in %s and keep their current values: %s",
+            len(result.missing), result.filepath, ", ".join(result.missing))
+    if result.unused:
+        logger.warning(
+            "%d layers of %s are not in the model and were not loaded: %s",
+            len(result.unused), result.filepath, ", ".join(result.unused))
+    logger.info("Loaded %d layers from %s (%d excluded)",
+                len(result.loaded), result.filepath, len(result.excluded))
+
+
+# Downloads -----------------------------------------------------------------
+
+def default_cache_dir():
+    """``$MRCNN_CACHE`` if set, else ``~/.cache/mrcnn``."""
+    return os.environ.get("MRCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mrcnn")
+
+
+def get_coco_weights(path=None, cache_dir=None):
+    """Local path of the original's ``mask_rcnn_coco.h5`` (ResNet101, 81 classes).
+
+    Returns ``path`` if that file exists, else the file in ``cache_dir``
+    (default ``default_cache_dir()``) if it exists; otherwise downloads
+    ``COCO_WEIGHTS_URL`` to ``path`` (or into the cache folder).
+
+    Raises:
+        DownloadError: offline or failed download; the message gives the URL
+            and the exact path to put the file at.
+    """
+    return _get_weights_file(COCO_WEIGHTS_URL, path, cache_dir)
+
+
+def get_imagenet_weights(cache_dir=None):
+    """Local path of the ResNet50 ImageNet weights (no top) the original used;
+    cached and downloaded like ``get_coco_weights``. Load them by name."""
+    return _get_weights_file(IMAGENET_WEIGHTS_URL, None, cache_dir)
+
+
+def _get_weights_file(url, path, cache_dir):
+    cached = os.path.join(cache_dir or default_cache_dir(), url.rsplit("/", 1)[-1])
+    for candidate in (path, cached):
+        if candidate is not None and os.path.isfile(candidate):
+            return os.fspath(candidate)
+    target = os.fspath(path) if path is not None else cached
+    download_file(url, target)
+    return target
+
+
+def download_file(url, filepath, timeout=60):
+    """Download ``url`` to ``filepath`` atomically, with a progress bar on stderr.
+
+    The size is checked against the server's Content-Length and the file must
+    be HDF5; nothing is left at ``filepath`` on failure.
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, \
+                _atomic_output(filepath) as temp_path:
+            expected = int(response.headers.get("Content-Length") or 0) or None
+            received = _copy_with_progress(response, temp_path, expected, os.path.basename(filepath))
+            if expected is not None and received != expected:
+                raise DownloadError(
+                    f"Download of {url} stopped after {received} of {expected} bytes. Run "
+                    f"again, or download the file yourself and put it at:\n  {filepath}")
+            if not h5py.is_hdf5(temp_path):
+                raise DownloadError(
+                    f"{url} did not return an HDF5 file (a proxy or login page?). Download "
+                    f"it yourself and put it at:\n  {filepath}")
+    except DownloadError:
+        raise
+    except OSError as err:
+        raise DownloadError(
+            f"Could not download {url} ({err}). If this machine is offline, download that "
+            f"URL on another machine and put the file at:\n  {filepath}") from err
+
+
+def _copy_with_progress(response, filepath, expected, label, chunk_size=1 << 20):
+    """Copy a response body to ``filepath``; returns the number of bytes."""
+    received = 0
+    with open(filepath, "wb") as f:
+        while chunk := response.read(chunk_size):
+            f.write(chunk)
+            received += len(chunk)
+            _show_progress(label, received, expected)
+    sys.stderr.write("\n")
+    return received
+
+
+def _show_progress(label, received, expected, width=30):
+    megabytes = received / 1e6
+    if expected:
+        done = int(width * received / expected)
+        bar = "#" * done + "-" * (width - done)
+        sys.stderr.write(f"\r{label} [{bar}] {100 * received // expected:3d}% "
+                         f"{megabytes:.1f}/{expected / 1e6:.1f} MB")
+    else:
+        sys.stderr.write(f"\r{label} {megabytes:.1f} MB")
+    sys.stderr.flush()
+
+
+# Checkpoints ---------------------------------------------------------------
+
+def log_dir_name(name, now=None):
+    """Folder of one training run: ``<name lowercased><YYYYmmddTHHMM>``, e.g.
+    ``pikachu20260125T1530`` (the original's)."""
+    now = now or datetime.datetime.now()
+    return f"{name.lower()}{now:{LOG_DIR_TIME_FORMAT}}"
+
+
+def checkpoint_path_template(log_dir, name):
+    """``<log_dir>/mask_rcnn_<name lowercased>_{epoch:04d}.h5``, the original's
+    checkpoint names; format it with the 1-based epoch number."""
+    return os.path.join(log_dir, f"mask_rcnn_{name.lower()}_{{epoch:04d}}.h5")
+
+
+def find_last_checkpoint(model_dir, name):
+    """The last complete checkpoint of the newest run of ``name`` under ``model_dir``.
+
+    Runs are the folders ``<name><YYYYmmddTHHMM>`` (``log_dir_name``), newest
+    first; in each, the files ``mask_rcnn_<name>_<epoch:04d>.h5`` from the
+    highest epoch down. Files that do not open as HDF5 files of the Keras-2
+    layout (an interrupted write, a partial copy) are skipped with a warning;
+    temporary files never match the pattern.
+
+    Raises:
+        FileNotFoundError: no complete checkpoint; the message says where
+            checkpoints are expected.
+    """
+    name = name.lower()
+    run_pattern = re.compile(re.escape(name) + r"\d{8}T\d{4}")
+    checkpoint_pattern = re.compile(rf"mask_rcnn_{re.escape(name)}_(\d{{4,}})\.h5")
+    runs = sorted((entry for entry in _list_dir(model_dir) if run_pattern.fullmatch(entry)
+                   and os.path.isdir(os.path.join(model_dir, entry))), reverse=True)
+    for run in runs:
+        run_dir = os.path.join(model_dir, run)
+        checkpoints = sorted(
+            (match for match in map(checkpoint_pattern.fullmatch, os.listdir(run_dir)) if match),
+            key=lambda match: int(match.group(1)), reverse=True)
+        for match in checkpoints:
+            path = os.path.join(run_dir, match.group(0))
+            if is_weights_file(path):
+                return path
+            logger.warning("Skipping %s: not a complete weights file", path)
+    raise FileNotFoundError(
+        f"No complete checkpoint of {name!r} under {model_dir}: expected "
+        f"{os.path.join(model_dir, name + 'YYYYmmddTHHMM', f'mask_rcnn_{name}_0001.h5')} "
+        "(written by training). Train first, or load another weights file.")
+
+
+def _list_dir(model_dir):
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(
+            f"Model directory {model_dir} does not exist: no checkpoints to resume from. "
+            "Train first, or load another weights file.")
+    return os.listdir(model_dir)
+
+
+def epoch_from_checkpoint(path):
+    """The epoch number in a checkpoint path, or None for other files.
+
+    ``logs/pikachu20260125T1530/mask_rcnn_pikachu_0003.h5`` -> 3: three epochs
+    were done, so training resumes with Keras ``initial_epoch=3`` (the 4th
+    epoch, saved as ``..._0004.h5``) in the same log folder.
+    """
+    match = re.search(r"[\w-]+\d{8}T\d{4}[/\\]mask_rcnn_[\w-]+_(\d{4,})\.h5$", os.fspath(path))
+    return int(match.group(1)) if match else None
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves a model's weights in the Keras-2 layout after each epoch.
+
+    Args:
+        checkpoint_path_template: e.g. ``checkpoint_path_template(log_dir, name)``;
+            formatted with ``epoch`` = the 1-based epoch number (Keras counts
+            from 0): ``mask_rcnn_pikachu_0001.h5`` after the first epoch.
+        keras_model: the model to save; default: the model being trained.
+        verbose: print each saved path.
+    """
+
+    def __init__(self, checkpoint_path_template, keras_model=None, verbose=0):
+        super().__init__()
+        if not isinstance(checkpoint_path_template, str) or "{epoch" not in checkpoint_path_template:
+            raise ValueError(
+                "checkpoint_path_template must be a str with an {epoch} field, e.g. "
+                f"'logs/shapes20260125T1530/mask_rcnn_shapes_{{epoch:04d}}.h5', not "
+                f"{checkpoint_path_template!r}.")
+        self.checkpoint_path_template = checkpoint_path_template
+        self.keras_model = keras_model
+        self.verbose = verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.checkpoint_path_template.format(epoch=epoch + 1)
+        save_weights(self.keras_model or self.model, path)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: saved weights to {path}")

@@ -1,0 +1,665 @@
+"""Tests for mrcnn.weights: the Keras-2 by-name HDF5 layout, downloads, checkpoints.
+
+Weight files are written here directly with h5py in the layout of the original's
+mask_rcnn_coco.h5 (real layer and weight names, random values); nothing is downloaded.
+"""
+
+import ast
+import datetime
+import io
+import logging
+import os
+import re
+import types
+import urllib.error
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras import layers as KL
+
+from mrcnn import weights
+from mrcnn.weights import CLASS_SPECIFIC_LAYERS, load_weights, save_weights
+
+REFERENCE_TSV = (Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
+                 / "mask_rcnn_coco_weights.tsv")
+
+NUM_CLASSES = 3
+BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def conv(name, kernel, channels_in, channels_out):
+    return [(f"{name}/kernel:0", (kernel, kernel, channels_in, channels_out)),
+            (f"{name}/bias:0", (channels_out,))]
+
+
+def batch_norm(name, channels):
+    return [(f"{name}/{weight}:0", (channels,)) for weight in BN_WEIGHTS]
+
+
+def dense(name, units_in, units_out):
+    return [(f"{name}/kernel:0", (units_in, units_out)), (f"{name}/bias:0", (units_out,))]
+
+
+def expected_layout(num_classes=NUM_CLASSES):
+    """[(group, [(weight name, shape)])] of build_model(), as Keras 2 names them."""
+    return [
+        ("conv1", conv("conv1", 3, 3, 4)),
+        ("bn_conv1", batch_norm("bn_conv1", 4)),
+        ("res2a_branch2a", conv("res2a_branch2a", 1, 4, 8)),
+        ("bn2a_branch2a", batch_norm("bn2a_branch2a", 8)),
+        ("rpn_model", conv("rpn_conv_shared", 3, 8, 8) + conv("rpn_class_raw", 1, 8, 2)
+         + conv("rpn_bbox_pred", 1, 8, 4)),
+        ("mrcnn_class_conv1", conv("mrcnn_class_conv1", 5, 8, 6)),
+        ("mrcnn_class_bn1", batch_norm("mrcnn_class_bn1", 6)),
+        ("mrcnn_class_logits", dense("mrcnn_class_logits", 6, num_classes)),
+        ("mrcnn_bbox_fc", dense("mrcnn_bbox_fc", 6, 4 * num_classes)),
+        ("mrcnn_mask", conv("mrcnn_mask", 1, 8, num_classes)),
+    ]
+
+
+def build_rpn_model(depth):
+    feature_map = KL.Input((None, None, depth), name="input_rpn_feature_map")
+    shared = KL.Conv2D(8, 3, padding="same", activation="relu", name="rpn_conv_shared")(feature_map)
+    class_logits = KL.Conv2D(2, 1, name="rpn_class_raw")(shared)
+    bbox = KL.Conv2D(4, 1, name="rpn_bbox_pred")(shared)
+    return keras.Model(feature_map, [class_logits, bbox], name="rpn_model")
+
+
+def build_model(num_classes=NUM_CLASSES):
+    """A small model with the original's layer names and kinds of layers."""
+    image = KL.Input((16, 16, 3), name="input_image")
+    x = KL.Conv2D(4, 3, padding="same", name="conv1")(image)
+    x = KL.BatchNormalization(name="bn_conv1")(x)
+    x = KL.Activation("relu")(x)
+    x = KL.Conv2D(8, 1, name="res2a_branch2a")(x)
+    x = KL.BatchNormalization(name="bn2a_branch2a")(x)
+    rpn_class, rpn_bbox = build_rpn_model(8)(x)
+    rois = KL.Input((3, 5, 5, 8), name="input_pooled_rois")
+    y = KL.TimeDistributed(KL.Conv2D(6, 5), name="mrcnn_class_conv1")(rois)
+    y = KL.TimeDistributed(KL.BatchNormalization(), name="mrcnn_class_bn1")(y)
+    y = KL.Reshape((3, 6), name="pool_squeeze")(y)
+    logits = KL.TimeDistributed(KL.Dense(num_classes), name="mrcnn_class_logits")(y)
+    bbox = KL.TimeDistributed(KL.Dense(4 * num_classes), name="mrcnn_bbox_fc")(y)
+    mask = KL.TimeDistributed(KL.Conv2D(num_classes, 1), name="mrcnn_mask")(rois)
+    return keras.Model([image, rois], [rpn_class, rpn_bbox, logits, bbox, mask], name="mask_rcnn")
+
+
+def variable_for(model, group, weight_name):
+    """The model variable that file weight ``group/weight_name`` belongs to,
+    found through the layers' attributes (not through mrcnn.weights)."""
+    layer_name, attribute = re.match(r"(.*)/(\w+):0$", weight_name).groups()
+    layer = model.get_layer(group)
+    if layer_name != group:
+        layer = layer.get_layer(layer_name)
+    if isinstance(layer, KL.Wrapper):
+        layer = layer.layer
+    return getattr(layer, attribute)
+
+
+def write_keras2_file(path, layout, rng, weightless=("input_image", "activation"),
+                      root=None):
+    """Write ``layout`` ([(group, [(weight name, shape)])]) in the Keras-2 layout
+    with random values; returns {(group, weight name): value}."""
+    values = {}
+    with h5py.File(path, "w") as f:
+        group = f if root is None else f.create_group(root)
+        group.attrs["layer_names"] = np.array(
+            [name.encode() for name in weightless] + [name.encode() for name, _ in layout])
+        group.attrs["backend"] = b"tensorflow"
+        group.attrs["keras_version"] = b"2.2.4"
+        for name in weightless:
+            group.create_group(name).attrs["weight_names"] = np.array([], dtype="S")
+        for layer_name, layer_weights in layout:
+            layer_group = group.create_group(layer_name)
+            layer_group.attrs["weight_names"] = np.array([w.encode() for w, _ in layer_weights])
+            for weight_name, shape in layer_weights:
+                value = rng.standard_normal(shape).astype(np.float32)
+                layer_group[weight_name] = value
+                values[(layer_name, weight_name)] = value
+    return values
+
+
+def value_of(variable):
+    return variable.numpy()
+
+
+def snapshot(model):
+    return [value_of(variable) for variable in model.weights]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# Layout mapping --------------------------------------------------------------
+
+def test_layer_weight_names_are_the_keras2_names_in_file_order():
+    model = build_model()
+    mapped = [(layer.name, [(name, tuple(variable.shape))
+                            for name, variable in weights.layer_weight_names(layer)])
+              for layer in model.layers if layer.weights]
+    assert dict(mapped) == dict(expected_layout())
+
+
+def test_layer_weight_names_pairs_each_name_with_its_variable():
+    model = build_model()
+    for group, layer_weights in expected_layout():
+        entries = weights.layer_weight_names(model.get_layer(group))
+        for (name, variable), (expected_name, _) in zip(entries, layer_weights):
+            assert variable is variable_for(model, group, expected_name)
+
+
+# Loading -----------------------------------------------------------------------
+
+def test_load_by_name_sets_every_variable_from_its_file_weight(tmp_path, rng):
+    model = build_model()
+    values = write_keras2_file(tmp_path / "w.h5", expected_layout(), rng)
+
+    result = load_weights(model, tmp_path / "w.h5", by_name=True)
+
+    for (group, weight_name), value in values.items():
+        np.testing.assert_array_equal(value_of(variable_for(model, group, weight_name)), value)
+    assert len(values) == len(model.weights)
+    assert sorted(result.loaded) == sorted(group for group, _ in expected_layout())
+    assert result.missing == result.unused == result.excluded == []
+
+
+def test_load_by_order_pairs_weighted_layers_whatever_their_names(tmp_path, rng):
+    model = build_model()
+    layout = dict(expected_layout())
+    in_model_order = [(layer.name, layout[layer.name]) for layer in model.layers if layer.weights]
+    renamed = [(f"layer_{i}", [(f"layer_{i}/w{j}:0", shape) for j, (_, shape) in enumerate(ws)])
+               for i, (_, ws) in enumerate(in_model_order)]
+    values = write_keras2_file(tmp_path / "w.h5", renamed, rng)
+
+    load_weights(model, tmp_path / "w.h5", by_name=False)
+
+    for (group, layer_weights), (renamed_group, renamed_weights) in zip(in_model_order, renamed):
+        for (weight_name, _), (renamed_weight, _) in zip(layer_weights, renamed_weights):
+            np.testing.assert_array_equal(value_of(variable_for(model, group, weight_name)),
+                                          values[(renamed_group, renamed_weight)])
+
+
+def test_load_by_order_refuses_a_different_layer_count(tmp_path, rng):
+    write_keras2_file(tmp_path / "w.h5", expected_layout()[:-1], rng)
+    with pytest.raises(ValueError, match=r"has 9 layers with weights and the model has 10.*by_name=True"):
+        load_weights(build_model(), tmp_path / "w.h5")
+
+
+def test_weights_within_a_layer_are_matched_by_name_not_position(tmp_path, rng):
+    layout = [(group, list(reversed(ws))) for group, ws in expected_layout()]
+    # Keras 2 sometimes suffixed a layer built twice: "conv1_1/kernel:0".
+    layout[0] = ("conv1", [("conv1_1/bias:0", (4,)), ("conv1_1/kernel:0", (3, 3, 3, 4))])
+    values = write_keras2_file(tmp_path / "w.h5", layout, rng)
+    model = build_model()
+
+    load_weights(model, tmp_path / "w.h5", by_name=True)
+
+    np.testing.assert_array_equal(value_of(model.get_layer("conv1").kernel),
+                                  values[("conv1", "conv1_1/kernel:0")])
+    for group, layer_weights in layout[1:]:
+        for weight_name, _ in layer_weights:
+            np.testing.assert_array_equal(value_of(variable_for(model, group, weight_name)),
+                                          values[(group, weight_name)])
+
+
+def test_unmatched_weight_names_fall_back_to_the_file_order(tmp_path, rng):
+    # Keras 1 files (the ImageNet ResNet50) name weights conv1_W, bn_conv1_running_std, ...
+    layout = [("conv1", [("conv1_W:0", (3, 3, 3, 4)), ("conv1_b:0", (4,))]),
+              ("bn_conv1", [(f"bn_conv1_{w}:0", (4,))
+                            for w in ("gamma", "beta", "running_mean", "running_std")])]
+    values = write_keras2_file(tmp_path / "w.h5", layout, rng)
+    model = build_model()
+
+    load_weights(model, tmp_path / "w.h5", by_name=True)
+
+    conv1, bn_conv1 = model.get_layer("conv1"), model.get_layer("bn_conv1")
+    np.testing.assert_array_equal(value_of(conv1.kernel), values[("conv1", "conv1_W:0")])
+    np.testing.assert_array_equal(value_of(conv1.bias), values[("conv1", "conv1_b:0")])
+    np.testing.assert_array_equal(value_of(bn_conv1.moving_variance),
+                                  values[("bn_conv1", "bn_conv1_running_std:0")])
+
+
+def test_missing_and_unused_layers_are_reported_and_left_alone(tmp_path, rng, caplog):
+    layout = [item for item in expected_layout() if item[0] not in ("res2a_branch2a", "mrcnn_mask")]
+    layout.append(("fpn_p6_extra", conv("fpn_p6_extra", 1, 2, 2)))
+    write_keras2_file(tmp_path / "w.h5", layout, rng)
+    model = build_model()
+    kernel_before = value_of(model.get_layer("res2a_branch2a").kernel)
+
+    with caplog.at_level(logging.WARNING, logger="mrcnn.weights"):
+        result = load_weights(model, tmp_path / "w.h5", by_name=True)
+
+    assert result.missing == ["res2a_branch2a", "mrcnn_mask"]
+    assert result.unused == ["fpn_p6_extra"]
+    assert "2 layers of the model are not in" in caplog.text
+    assert "res2a_branch2a, mrcnn_mask" in caplog.text
+    assert "1 layers of" in caplog.text and "fpn_p6_extra" in caplog.text
+    np.testing.assert_array_equal(value_of(model.get_layer("res2a_branch2a").kernel), kernel_before)
+
+
+def test_excluded_heads_keep_their_initial_values(tmp_path, rng):
+    values = write_keras2_file(tmp_path / "w.h5", expected_layout(num_classes=81), rng)
+    model = build_model(num_classes=2)
+    heads = [model.get_layer(name) for name in ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask")]
+    initial = [value_of(variable) for head in heads for variable in head.weights]
+
+    result = load_weights(model, tmp_path / "w.h5", by_name=True, exclude=CLASS_SPECIFIC_LAYERS)
+
+    for variable, value in zip([v for head in heads for v in head.weights], initial):
+        np.testing.assert_array_equal(value_of(variable), value)
+    for group, layer_weights in expected_layout()[:7]:
+        for weight_name, _ in layer_weights:
+            np.testing.assert_array_equal(value_of(variable_for(model, group, weight_name)),
+                                          values[(group, weight_name)])
+    assert result.excluded == ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"]
+    assert result.missing == [] and result.unused == []
+
+
+def test_class_count_mismatch_names_layers_shapes_and_exclude_and_changes_nothing(tmp_path, rng):
+    write_keras2_file(tmp_path / "w.h5", expected_layout(num_classes=81), rng)
+    model = build_model(num_classes=2)
+    before = snapshot(model)
+
+    with pytest.raises(ValueError) as error:
+        load_weights(model, tmp_path / "w.h5", by_name=True)
+
+    message = str(error.value)
+    assert str(tmp_path / "w.h5") in message
+    assert "mrcnn_class_logits/kernel:0 is (6, 81) in the file, (6, 2) in the model" in message
+    assert "mrcnn_bbox_fc/kernel:0 is (6, 324) in the file, (6, 8) in the model" in message
+    assert "mrcnn_mask/bias:0 is (81,) in the file, (2,) in the model" in message
+    assert ("exclude=['mrcnn_class_logits', 'mrcnn_bbox_fc', 'mrcnn_bbox', 'mrcnn_mask']"
+            in message)
+    for variable, value in zip(model.weights, before):
+        np.testing.assert_array_equal(value_of(variable), value)
+
+
+def test_other_shape_mismatch_suggests_excluding_that_layer(tmp_path, rng):
+    layout = expected_layout()
+    layout[0] = ("conv1", conv("conv1", 7, 3, 4))
+    write_keras2_file(tmp_path / "w.h5", layout, rng)
+    with pytest.raises(ValueError, match=re.escape(
+            "conv1/kernel:0 is (7, 7, 3, 4) in the file, (3, 3, 3, 4) in the model")) as error:
+        load_weights(build_model(), tmp_path / "w.h5", by_name=True)
+    assert "exclude=['conv1']" in str(error.value)
+
+
+def test_weight_count_mismatch_is_an_error_naming_the_layer(tmp_path, rng):
+    layout = expected_layout()
+    layout[0] = ("conv1", conv("conv1", 3, 3, 4)[:1])
+    write_keras2_file(tmp_path / "w.h5", layout, rng)
+    with pytest.raises(ValueError, match=r"conv1: 2 weights in the model .*1 in the file"):
+        load_weights(build_model(), tmp_path / "w.h5", by_name=True)
+
+
+def test_missing_file_says_how_to_get_weights(tmp_path):
+    path = tmp_path / "mask_rcnn_coco.h5"
+    with pytest.raises(FileNotFoundError, match="get_coco_weights") as error:
+        load_weights(build_model(), path, by_name=True)
+    assert str(path) in str(error.value)
+
+
+def test_non_hdf5_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_text("<html>Not Found</html>")
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not an HDF5 file")):
+        load_weights(build_model(), path, by_name=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from Keras's own saving code
+def test_keras3_weights_file_is_a_clear_error(tmp_path):
+    model = build_model()
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path} is an HDF5 file but not in the Keras-2 by-name layout")):
+        load_weights(model, path, by_name=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from Keras's own saving code
+def test_keras_archive_is_a_clear_error(tmp_path):
+    model = build_model()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match=re.escape(f"{path} is a Keras 3 '.keras' archive")):
+        load_weights(model, path, by_name=True)
+
+
+def test_full_model_file_with_model_weights_group_loads(tmp_path, rng):
+    values = write_keras2_file(tmp_path / "w.h5", expected_layout(), rng, root="model_weights")
+    model = build_model()
+    load_weights(model, tmp_path / "w.h5", by_name=True)
+    np.testing.assert_array_equal(value_of(variable_for(model, "rpn_model", "rpn_bbox_pred/kernel:0")),
+                                  values[("rpn_model", "rpn_bbox_pred/kernel:0")])
+
+
+def test_layer_names_split_in_chunks_are_read(tmp_path, rng):
+    path = tmp_path / "w.h5"
+    values = write_keras2_file(path, expected_layout(), rng)
+    with h5py.File(path, "a") as f:
+        names = f.attrs["layer_names"]
+        del f.attrs["layer_names"]
+        f.attrs["layer_names0"], f.attrs["layer_names1"] = names[:5], names[5:]
+    model = build_model()
+    load_weights(model, path, by_name=True)
+    np.testing.assert_array_equal(value_of(variable_for(model, "mrcnn_mask", "mrcnn_mask/bias:0")),
+                                  values[("mrcnn_mask", "mrcnn_mask/bias:0")])
+
+
+def test_a_model_wrapping_inner_model_loads_into_it(tmp_path, rng):
+    values = write_keras2_file(tmp_path / "w.h5", expected_layout(), rng)
+    model = build_model()
+    load_weights(types.SimpleNamespace(inner_model=model), tmp_path / "w.h5", by_name=True)
+    np.testing.assert_array_equal(value_of(model.get_layer("conv1").kernel),
+                                  values[("conv1", "conv1/kernel:0")])
+
+
+# Saving ------------------------------------------------------------------------
+
+def randomize(model, rng):
+    for variable in model.weights:
+        variable.assign(rng.standard_normal(variable.shape).astype(np.float32))
+
+
+def test_saved_file_has_the_keras2_layout(tmp_path, rng):
+    model = build_model()
+    randomize(model, rng)
+    save_weights(model, tmp_path / "ckpt.h5")
+
+    with h5py.File(tmp_path / "ckpt.h5", "r") as f:
+        assert [n.decode() for n in f.attrs["layer_names"]] == [layer.name for layer in model.layers]
+        # h5py reads the bytes scalars that Keras 2 wrote (and we write) back as str.
+        assert f.attrs["backend"] == "tensorflow"
+        assert f.attrs["keras_version"] == keras.__version__
+        assert len(f["input_image"].attrs["weight_names"]) == 0
+        for group, layer_weights in expected_layout():
+            assert [n.decode() for n in f[group].attrs["weight_names"]] == [w for w, _ in layer_weights]
+            for weight_name, shape in layer_weights:
+                np.testing.assert_array_equal(
+                    f[group][weight_name][()], value_of(variable_for(model, group, weight_name)))
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+def test_save_then_load_round_trips_bit_for_bit(tmp_path, rng, by_name):
+    model = build_model()
+    randomize(model, rng)
+    save_weights(model, tmp_path / "ckpt.h5")
+    fresh = build_model()
+
+    result = load_weights(fresh, tmp_path / "ckpt.h5", by_name=by_name)
+
+    assert len(result.loaded) == len(expected_layout())
+    for saved, loaded in zip(model.weights, fresh.weights):
+        assert value_of(loaded).tobytes() == value_of(saved).tobytes()
+
+
+def test_interrupted_save_leaves_the_previous_file_and_no_temp_file(tmp_path, rng, monkeypatch):
+    model = build_model()
+    path = tmp_path / "mask_rcnn_shapes_0001.h5"
+    save_weights(model, path)
+    assert os.listdir(tmp_path) == [path.name]
+    previous = path.read_bytes()
+    randomize(model, rng)
+    real_create_dataset = h5py.Group.create_dataset
+    calls = []
+
+    def create_then_fail(group, name, **kwargs):
+        calls.append(name)
+        if len(calls) == 5:
+            raise OSError("No space left on device")
+        return real_create_dataset(group, name, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_weights(model, path)
+
+    assert os.listdir(tmp_path) == [path.name]
+    assert path.read_bytes() == previous
+
+
+# Checkpoints -------------------------------------------------------------------
+
+def test_checkpoint_names_are_the_originals():
+    now = datetime.datetime(2026, 1, 25, 15, 30)
+    assert weights.log_dir_name("Shapes", now) == "shapes20260125T1530"
+    template = weights.checkpoint_path_template("logs/shapes20260125T1530", "Shapes")
+    assert template.format(epoch=7) == os.path.join("logs/shapes20260125T1530", "mask_rcnn_shapes_0007.h5")
+
+
+def test_epoch_from_checkpoint():
+    assert weights.epoch_from_checkpoint("logs/shapes20260125T1530/mask_rcnn_shapes_0003.h5") == 3
+    assert weights.epoch_from_checkpoint(r"C:\logs\my-data20260125T1530\mask_rcnn_my-data_0120.h5") == 120
+    assert weights.epoch_from_checkpoint("mask_rcnn_coco.h5") is None
+    assert weights.epoch_from_checkpoint("logs/mask_rcnn_shapes_0003.h5") is None
+
+
+def make_run(model_dir, model, folder, epochs):
+    run_dir = model_dir / folder
+    run_dir.mkdir(parents=True)
+    for epoch in epochs:
+        save_weights(model, run_dir / f"mask_rcnn_shapes_{epoch:04d}.h5")
+    return run_dir
+
+
+def test_find_last_checkpoint_skips_incomplete_and_foreign_files(tmp_path):
+    model = build_model()
+    make_run(tmp_path, model, "shapes20260101T0000", [1, 2])
+    newest = make_run(tmp_path, model, "shapes20260102T0930", [1, 2])
+    complete = (newest / "mask_rcnn_shapes_0002.h5").read_bytes()
+    (newest / "mask_rcnn_shapes_0002.h5").write_bytes(complete[: len(complete) // 2])
+    (newest / "mask_rcnn_shapes_0003.h5").write_bytes(b"\0" * 100)
+    (newest / ".mask_rcnn_shapes_0004.h5.1a2b3c4d.tmp").write_bytes(complete)
+    (newest / "mask_rcnn_shapes_0005.h5.tmp").write_bytes(complete)
+    make_run(tmp_path, model, "other20270101T0000", [])
+    (tmp_path / "other20270101T0000" / "mask_rcnn_shapes_0009.h5").write_bytes(complete)
+
+    assert weights.find_last_checkpoint(tmp_path, "SHAPES") == str(newest / "mask_rcnn_shapes_0001.h5")
+
+    (newest / "mask_rcnn_shapes_0001.h5").unlink()
+    assert weights.find_last_checkpoint(tmp_path, "shapes") == str(
+        tmp_path / "shapes20260101T0000" / "mask_rcnn_shapes_0002.h5")
+
+
+def test_find_last_checkpoint_without_checkpoints_says_where_they_go(tmp_path):
+    (tmp_path / "shapes20260101T0000").mkdir()
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            os.path.join(str(tmp_path), "shapesYYYYmmddTHHMM", "mask_rcnn_shapes_0001.h5"))):
+        weights.find_last_checkpoint(tmp_path, "shapes")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        weights.find_last_checkpoint(tmp_path / "nowhere", "shapes")
+
+
+def test_checkpoint_saver_writes_one_numbered_file_per_epoch(tmp_path):
+    inputs = KL.Input((4,), name="input_features")
+    model = keras.Model(inputs, KL.Dense(2, name="mrcnn_class_logits")(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    template = weights.checkpoint_path_template(tmp_path / "shapes20260101T0000", "shapes")
+    x, y = np.ones((8, 4), np.float32), np.zeros((8, 2), np.float32)
+
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[weights.CheckpointSaver(template)])
+
+    assert sorted(os.listdir(tmp_path / "shapes20260101T0000")) == [
+        "mask_rcnn_shapes_0001.h5", "mask_rcnn_shapes_0002.h5"]
+    last = weights.find_last_checkpoint(tmp_path, "shapes")
+    assert weights.epoch_from_checkpoint(last) == 2
+    with h5py.File(last, "r") as f:
+        np.testing.assert_array_equal(f["mrcnn_class_logits/mrcnn_class_logits/kernel:0"][()],
+                                      value_of(model.get_layer("mrcnn_class_logits").kernel))
+
+
+def test_checkpoint_saver_can_save_another_model(tmp_path):
+    inputs = KL.Input((4,), name="input_features")
+    saved = keras.Model(inputs, KL.Dense(2, name="mrcnn_bbox_fc")(inputs))
+    saver = weights.CheckpointSaver(str(tmp_path / "mask_rcnn_shapes_{epoch:04d}.h5"), keras_model=saved)
+    saver.on_epoch_end(0)
+    with h5py.File(tmp_path / "mask_rcnn_shapes_0001.h5", "r") as f:
+        assert [n.decode() for n in f.attrs["layer_names"]] == ["input_features", "mrcnn_bbox_fc"]
+
+
+def test_checkpoint_saver_needs_an_epoch_template():
+    with pytest.raises(ValueError, match=r"str with an \{epoch\} field"):
+        weights.CheckpointSaver(build_model(), "logs/mask_rcnn_shapes_{epoch:04d}.h5")
+    with pytest.raises(ValueError, match="mask_rcnn_shapes.h5"):
+        weights.CheckpointSaver("logs/mask_rcnn_shapes.h5")
+
+
+# Downloads ---------------------------------------------------------------------
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, body, content_length):
+        super().__init__(body)
+        self.headers = {"Content-Length": str(content_length)}
+
+
+def h5_bytes(tmp_path):
+    path = tmp_path / "source.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"conv1"])
+        f.create_group("conv1").attrs["weight_names"] = np.array([], dtype="S")
+    return path.read_bytes()
+
+
+def serve(monkeypatch, body, content_length=None):
+    requested = []
+
+    def urlopen(url, timeout=None):
+        requested.append(url)
+        return FakeResponse(body, len(body) if content_length is None else content_length)
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", urlopen)
+    return requested
+
+
+def go_offline(monkeypatch):
+    def urlopen(url, timeout=None):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", urlopen)
+
+
+def test_existing_files_are_used_without_network(tmp_path, monkeypatch):
+    go_offline(monkeypatch)
+    given = tmp_path / "mine.h5"
+    given.write_bytes(b"x")
+    assert weights.get_coco_weights(path=given) == str(given)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mask_rcnn_coco.h5").write_bytes(b"x")
+    monkeypatch.setenv("MRCNN_CACHE", str(cache))
+    assert weights.get_coco_weights() == str(cache / "mask_rcnn_coco.h5")
+    assert weights.get_coco_weights(path=tmp_path / "absent.h5") == str(cache / "mask_rcnn_coco.h5")
+
+
+def test_offline_error_gives_url_and_exact_path(tmp_path, monkeypatch):
+    go_offline(monkeypatch)
+    with pytest.raises(weights.DownloadError) as error:
+        weights.get_coco_weights(cache_dir=tmp_path / "cache")
+    message = str(error.value)
+    assert weights.COCO_WEIGHTS_URL in message
+    assert str(tmp_path / "cache" / "mask_rcnn_coco.h5") in message
+    assert "offline" in message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unreachable_url_is_a_download_error(tmp_path):
+    with pytest.raises(weights.DownloadError, match=re.escape(str(tmp_path / "w.h5"))):
+        weights.download_file("http://127.0.0.1:9/mask_rcnn_coco.h5", tmp_path / "w.h5", timeout=5)
+
+
+def test_download_writes_the_file_with_progress(tmp_path, monkeypatch, capsys):
+    body = h5_bytes(tmp_path)
+    requested = serve(monkeypatch, body)
+    monkeypatch.setenv("MRCNN_CACHE", str(tmp_path / "cache"))
+
+    path = weights.get_imagenet_weights()
+
+    assert requested == [weights.IMAGENET_WEIGHTS_URL]
+    assert path == str(tmp_path / "cache" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert Path(path).read_bytes() == body
+    assert os.listdir(tmp_path / "cache") == [Path(path).name]
+    assert "100%" in capsys.readouterr().err
+
+
+def test_download_to_a_given_path(tmp_path, monkeypatch):
+    body = h5_bytes(tmp_path)
+    serve(monkeypatch, body)
+    target = tmp_path / "project" / "mask_rcnn_coco.h5"
+    assert weights.get_coco_weights(path=target, cache_dir=tmp_path / "cache") == str(target)
+    assert target.read_bytes() == body
+
+
+def test_short_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    body = h5_bytes(tmp_path)
+    serve(monkeypatch, body, content_length=len(body) + 1000)
+    with pytest.raises(weights.DownloadError, match=f"stopped after {len(body)} of {len(body) + 1000} bytes"):
+        weights.get_coco_weights(cache_dir=tmp_path / "cache")
+    assert os.listdir(tmp_path / "cache") == []
+
+
+def test_download_that_is_not_hdf5_is_refused(tmp_path, monkeypatch):
+    serve(monkeypatch, b"<html>Sign in to continue</html>")
+    with pytest.raises(weights.DownloadError, match="did not return an HDF5 file"):
+        weights.get_coco_weights(cache_dir=tmp_path / "cache")
+    assert os.listdir(tmp_path / "cache") == []
+
+
+# The released COCO file's layout against the real model ------------------------
+
+def read_reference_tsv():
+    """[(group, weight name, shape)] of the released mask_rcnn_coco.h5."""
+    rows = []
+    for line in REFERENCE_TSV.read_text().splitlines():
+        if line.startswith("#") or line.startswith("layer\t"):
+            continue
+        group, weight_name, shape = line.split("\t")
+        weight_name = re.match(r".*?:\d+", weight_name).group(0)  # one row has junk after ":0"
+        rows.append((group, weight_name, ast.literal_eval(shape)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def coco_inference_model(tmp_path_factory):
+    if not REFERENCE_TSV.exists():
+        pytest.skip(f"{REFERENCE_TSV} is not here")
+    modellib = pytest.importorskip("mrcnn.model")
+    if not hasattr(modellib, "MaskRCNN"):
+        pytest.skip("mrcnn.model.MaskRCNN does not exist yet")
+    from mrcnn.config import Config
+
+    class CocoConfig(Config):
+        NAME = "coco"
+        NUM_CLASSES = 81
+        GPU_COUNT = 1
+        IMAGES_PER_GPU = 1
+
+    return modellib.MaskRCNN(mode="inference", config=CocoConfig(),
+                             model_dir=str(tmp_path_factory.mktemp("logs")))
+
+
+def test_reference_file_loads_completely_into_resnet101_coco_model(coco_inference_model, tmp_path):
+    rows = read_reference_tsv()
+    assert len({group for group, _, _ in rows}) == 233
+    assert len({weight_name.split("/")[0] for _, weight_name, _ in rows}) == 235
+    assert len(rows) == 690
+    keras_model = coco_inference_model.keras_model
+    model_rows = [(layer.name, name, tuple(variable.shape))
+                  for layer in weights.model_layers(keras_model)
+                  for name, variable in weights.layer_weight_names(layer)]
+    assert sorted(model_rows) == sorted(rows)
+
+    layout = {}
+    for group, weight_name, shape in rows:
+        layout.setdefault(group, []).append((weight_name, shape))
+    values = write_keras2_file(tmp_path / "mask_rcnn_coco.h5", list(layout.items()),
+                               np.random.default_rng(1), weightless=("input_image",))
+    result = load_weights(keras_model, tmp_path / "mask_rcnn_coco.h5", by_name=True)
+
+    assert len(result.loaded) == 233
+    assert result.missing == result.unused == result.excluded == []
+    for (group, weight_name), value in values.items():
+        np.testing.assert_array_equal(value_of(variable_for(keras_model, group, weight_name)), value)
