@@ -1,0 +1,585 @@
+"""Custom Keras layers of Mask R-CNN and the TensorFlow graph helpers they use.
+
+Coordinate conventions (the original's):
+- Boxes inside the graph are normalized: [..., (y1, x1, y2, x2)] with
+  (0, 0) the top-left pixel and (1, 1) the bottom-right one, as produced by
+  ``norm_boxes_graph`` (pixel y2/x2 are exclusive and shifted by one).
+- Box deltas are [..., (dy, dx, log(dh), log(dw))].
+
+Every layer works on a batch whose size is ``config.IMAGES_PER_GPU`` (the
+per-replica batch): like the original, the per-image graphs are applied with
+``utils.batch_slice``.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers as KL
+
+from mrcnn import utils
+
+
+# ---------------------------------------------------------------------------
+# Graph helpers
+# ---------------------------------------------------------------------------
+
+def norm_boxes_graph(boxes, shape):
+    """Pixel boxes to normalized coordinates.
+
+    Args:
+        boxes: [..., (y1, x1, y2, x2)] in pixels, y2/x2 exclusive.
+        shape: [(height, width)] of the image, int or float tensor.
+
+    Returns:
+        [..., (y1, x1, y2, x2)] normalized float32 boxes.
+    """
+    h, w = tf.split(tf.cast(shape, tf.float32), 2)
+    scale = tf.concat([h, w, h, w], axis=-1) - tf.constant(1.0)
+    shift = tf.constant([0., 0., 1., 1.])
+    return tf.divide(tf.cast(boxes, tf.float32) - shift, scale)
+
+
+def denorm_boxes_graph(boxes, shape):
+    """Normalized boxes back to int32 pixel boxes (y2/x2 exclusive)."""
+    h, w = tf.split(tf.cast(shape, tf.float32), 2)
+    scale = tf.concat([h, w, h, w], axis=-1) - tf.constant(1.0)
+    shift = tf.constant([0., 0., 1., 1.])
+    return tf.cast(tf.round(tf.multiply(boxes, scale) + shift), tf.int32)
+
+
+def apply_box_deltas_graph(boxes, deltas):
+    """Apply [N, (dy, dx, log(dh), log(dw))] deltas to [N, (y1, x1, y2, x2)] boxes."""
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    center_y = boxes[:, 0] + 0.5 * height
+    center_x = boxes[:, 1] + 0.5 * width
+    center_y += deltas[:, 0] * height
+    center_x += deltas[:, 1] * width
+    height *= tf.exp(deltas[:, 2])
+    width *= tf.exp(deltas[:, 3])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    return tf.stack([y1, x1, y1 + height, x1 + width], axis=1, name="apply_box_deltas_out")
+
+
+def box_refinement_graph(box, gt_box):
+    """Deltas [N, (dy, dx, log(dh), log(dw))] that turn ``box`` into ``gt_box`` ([N, 4] each)."""
+    box = tf.cast(box, tf.float32)
+    gt_box = tf.cast(gt_box, tf.float32)
+    height = box[:, 2] - box[:, 0]
+    width = box[:, 3] - box[:, 1]
+    center_y = box[:, 0] + 0.5 * height
+    center_x = box[:, 1] + 0.5 * width
+    gt_height = gt_box[:, 2] - gt_box[:, 0]
+    gt_width = gt_box[:, 3] - gt_box[:, 1]
+    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
+    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
+    return tf.stack([(gt_center_y - center_y) / height,
+                     (gt_center_x - center_x) / width,
+                     tf.math.log(gt_height / height),
+                     tf.math.log(gt_width / width)], axis=1)
+
+
+def clip_boxes_graph(boxes, window):
+    """Clip [N, (y1, x1, y2, x2)] boxes to ``window`` (y1, x1, y2, x2)."""
+    wy1, wx1, wy2, wx2 = tf.split(window, 4)
+    y1, x1, y2, x2 = tf.split(boxes, 4, axis=1)
+    y1 = tf.maximum(tf.minimum(y1, wy2), wy1)
+    x1 = tf.maximum(tf.minimum(x1, wx2), wx1)
+    y2 = tf.maximum(tf.minimum(y2, wy2), wy1)
+    x2 = tf.maximum(tf.minimum(x2, wx2), wx1)
+    clipped = tf.concat([y1, x1, y2, x2], axis=1, name="clipped_boxes")
+    clipped.set_shape((clipped.shape[0], 4))
+    return clipped
+
+
+def overlaps_graph(boxes1, boxes2):
+    """IoU matrix [N1, N2] between [N1, 4] and [N2, 4] boxes."""
+    b1 = tf.reshape(tf.tile(tf.expand_dims(boxes1, 1), [1, 1, tf.shape(boxes2)[0]]), [-1, 4])
+    b2 = tf.tile(boxes2, [tf.shape(boxes1)[0], 1])
+    b1_y1, b1_x1, b1_y2, b1_x2 = tf.split(b1, 4, axis=1)
+    b2_y1, b2_x1, b2_y2, b2_x2 = tf.split(b2, 4, axis=1)
+    y1 = tf.maximum(b1_y1, b2_y1)
+    x1 = tf.maximum(b1_x1, b2_x1)
+    y2 = tf.minimum(b1_y2, b2_y2)
+    x2 = tf.minimum(b1_x2, b2_x2)
+    intersection = tf.maximum(x2 - x1, 0) * tf.maximum(y2 - y1, 0)
+    b1_area = (b1_y2 - b1_y1) * (b1_x2 - b1_x1)
+    b2_area = (b2_y2 - b2_y1) * (b2_x2 - b2_x1)
+    union = b1_area + b2_area - intersection
+    iou = intersection / union
+    return tf.reshape(iou, [tf.shape(boxes1)[0], tf.shape(boxes2)[0]])
+
+
+def trim_zeros_graph(boxes, name="trim_zeros"):
+    """Drop all-zero rows of [N, 4] boxes. Returns (boxes, non_zero bool [N])."""
+    non_zeros = tf.cast(tf.reduce_sum(tf.abs(boxes), axis=1), tf.bool)
+    boxes = tf.boolean_mask(boxes, non_zeros, name=name)
+    return boxes, non_zeros
+
+
+def batch_pack_graph(x, counts, num_rows):
+    """Concatenate the first ``counts[i]`` rows of ``x[i]`` for each of ``num_rows`` items."""
+    outputs = [x[i, :counts[i]] for i in range(num_rows)]
+    return tf.concat(outputs, axis=0)
+
+
+def parse_image_meta_graph(meta):
+    """Split [batch, IMAGE_META_SIZE] image meta tensors into named parts.
+
+    The layout is data.compose_image_meta's: image_id (1),
+    original_image_shape (3), image_shape (3), window (4, pixels), scale (1),
+    active_class_ids (NUM_CLASSES).
+    """
+    return {
+        "image_id": meta[:, 0],
+        "original_image_shape": meta[:, 1:4],
+        "image_shape": meta[:, 4:7],
+        "window": meta[:, 7:11],
+        "scale": meta[:, 11],
+        "active_class_ids": meta[:, 12:],
+    }
+
+
+def log2_graph(x):
+    """Base-2 logarithm."""
+    return tf.math.log(x) / tf.math.log(2.0)
+
+
+# ---------------------------------------------------------------------------
+# Building-block layers
+# ---------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class BatchNorm(KL.BatchNormalization):
+    """BatchNormalization that can be frozen in inference mode.
+
+    With ``train_bn=False`` (the original's TRAIN_BN default) the layer always
+    normalizes with its moving statistics, whatever the ``training`` flag:
+    batches of one or two images give useless batch statistics. Gamma and
+    beta stay trainable unless the layer itself is made non-trainable.
+    """
+
+    def __init__(self, train_bn=None, **kwargs):
+        super().__init__(**kwargs)
+        self.train_bn = train_bn
+
+    def call(self, inputs, training=None):
+        if self.train_bn is False:
+            training = False
+        return super().call(inputs, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "train_bn": self.train_bn}
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class TimeDistributed(KL.Wrapper):
+    """Apply a layer to every item of the second axis by folding it into the batch.
+
+    Input [batch, items, ...] is reshaped to [batch * items, ...], the wrapped
+    layer runs once, and the result is reshaped to [batch, items, ...]. Same
+    weights and semantics as ``keras.layers.TimeDistributed``, which in
+    Keras 3 unrolls a Python loop over a static item axis (200 ROIs -> 200
+    copies of the layer in the graph).
+    """
+
+    def build(self, input_shape):
+        self.layer.build((None, *input_shape[2:]))
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        inner = self.layer.compute_output_shape((None, *input_shape[2:]))
+        return (input_shape[0], input_shape[1], *inner[1:])
+
+    def call(self, inputs, training=None):
+        shape = tf.shape(inputs)
+        folded = tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
+        if self.layer._call_has_training_arg:
+            outputs = self.layer(folded, training=training)
+        else:
+            outputs = self.layer(folded)
+        out_shape = tf.shape(outputs)
+        return tf.reshape(outputs, tf.concat([shape[:2], out_shape[1:]], axis=0))
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class AnchorsLayer(KL.Layer):
+    """Broadcast a fixed [A, 4] array of normalized anchors to the batch.
+
+    Used by the training model, whose image size is fixed by the
+    configuration. Input: any [batch, ...] tensor. Output: [batch, A, 4].
+    """
+
+    def __init__(self, anchors, **kwargs):
+        super().__init__(**kwargs)
+        self.anchors = np.asarray(anchors, dtype=np.float32)
+
+    def call(self, inputs):
+        batch = tf.shape(inputs)[0]
+        anchors = tf.constant(self.anchors)
+        return tf.broadcast_to(anchors[None], [batch, *self.anchors.shape])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.anchors.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "anchors": self.anchors.tolist()}
+
+
+class _ConfigLayer(KL.Layer):
+    """Base for the layers that read their settings from a Config object.
+
+    They are rebuilt from the Config by MaskRCNN, never deserialized: weight
+    files carry no layer configuration.
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+
+
+# ---------------------------------------------------------------------------
+# Proposal layer
+# ---------------------------------------------------------------------------
+
+class ProposalLayer(_ConfigLayer):
+    """Select the RPN's best anchors, refine them and apply non-max suppression.
+
+    Inputs:
+        rpn_probs: [batch, num_anchors, (bg prob, fg prob)]
+        rpn_bbox: [batch, num_anchors, (dy, dx, log(dh), log(dw))], divided by
+            RPN_BBOX_STD_DEV.
+        anchors: [batch, num_anchors, (y1, x1, y2, x2)] normalized.
+
+    Returns:
+        Proposals [batch, proposal_count, (y1, x1, y2, x2)] normalized and
+        clipped to the image, zero-padded when fewer survive NMS.
+    """
+
+    def __init__(self, proposal_count, nms_threshold, config=None, **kwargs):
+        super().__init__(config=config, **kwargs)
+        self.proposal_count = proposal_count
+        self.nms_threshold = nms_threshold
+
+    def call(self, inputs):
+        scores = inputs[0][:, :, 1]
+        deltas = inputs[1] * np.reshape(self.config.RPN_BBOX_STD_DEV, [1, 1, 4]).astype(np.float32)
+        anchors = inputs[2]
+        images = self.config.IMAGES_PER_GPU
+
+        pre_nms_limit = tf.minimum(self.config.PRE_NMS_LIMIT, tf.shape(anchors)[1])
+        ix = tf.nn.top_k(scores, pre_nms_limit, sorted=True, name="top_anchors").indices
+        scores = utils.batch_slice([scores, ix], lambda x, y: tf.gather(x, y), images)
+        deltas = utils.batch_slice([deltas, ix], lambda x, y: tf.gather(x, y), images)
+        pre_nms_anchors = utils.batch_slice([anchors, ix], lambda a, x: tf.gather(a, x), images,
+                                            names=["pre_nms_anchors"])
+        boxes = utils.batch_slice([pre_nms_anchors, deltas], apply_box_deltas_graph, images,
+                                  names=["refined_anchors"])
+        window = np.array([0, 0, 1, 1], dtype=np.float32)
+        boxes = utils.batch_slice(boxes, lambda x: clip_boxes_graph(x, window), images,
+                                  names=["refined_anchors_clipped"])
+
+        def nms(boxes, scores):
+            indices = tf.image.non_max_suppression(
+                boxes, scores, self.proposal_count, self.nms_threshold, name="rpn_non_max_suppression")
+            proposals = tf.gather(boxes, indices)
+            padding = tf.maximum(self.proposal_count - tf.shape(proposals)[0], 0)
+            return tf.pad(proposals, [(0, padding), (0, 0)])
+
+        proposals = utils.batch_slice([boxes, scores], nms, images)
+        return tf.reshape(proposals, [-1, self.proposal_count, 4])
+
+    def compute_output_shape(self, input_shape):
+        return (None, self.proposal_count, 4)
+
+    def get_config(self):
+        return {**super().get_config(), "proposal_count": self.proposal_count,
+                "nms_threshold": self.nms_threshold}
+
+
+# ---------------------------------------------------------------------------
+# ROIAlign
+# ---------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class PyramidROIAlign(KL.Layer):
+    """ROIAlign on the level of the feature pyramid that suits each box's size.
+
+    Inputs:
+        boxes: [batch, num_boxes, (y1, x1, y2, x2)] normalized; zero padding allowed.
+        image_meta: [batch, IMAGE_META_SIZE].
+        feature_maps: P2..P5, each [batch, height, width, channels].
+
+    Returns:
+        [batch, num_boxes, pool_height, pool_width, channels]. A box of area
+        224² pixels (of the resized image) maps to P4, each halving of its side
+        one level down, clamped to P2..P5.
+    """
+
+    def __init__(self, pool_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_shape = tuple(pool_shape)
+
+    def call(self, inputs):
+        boxes = inputs[0]
+        image_meta = inputs[1]
+        feature_maps = inputs[2:]
+
+        y1, x1, y2, x2 = tf.split(boxes, 4, axis=2)
+        h = y2 - y1
+        w = x2 - x1
+        image_shape = parse_image_meta_graph(image_meta)["image_shape"][0]
+        image_area = tf.cast(image_shape[0] * image_shape[1], tf.float32)
+        roi_level = log2_graph(tf.sqrt(h * w) / (224.0 / tf.sqrt(image_area)))
+        roi_level = tf.minimum(5, tf.maximum(2, 4 + tf.cast(tf.round(roi_level), tf.int32)))
+        roi_level = tf.squeeze(roi_level, 2)
+
+        pooled = []
+        box_to_level = []
+        for i, level in enumerate(range(2, 6)):
+            ix = tf.where(tf.equal(roi_level, level))
+            level_boxes = tf.gather_nd(boxes, ix)
+            box_indices = tf.cast(ix[:, 0], tf.int32)
+            box_to_level.append(ix)
+            # The boxes are inputs, not something to back-propagate through.
+            level_boxes = tf.stop_gradient(level_boxes)
+            box_indices = tf.stop_gradient(box_indices)
+            pooled.append(tf.image.crop_and_resize(
+                feature_maps[i], level_boxes, box_indices, self.pool_shape, method="bilinear"))
+
+        pooled = tf.concat(pooled, axis=0)
+        box_to_level = tf.concat(box_to_level, axis=0)
+        box_range = tf.expand_dims(tf.range(tf.shape(box_to_level)[0]), 1)
+        box_to_level = tf.concat([tf.cast(box_to_level, tf.int32), box_range], axis=1)
+
+        # Restore the original box order: sort by batch index, then box index.
+        sorting_tensor = box_to_level[:, 0] * 100000 + box_to_level[:, 1]
+        ix = tf.nn.top_k(sorting_tensor, k=tf.shape(box_to_level)[0]).indices[::-1]
+        ix = tf.gather(box_to_level[:, 2], ix)
+        pooled = tf.gather(pooled, ix)
+
+        shape = tf.concat([tf.shape(boxes)[:2], tf.shape(pooled)[1:]], axis=0)
+        return tf.reshape(pooled, shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0][:2] + self.pool_shape + (input_shape[2][-1],)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_shape": self.pool_shape}
+
+
+# ---------------------------------------------------------------------------
+# Detection targets (training)
+# ---------------------------------------------------------------------------
+
+def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config):
+    """Sample ROIs of one image and build their class, box and mask targets.
+
+    Args:
+        proposals: [POST_NMS_ROIS_TRAINING, (y1, x1, y2, x2)] normalized, zero-padded.
+        gt_class_ids: [MAX_GT_INSTANCES] int class ids; negative ids mark crowds.
+        gt_boxes: [MAX_GT_INSTANCES, (y1, x1, y2, x2)] normalized.
+        gt_masks: [height, width, MAX_GT_INSTANCES] bool (mini-masks or full size).
+
+    Returns (each zero-padded to TRAIN_ROIS_PER_IMAGE rows):
+        rois: [TRAIN_ROIS_PER_IMAGE, (y1, x1, y2, x2)] normalized.
+        class_ids: [TRAIN_ROIS_PER_IMAGE] int32, 0 for negatives.
+        deltas: [TRAIN_ROIS_PER_IMAGE, (dy, dx, log(dh), log(dw))] / BBOX_STD_DEV.
+        masks: [TRAIN_ROIS_PER_IMAGE, MASK_SHAPE[0], MASK_SHAPE[1]] float32 in {0, 1}.
+    """
+    asserts = [tf.debugging.assert_greater(tf.shape(proposals)[0], 0, name="roi_assertion")]
+    with tf.control_dependencies(asserts):
+        proposals = tf.identity(proposals)
+
+    proposals, _ = trim_zeros_graph(proposals, name="trim_proposals")
+    gt_boxes, non_zeros = trim_zeros_graph(gt_boxes, name="trim_gt_boxes")
+    gt_class_ids = tf.boolean_mask(gt_class_ids, non_zeros, name="trim_gt_class_ids")
+    gt_masks = tf.gather(gt_masks, tf.where(non_zeros)[:, 0], axis=2, name="trim_gt_masks")
+
+    # Crowd boxes (negative class ids) are excluded from training; ROIs that
+    # overlap them are not used as negatives either.
+    crowd_ix = tf.where(gt_class_ids < 0)[:, 0]
+    non_crowd_ix = tf.where(gt_class_ids > 0)[:, 0]
+    crowd_boxes = tf.gather(gt_boxes, crowd_ix)
+    gt_class_ids = tf.gather(gt_class_ids, non_crowd_ix)
+    gt_boxes = tf.gather(gt_boxes, non_crowd_ix)
+    gt_masks = tf.gather(gt_masks, non_crowd_ix, axis=2)
+
+    overlaps = overlaps_graph(proposals, gt_boxes)
+    crowd_overlaps = overlaps_graph(proposals, crowd_boxes)
+    no_crowd_bool = tf.reduce_max(crowd_overlaps, axis=1) < 0.001
+
+    roi_iou_max = tf.reduce_max(overlaps, axis=1)
+    positive_indices = tf.where(roi_iou_max >= 0.5)[:, 0]
+    negative_indices = tf.where(tf.logical_and(roi_iou_max < 0.5, no_crowd_bool))[:, 0]
+
+    positive_count = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+    positive_indices = tf.random.shuffle(positive_indices)[:positive_count]
+    positive_count = tf.shape(positive_indices)[0]
+    r = 1.0 / config.ROI_POSITIVE_RATIO
+    negative_count = tf.cast(r * tf.cast(positive_count, tf.float32), tf.int32) - positive_count
+    negative_indices = tf.random.shuffle(negative_indices)[:negative_count]
+
+    positive_rois = tf.gather(proposals, positive_indices)
+    negative_rois = tf.gather(proposals, negative_indices)
+
+    positive_overlaps = tf.gather(overlaps, positive_indices)
+    roi_gt_box_assignment = tf.cond(
+        tf.greater(tf.shape(positive_overlaps)[1], 0),
+        true_fn=lambda: tf.argmax(positive_overlaps, axis=1),
+        false_fn=lambda: tf.cast(tf.constant([]), tf.int64))
+    roi_gt_boxes = tf.gather(gt_boxes, roi_gt_box_assignment)
+    roi_gt_class_ids = tf.cast(tf.gather(gt_class_ids, roi_gt_box_assignment), tf.int32)
+
+    deltas = box_refinement_graph(positive_rois, roi_gt_boxes)
+    deltas /= config.BBOX_STD_DEV.astype(np.float32)
+
+    # Crop each positive ROI's mask out of its ground-truth mask.
+    transposed_masks = tf.expand_dims(tf.transpose(tf.cast(gt_masks, tf.float32), [2, 0, 1]), -1)
+    roi_masks = tf.gather(transposed_masks, roi_gt_box_assignment)
+    boxes = positive_rois
+    if config.USE_MINI_MASK:
+        # Mini-masks cover their GT box only: express the ROI in that frame.
+        y1, x1, y2, x2 = tf.split(positive_rois, 4, axis=1)
+        gt_y1, gt_x1, gt_y2, gt_x2 = tf.split(roi_gt_boxes, 4, axis=1)
+        gt_h = gt_y2 - gt_y1
+        gt_w = gt_x2 - gt_x1
+        boxes = tf.concat([(y1 - gt_y1) / gt_h, (x1 - gt_x1) / gt_w,
+                           (y2 - gt_y1) / gt_h, (x2 - gt_x1) / gt_w], axis=1)
+    box_ids = tf.range(0, tf.shape(roi_masks)[0])
+    masks = tf.image.crop_and_resize(roi_masks, boxes, box_ids, config.MASK_SHAPE)
+    masks = tf.round(tf.squeeze(masks, axis=3))
+
+    rois = tf.concat([positive_rois, negative_rois], axis=0)
+    n_neg = tf.shape(negative_rois)[0]
+    padding = tf.maximum(config.TRAIN_ROIS_PER_IMAGE - tf.shape(rois)[0], 0)
+    rois = tf.pad(rois, [(0, padding), (0, 0)])
+    roi_gt_class_ids = tf.pad(roi_gt_class_ids, [(0, n_neg + padding)])
+    deltas = tf.pad(deltas, [(0, n_neg + padding), (0, 0)])
+    masks = tf.pad(masks, [[0, n_neg + padding], (0, 0), (0, 0)])
+    return rois, roi_gt_class_ids, deltas, masks
+
+
+class DetectionTargetLayer(_ConfigLayer):
+    """Sample training ROIs from the proposals and build the heads' targets.
+
+    Inputs:
+        proposals: [batch, N, (y1, x1, y2, x2)] normalized, zero-padded.
+        gt_class_ids: [batch, MAX_GT_INSTANCES] int32.
+        gt_boxes: [batch, MAX_GT_INSTANCES, (y1, x1, y2, x2)] normalized.
+        gt_masks: [batch, height, width, MAX_GT_INSTANCES] bool.
+
+    Returns, each with TRAIN_ROIS_PER_IMAGE rows per image (zero-padded):
+        rois [batch, R, 4] normalized, target_class_ids [batch, R] int32,
+        target_deltas [batch, R, 4], target_mask [batch, R, MASK_SHAPE[0], MASK_SHAPE[1]].
+    """
+
+    def call(self, inputs):
+        names = ["rois", "target_class_ids", "target_bbox", "target_mask"]
+        outputs = utils.batch_slice(
+            inputs, lambda p, c, b, m: detection_targets_graph(p, c, b, m, self.config),
+            self.config.IMAGES_PER_GPU, names=names)
+        rois_per_image = self.config.TRAIN_ROIS_PER_IMAGE
+        mask_h, mask_w = self.config.MASK_SHAPE
+        shapes = [[-1, rois_per_image, 4], [-1, rois_per_image], [-1, rois_per_image, 4],
+                  [-1, rois_per_image, mask_h, mask_w]]
+        return [tf.reshape(o, s) for o, s in zip(outputs, shapes)]
+
+
+# ---------------------------------------------------------------------------
+# Detection layer (inference)
+# ---------------------------------------------------------------------------
+
+def refine_detections_graph(rois, probs, deltas, window, config):
+    """Final detections of one image: refine, filter and run per-class NMS.
+
+    Args:
+        rois: [N, (y1, x1, y2, x2)] normalized proposals.
+        probs: [N, num_classes] class probabilities.
+        deltas: [N, num_classes, (dy, dx, log(dh), log(dw))] / BBOX_STD_DEV.
+        window: (y1, x1, y2, x2) normalized part of the image that is not padding.
+
+    Returns:
+        [DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)], zero-padded,
+        sorted by decreasing score.
+    """
+    class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)
+    indices = tf.stack([tf.range(tf.shape(probs)[0]), class_ids], axis=1)
+    class_scores = tf.gather_nd(probs, indices)
+    deltas_specific = tf.gather_nd(deltas, indices)
+    refined_rois = apply_box_deltas_graph(rois, deltas_specific * config.BBOX_STD_DEV.astype(np.float32))
+    refined_rois = clip_boxes_graph(refined_rois, window)
+
+    keep = tf.where(class_ids > 0)[:, 0]
+    if config.DETECTION_MIN_CONFIDENCE:
+        conf_keep = tf.where(class_scores >= config.DETECTION_MIN_CONFIDENCE)[:, 0]
+        keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(conf_keep, 0))
+        keep = tf.sparse.to_dense(keep)[0]
+
+    pre_nms_class_ids = tf.gather(class_ids, keep)
+    pre_nms_scores = tf.gather(class_scores, keep)
+    pre_nms_rois = tf.gather(refined_rois, keep)
+    unique_pre_nms_class_ids = tf.unique(pre_nms_class_ids)[0]
+    max_instances = config.DETECTION_MAX_INSTANCES
+
+    def nms_keep_map(class_id):
+        """Indices into ``keep`` of the boxes of one class that survive NMS, padded with -1."""
+        ixs = tf.where(tf.equal(pre_nms_class_ids, class_id))[:, 0]
+        class_keep = tf.image.non_max_suppression(
+            tf.gather(pre_nms_rois, ixs), tf.gather(pre_nms_scores, ixs),
+            max_output_size=max_instances, iou_threshold=config.DETECTION_NMS_THRESHOLD)
+        class_keep = tf.gather(keep, tf.gather(ixs, class_keep))
+        gap = max_instances - tf.shape(class_keep)[0]
+        class_keep = tf.pad(class_keep, [(0, gap)], mode="CONSTANT", constant_values=-1)
+        class_keep.set_shape([max_instances])
+        return class_keep
+
+    nms_keep = tf.map_fn(nms_keep_map, unique_pre_nms_class_ids,
+                         fn_output_signature=tf.TensorSpec([max_instances], tf.int64))
+    nms_keep = tf.reshape(nms_keep, [-1])
+    nms_keep = tf.gather(nms_keep, tf.where(nms_keep > -1)[:, 0])
+    keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(nms_keep, 0))
+    keep = tf.sparse.to_dense(keep)[0]
+
+    class_scores_keep = tf.gather(class_scores, keep)
+    num_keep = tf.minimum(tf.shape(class_scores_keep)[0], max_instances)
+    top_ids = tf.nn.top_k(class_scores_keep, k=num_keep, sorted=True).indices
+    keep = tf.gather(keep, top_ids)
+
+    detections = tf.concat([
+        tf.gather(refined_rois, keep),
+        tf.cast(tf.gather(class_ids, keep), tf.float32)[..., tf.newaxis],
+        tf.gather(class_scores, keep)[..., tf.newaxis],
+    ], axis=1)
+    gap = max_instances - tf.shape(detections)[0]
+    return tf.pad(detections, [(0, gap), (0, 0)], "CONSTANT")
+
+
+class DetectionLayer(_ConfigLayer):
+    """Turn classifier output into final detections.
+
+    Inputs:
+        rois: [batch, N, (y1, x1, y2, x2)] normalized proposals.
+        mrcnn_class: [batch, N, num_classes] probabilities.
+        mrcnn_bbox: [batch, N, num_classes, (dy, dx, log(dh), log(dw))].
+        image_meta: [batch, IMAGE_META_SIZE].
+
+    Returns:
+        [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)]
+        with normalized coordinates of the molded image, zero-padded.
+    """
+
+    def call(self, inputs):
+        rois, mrcnn_class, mrcnn_bbox, image_meta = inputs
+        meta = parse_image_meta_graph(image_meta)
+        image_shape = meta["image_shape"][0]
+        window = norm_boxes_graph(meta["window"], image_shape[:2])
+        detections = utils.batch_slice(
+            [rois, mrcnn_class, mrcnn_bbox, window],
+            lambda x, y, w, z: refine_detections_graph(x, y, w, z, self.config),
+            self.config.IMAGES_PER_GPU)
+        return tf.reshape(detections, [-1, self.config.DETECTION_MAX_INSTANCES, 6])
+
+    def compute_output_shape(self, input_shape):
+        return (None, self.config.DETECTION_MAX_INSTANCES, 6)

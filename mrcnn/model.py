@@ -1,0 +1,523 @@
+"""The Mask R-CNN model: ``MaskRCNN(mode, config, model_dir)``.
+
+The public API of the original implementation is kept::
+
+    import mrcnn.model as modellib
+    model = modellib.MaskRCNN(mode="inference", config=config, model_dir="logs")
+    model.load_weights("mask_rcnn_coco.h5", by_name=True)
+    results = model.detect([image])
+
+The data-path functions of the original module (``load_image_gt``,
+``mold_image``, ``data_generator``, ...) live in :mod:`mrcnn.data`, the graph
+layers in :mod:`mrcnn.layers`; they are re-exported here so that the old
+``modellib.<name>`` paths keep working.
+"""
+
+import datetime
+import functools
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers as KL
+
+from mrcnn import utils, weights
+from mrcnn.backbone import compute_backbone_shapes, fpn_graph, resnet_graph
+from mrcnn.data import (DataGenerator, build_detection_targets, build_rpn_targets,  # noqa: F401
+                        compose_image_meta, data_generator, generate_random_rois, load_image_gt,
+                        mold_image, parse_image_meta, unmold_image)
+from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph
+from mrcnn.layers import (AnchorsLayer, BatchNorm, DetectionLayer, DetectionTargetLayer,  # noqa: F401
+                          ProposalLayer, PyramidROIAlign, norm_boxes_graph, parse_image_meta_graph)
+from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
+                          mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph)
+from mrcnn.training import LAYER_REGEX, TrainingModel, set_trainable
+from mrcnn.utils import log  # noqa: F401
+
+CHECKPOINT_DIR_PATTERN = re.compile(
+    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+(\d{4})\.h5$")
+
+
+class MaskRCNN:
+    """Mask R-CNN: a Keras model and the code to train it and run it.
+
+    Attributes:
+        mode: "training" or "inference".
+        config: the Config the model was built from.
+        model_dir: folder under which each training run gets a log folder.
+        keras_model: the Keras model (a TrainingModel in training mode).
+        log_dir, checkpoint_path: where the current run writes.
+        epoch: the number of epochs already trained (0 for a new model,
+            the checkpoint's epoch after loading ``mask_rcnn_<name>_<epoch>.h5``).
+    """
+
+    def __init__(self, mode, config, model_dir):
+        if mode not in ("training", "inference"):
+            raise ValueError(f"mode must be 'training' or 'inference', not {mode!r}.")
+        self.mode = mode
+        self.config = config
+        self.model_dir = model_dir
+        self._anchor_cache = {}
+        self.set_log_dir()
+        self.strategy = (tf.distribute.MirroredStrategy() if config.GPU_COUNT > 1
+                         else tf.distribute.get_strategy())
+        with self.strategy.scope():
+            self.keras_model = self.build(mode=mode, config=config)
+
+    # ------------------------------------------------------------------
+    # Graph
+    # ------------------------------------------------------------------
+
+    def build(self, mode, config):
+        """Build the Mask R-CNN graph for ``mode`` and return the Keras model.
+
+        Training inputs: input_image [B, H, W, C] molded, input_image_meta
+        [B, IMAGE_META_SIZE], input_rpn_match [B, anchors, 1],
+        input_rpn_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4],
+        input_gt_class_ids [B, MAX_GT], input_gt_boxes [B, MAX_GT, 4] pixels,
+        input_gt_masks [B, h, w, MAX_GT] bool (and input_roi [B, POST_NMS_ROIS_TRAINING, 4]
+        pixels when USE_RPN_ROIS is False).
+
+        Inference inputs: input_image, input_image_meta, input_anchors
+        [B, anchors, 4] normalized. Outputs: mrcnn_detection
+        [B, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)]
+        normalized, mrcnn_class, mrcnn_bbox, mrcnn_mask, ROI, rpn_class, rpn_bbox.
+        """
+        input_image = keras.Input(shape=[None, None, config.IMAGE_SHAPE[2]], name="input_image")
+        input_image_meta = keras.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
+        training = mode == "training"
+
+        if callable(config.BACKBONE):
+            _, C2, C3, C4, C5 = config.BACKBONE(input_image, stage5=True, train_bn=config.TRAIN_BN)
+        else:
+            _, C2, C3, C4, C5 = resnet_graph(input_image, config.BACKBONE, stage5=True,
+                                             train_bn=config.TRAIN_BN)
+        rpn_feature_maps = fpn_graph(C2, C3, C4, C5, config.TOP_DOWN_PYRAMID_SIZE)
+        mrcnn_feature_maps = rpn_feature_maps[:4]
+
+        if training:
+            anchors = AnchorsLayer(self.get_anchors(config.IMAGE_SHAPE), name="anchors")(input_image)
+        else:
+            input_anchors = keras.Input(shape=[None, 4], name="input_anchors")
+            anchors = input_anchors
+
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
+                              config.TOP_DOWN_PYRAMID_SIZE)
+        level_outputs = [rpn(p) for p in rpn_feature_maps]
+        rpn_class_logits, rpn_class, rpn_bbox = [
+            KL.Concatenate(axis=1, name=name)(list(outputs))
+            for name, outputs in zip(["rpn_class_logits", "rpn_class", "rpn_bbox"], zip(*level_outputs))]
+
+        proposal_count = config.POST_NMS_ROIS_TRAINING if training else config.POST_NMS_ROIS_INFERENCE
+        rpn_rois = ProposalLayer(proposal_count, config.RPN_NMS_THRESHOLD, config=config,
+                                 name="ROI")([rpn_class, rpn_bbox, anchors])
+
+        if training:
+            return self._build_training_heads(config, input_image, input_image_meta, rpn_rois,
+                                              rpn_class_logits, rpn_class, rpn_bbox,
+                                              mrcnn_feature_maps)
+
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+        detections = DetectionLayer(config=config, name="mrcnn_detection")(
+            [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
+        detection_boxes = KL.Lambda(lambda x: x[..., :4], name="detection_boxes")(detections)
+        mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
+                                          config.MASK_POOL_SIZE, config.NUM_CLASSES,
+                                          train_bn=config.TRAIN_BN)
+        return keras.Model([input_image, input_image_meta, input_anchors],
+                           [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class,
+                            rpn_bbox],
+                           name="mask_rcnn")
+
+    def _build_training_heads(self, config, input_image, input_image_meta, rpn_rois,
+                              rpn_class_logits, rpn_class, rpn_bbox, mrcnn_feature_maps):
+        """The training half of the graph: targets, heads and the five losses."""
+        input_rpn_match = keras.Input(shape=[None, 1], name="input_rpn_match", dtype="int32")
+        input_rpn_bbox = keras.Input(shape=[None, 4], name="input_rpn_bbox", dtype="float32")
+        input_gt_class_ids = keras.Input(shape=[None], name="input_gt_class_ids", dtype="int32")
+        input_gt_boxes = keras.Input(shape=[None, 4], name="input_gt_boxes", dtype="float32")
+        mask_shape = config.MINI_MASK_SHAPE if config.USE_MINI_MASK else config.IMAGE_SHAPE[:2]
+        input_gt_masks = keras.Input(shape=[mask_shape[0], mask_shape[1], None],
+                                     name="input_gt_masks", dtype="bool")
+        inputs = [input_image, input_image_meta, input_rpn_match, input_rpn_bbox,
+                  input_gt_class_ids, input_gt_boxes, input_gt_masks]
+
+        gt_boxes = KL.Lambda(_normalize_boxes, name="gt_boxes_normalized")([input_gt_boxes, input_image])
+        active_class_ids = KL.Lambda(lambda x: parse_image_meta_graph(x)["active_class_ids"],
+                                     name="active_class_ids")(input_image_meta)
+        if config.USE_RPN_ROIS:
+            target_rois = rpn_rois
+        else:
+            input_rois = keras.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4], name="input_roi",
+                                     dtype="int32")
+            inputs.append(input_rois)
+            target_rois = KL.Lambda(_normalize_boxes, name="input_roi_normalized")([input_rois, input_image])
+
+        rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+            config=config, name="proposal_targets")(
+            [target_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
+
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+        # Only positive ROIs train the mask head, and the targets list them
+        # first: running the head on the others would be wasted work.
+        max_positives = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+        mask_rois = KL.Lambda(lambda x: x[:, :max_positives], name="mask_rois")(rois)
+        mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
+                                          config.MASK_POOL_SIZE, config.NUM_CLASSES,
+                                          train_bn=config.TRAIN_BN)
+        output_rois = KL.Identity(name="output_rois")(rois)
+
+        rpn_bbox_loss = functools.partial(rpn_bbox_loss_graph, config.IMAGES_PER_GPU)
+        losses = [
+            LossLayer(rpn_class_loss_graph, name="rpn_class_loss")([input_rpn_match, rpn_class_logits]),
+            LossLayer(rpn_bbox_loss, name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match, rpn_bbox]),
+            LossLayer(mrcnn_class_loss_graph, name="mrcnn_class_loss")(
+                [target_class_ids, mrcnn_class_logits, active_class_ids]),
+            LossLayer(mrcnn_bbox_loss_graph, name="mrcnn_bbox_loss")(
+                [target_bbox, target_class_ids, mrcnn_bbox]),
+            LossLayer(mrcnn_mask_loss_graph, name="mrcnn_mask_loss")(
+                [target_mask, target_class_ids, mrcnn_mask]),
+        ]
+        outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
+                   mrcnn_bbox, mrcnn_mask, rpn_rois, output_rois] + losses
+        return TrainingModel(inputs, outputs, config=config, name="mask_rcnn")
+
+    # ------------------------------------------------------------------
+    # Weights, log folders and checkpoints
+    # ------------------------------------------------------------------
+
+    def find_last(self):
+        """Path of the last complete checkpoint of the newest log folder of this config's NAME.
+
+        Raises FileNotFoundError, naming model_dir, when there is none.
+        """
+        return weights.find_last_checkpoint(self.model_dir, self.config.NAME.lower())
+
+    def load_weights(self, filepath, by_name=False, exclude=None):
+        """Load a Keras-2 by-name HDF5 weights file (the original's or ours).
+
+        Args:
+            filepath: path of the .h5 file.
+            by_name: match layers by name (True) or by order (False).
+            exclude: layer names to skip, e.g. the heads whose shapes depend
+                on NUM_CLASSES: ["mrcnn_class_logits", "mrcnn_bbox_fc",
+                "mrcnn_bbox", "mrcnn_mask"].
+
+        Returns:
+            The report of weights.load_weights (loaded, missing and unexpected layers).
+
+        Loading one of our checkpoints (``.../<name><date>/mask_rcnn_<name>_<epoch>.h5``)
+        also moves the log folder there and sets ``epoch`` so training resumes.
+        """
+        report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
+        self.set_log_dir(filepath)
+        return report
+
+    def get_imagenet_weights(self):
+        """Path of the ResNet50 ImageNet weights file (downloaded when missing and online)."""
+        return weights.get_imagenet_weights()
+
+    def set_log_dir(self, model_path=None):
+        """Set log_dir, checkpoint_path and epoch.
+
+        With a checkpoint path written by this project or the original
+        (``<model_dir>/<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch:04d>.h5``),
+        continue in that folder from the next epoch; otherwise start a new
+        folder named after NAME and the current time, at epoch 0.
+        """
+        self.epoch = 0
+        now = datetime.datetime.now()
+        if model_path:
+            match = CHECKPOINT_DIR_PATTERN.match(str(model_path).replace("\\", "/"))
+            if match:
+                now = datetime.datetime(*map(int, match.groups()[:5]))
+                self.epoch = int(match.group(6))
+        name = (self.config.NAME or "mrcnn").lower()
+        self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
+        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+
+    # ------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------
+
+    def set_trainable(self, layer_regex, keras_model=None, indent=0, verbose=1):
+        """Train only the layers whose names fully match ``layer_regex``."""
+        return set_trainable(keras_model or self.keras_model, layer_regex, verbose=verbose,
+                             indent=indent)
+
+    def compile(self, learning_rate, momentum):
+        """Compile with SGD (momentum, per-tensor gradient-norm clipping at GRADIENT_CLIP_NORM).
+
+        The five losses and the L2 weight decay are the model's own
+        (TrainingModel.compute_loss).
+        """
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                         clipnorm=self.config.GRADIENT_CLIP_NORM)
+        with self.strategy.scope():
+            self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+
+    def train(self, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
+              custom_callbacks=None, no_augmentation_sources=None, verbose=1):
+        """Train the model.
+
+        Args:
+            train_dataset, val_dataset: prepared utils.Dataset objects;
+                val_dataset may be None (no validation losses then).
+            learning_rate: SGD learning rate.
+            epochs: the epoch to train up to, counted from the first ever
+                epoch: a second stage with epochs=40 after one with epochs=20
+                runs 20 more.
+            layers: "heads", "3+", "4+", "5+", "all", or a regular expression of layer names.
+            augmentation: an albumentations transform, or a callable
+                ``(image, masks) -> (image, masks)`` (see mrcnn.data).
+            custom_callbacks: extra keras callbacks.
+            no_augmentation_sources: dataset sources never augmented.
+            verbose: Keras fit verbosity (1 shows the progress bar with all five losses).
+
+        Returns:
+            The keras History of this stage.
+        """
+        if self.mode != "training":
+            raise RuntimeError("Create the model with mode='training' to train it.")
+        layer_regex = LAYER_REGEX.get(layers, layers)
+        steps = self.config.STEPS_PER_EPOCH
+        workers = max(1, min(4, os.cpu_count() or 1))
+        train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
+                                        augmentation=augmentation,
+                                        no_augmentation_sources=no_augmentation_sources,
+                                        steps=steps, workers=workers)
+        val_generator = None
+        if val_dataset is not None:
+            val_generator = DataGenerator(val_dataset, self.config, shuffle=True,
+                                          steps=self.config.VALIDATION_STEPS, workers=workers)
+
+        os.makedirs(self.log_dir, exist_ok=True)
+        callbacks = [
+            keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False),
+            weights.CheckpointSaver(self.keras_model, self.checkpoint_path),
+        ] + list(custom_callbacks or [])
+
+        print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+        print(f"Checkpoint Path: {self.checkpoint_path}")
+        self.set_trainable(layer_regex, verbose=verbose)
+        self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+
+        history = self.keras_model.fit(
+            train_generator,
+            initial_epoch=self.epoch,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            validation_data=val_generator,
+            validation_steps=self.config.VALIDATION_STEPS if val_generator else None,
+            verbose=verbose,
+        )
+        self.epoch = max(self.epoch, epochs)
+        return history
+
+    # ------------------------------------------------------------------
+    # Inference
+    # ------------------------------------------------------------------
+
+    def mold_inputs(self, images):
+        """Resize and normalize images the way the network expects.
+
+        Args:
+            images: list of images [H, W, C] of any size; any dtype or channel
+                count utils.to_rgb8 accepts.
+
+        Returns:
+            molded_images: [N, h, w, 3] float32, resized and mean-subtracted.
+            image_metas: [N, IMAGE_META_SIZE] (see data.compose_image_meta).
+            windows: [N, (y1, x1, y2, x2)] pixel area of each molded image
+                that holds the original image (the rest is padding).
+        """
+        molded_images, image_metas, windows = [], [], []
+        for image in images:
+            image = utils.to_rgb8(image)
+            molded_image, window, scale, padding, crop = utils.resize_image(
+                image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
+                max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
+            molded_image = mold_image(molded_image, self.config)
+            image_meta = compose_image_meta(0, image.shape, molded_image.shape, window, scale,
+                                            np.zeros([self.config.NUM_CLASSES], dtype=np.int32))
+            molded_images.append(molded_image)
+            windows.append(window)
+            image_metas.append(image_meta)
+        return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
+
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape, window):
+        """Turn one image's network output into boxes and masks of the original image.
+
+        Args:
+            detections: [N, (y1, x1, y2, x2, class_id, score)] normalized, zero-padded.
+            mrcnn_mask: [N, height, width, num_classes] mask probabilities.
+            original_image_shape: [H, W, C] before resizing.
+            image_shape: [H, W, C] after resizing and padding.
+            window: [y1, x1, y2, x2] pixels of the image inside the padding.
+
+        Returns:
+            boxes [N, (y1, x1, y2, x2)] int32 pixels, class_ids [N] int32,
+            scores [N] float32, masks [H, W, N] bool.
+        """
+        zero_ix = np.where(detections[:, 4] == 0)[0]
+        n = zero_ix[0] if zero_ix.shape[0] > 0 else detections.shape[0]
+
+        boxes = detections[:n, :4]
+        class_ids = detections[:n, 4].astype(np.int32)
+        scores = detections[:n, 5].astype(np.float32)
+        masks = mrcnn_mask[np.arange(n), :, :, class_ids]
+
+        # Boxes are relative to the molded image: shift and scale them to the window.
+        window = utils.norm_boxes(window, image_shape[:2])
+        wy1, wx1, wy2, wx2 = window
+        shift = np.array([wy1, wx1, wy1, wx1])
+        scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
+        boxes = np.divide(boxes - shift, scale)
+        boxes = utils.denorm_boxes(boxes, original_image_shape[:2])
+
+        # Drop boxes of zero area (possible with the window clipping).
+        keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
+        boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
+
+        full_masks = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
+                      for i in range(len(keep))]
+        full_masks = (np.stack(full_masks, axis=-1) if full_masks
+                      else np.zeros(tuple(original_image_shape[:2]) + (0,), dtype=bool))
+        return boxes.astype(np.int32), class_ids, scores, full_masks
+
+    def detect(self, images, verbose=0):
+        """Detect instances in a list of images.
+
+        Args:
+            images: list of BATCH_SIZE images [H, W, C] (sizes may differ;
+                grayscale, RGB, RGBA, 8 or 16 bit).
+
+        Returns:
+            One dict per image: rois [N, (y1, x1, y2, x2)] int32 pixels,
+            class_ids [N] int32, scores [N] float32, masks [H, W, N] bool.
+        """
+        self._check_batch(images)
+        if verbose:
+            log(f"Processing {len(images)} images")
+            for image in images:
+                log("image", image)
+        molded_images, image_metas, windows = self.mold_inputs(images)
+        return self._detect(molded_images, image_metas, windows,
+                            [utils.to_rgb8(image).shape for image in images], verbose)
+
+    def detect_molded(self, molded_images, image_metas, verbose=0):
+        """Detect instances in images already molded (e.g. by load_image_gt + mold_image).
+
+        Args:
+            molded_images: [BATCH_SIZE, H, W, 3] float32 as mold_image returns them.
+            image_metas: [BATCH_SIZE, IMAGE_META_SIZE].
+
+        Returns:
+            As detect(), in the coordinates of the original images described by the metas.
+        """
+        self._check_batch(molded_images)
+        metas = [parse_image_meta(meta[None]) for meta in image_metas]
+        windows = np.stack([m["window"][0] for m in metas])
+        original_shapes = [m["original_image_shape"][0] for m in metas]
+        return self._detect(np.asarray(molded_images, dtype=np.float32), image_metas, windows,
+                            original_shapes, verbose)
+
+    def _check_batch(self, images):
+        if self.mode != "inference":
+            raise RuntimeError("Create the model with mode='inference' to detect.")
+        if len(images) != self.config.BATCH_SIZE:
+            raise ValueError(f"detect() got {len(images)} images but the model was built for "
+                             f"BATCH_SIZE={self.config.BATCH_SIZE}: pass exactly that many, "
+                             "or set GPU_COUNT and IMAGES_PER_GPU in the inference config.")
+
+    def _detect(self, molded_images, image_metas, windows, original_shapes, verbose):
+        image_shape = molded_images[0].shape
+        if any(image.shape != image_shape for image in molded_images):
+            raise ValueError("After resizing, the images of one batch must share one shape: "
+                             "use IMAGE_RESIZE_MODE 'square' or detect one image at a time.")
+        anchors = np.broadcast_to(self.get_anchors(image_shape),
+                                  (self.config.BATCH_SIZE,) + self.get_anchors(image_shape).shape)
+        if verbose:
+            log("molded_images", molded_images)
+            log("image_metas", image_metas)
+            log("anchors", anchors)
+        detections, _, _, mrcnn_mask, _, _, _ = self.keras_model.predict_on_batch(
+            [molded_images, np.asarray(image_metas, dtype=np.float32), anchors])
+        results = []
+        for i in range(len(molded_images)):
+            rois, class_ids, scores, masks = self.unmold_detections(
+                detections[i], mrcnn_mask[i], original_shapes[i], image_shape, windows[i])
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks})
+        return results
+
+    def get_anchors(self, image_shape):
+        """Anchors of every pyramid level for an image shape.
+
+        Returns:
+            [num_anchors, (y1, x1, y2, x2)] float32 normalized anchors, cached per shape.
+        """
+        key = tuple(int(d) for d in image_shape[:2])
+        if key not in self._anchor_cache:
+            backbone_shapes = compute_backbone_shapes(self.config, image_shape)
+            anchors = utils.generate_pyramid_anchors(
+                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS, backbone_shapes,
+                self.config.BACKBONE_STRIDES, self.config.RPN_ANCHOR_STRIDE)
+            self._anchor_cache[key] = utils.norm_boxes(anchors, key).astype(np.float32)
+        return self._anchor_cache[key]
+
+    # ------------------------------------------------------------------
+    # Introspection
+    # ------------------------------------------------------------------
+
+    def find_trainable_layer(self, layer):
+        """The layer that owns the weights of ``layer`` (the inner layer of a TimeDistributed)."""
+        return layer.layer if isinstance(layer, KL.Wrapper) else layer
+
+    def get_trainable_layers(self):
+        """Layers with weights, wrappers resolved to their inner layer."""
+        return [self.find_trainable_layer(layer) for layer in self.keras_model.layers
+                if layer.weights]
+
+    def run_graph(self, images, outputs, image_metas=None):
+        """Run the inference graph on images and return the named intermediate tensors.
+
+        Args:
+            images: list of BATCH_SIZE images.
+            outputs: list of (name, tensor) pairs, where each tensor is a
+                symbolic output of this model, e.g.
+                ``model.keras_model.get_layer("ROI").output``.
+            image_metas: optional metas to use instead of mold_inputs' ones.
+
+        Returns:
+            An ordered dict name -> numpy array.
+        """
+        model = self.keras_model
+        probe = keras.Model(model.inputs, [tensor for _, tensor in outputs])
+        molded_images, metas, _ = self.mold_inputs(images)
+        if image_metas is not None:
+            metas = image_metas
+        inputs = [molded_images, metas.astype(np.float32)]
+        if self.mode == "inference":
+            anchors = self.get_anchors(molded_images[0].shape)
+            inputs.append(np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape))
+        values = probe.predict_on_batch(inputs)
+        if len(outputs) == 1:
+            values = [values]
+        result = {}
+        for (name, _), value in zip(outputs, values):
+            result[name] = value
+            log(name, value)
+        return result
+
+
+def _normalize_boxes(inputs):
+    """[boxes [B, N, 4] pixels, image [B, H, W, C]] -> boxes normalized to that image."""
+    boxes, image = inputs
+    return norm_boxes_graph(boxes, tf.shape(image)[1:3])

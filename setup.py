@@ -1,0 +1,36 @@
+"""Install mrcnn: ``pip install -e .``"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements():
+    """Runtime requirements: requirements.txt without the test-only tools."""
+    test_only = {"pytest", "nbclient", "nbformat", "ipykernel", "jupyter"}
+    lines = (line.strip() for line in (HERE / "requirements.txt").read_text().splitlines())
+    return [line for line in lines
+            if line and not line.startswith("#")
+            and line.split(">")[0].split("=")[0].split("<")[0].strip() not in test_only]
+
+
+setup(
+    name="mrcnn",
+    version="3.0.0",
+    description="Mask R-CNN (ResNet-FPN) for instance segmentation on TensorFlow 2 and Keras 3",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["mrcnn", "mrcnn.*"]),
+    python_requires=">=3.10",
+    install_requires=requirements(),
+    extras_require={"test": ["pytest", "nbclient", "nbformat", "ipykernel"],
+                    "notebooks": ["jupyter", "ipykernel"]},
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
