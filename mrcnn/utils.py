@@ -377,8 +377,8 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None,
             None when not cropping.
 
     Raises:
-        ValueError: for an unknown mode, or a "square"/"pad64" call without
-            the dimension it needs.
+        ValueError: for an unknown mode, or a "square", "pad64" or "crop"
+            call without the dimension it needs.
     """
     if mode not in RESIZE_MODES:
         raise ValueError(
@@ -418,6 +418,9 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None,
         top_pad, bottom_pad = _split_padding(-h % 64)
         left_pad, right_pad = _split_padding(-w % 64)
     else:
+        if not min_dim:
+            raise ValueError('resize mode "crop" needs min_dim (the side of '
+                             'the crop).')
         y = random.randint(0, h - min_dim)
         x = random.randint(0, w - min_dim)
         crop = (y, x, min_dim, min_dim)

@@ -320,6 +320,8 @@ def test_resize_image_bad_arguments():
         utils.resize_image(image, 100, 128, mode="pad64")
     with pytest.raises(ValueError, match="max_dim"):
         utils.resize_image(image, 64, None, mode="square")
+    with pytest.raises(ValueError, match="crop.*min_dim"):
+        utils.resize_image(image, None, 64, mode="crop")
 
 
 @pytest.mark.parametrize("mode", ["square", "pad64", "crop"])
