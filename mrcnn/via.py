@@ -37,6 +37,7 @@ from PIL import Image
 ANNOTATION_FILE = "via_region_data.json"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 AREA_SHAPES = ("polygon", "polyline", "rect", "circle", "ellipse")
+NO_AREA_SHAPES = ("point", "line")
 VIA3_SHAPES = {1: "point", 2: "rect", 3: "circle", 4: "ellipse", 5: "line",
                6: "polyline", 7: "polygon", 8: "extreme_rectangle", 9: "extreme_circle"}
 VIA3_IMAGE_FILE_TYPE = 2
@@ -322,8 +323,10 @@ def shape_extent(region):
 
 def geometry_error(region):
     """Why a region cannot become a mask, or None when it can."""
-    if region.shape not in AREA_SHAPES:
+    if region.shape in NO_AREA_SHAPES:
         return f"{region.shape} region has no area; skipped (use polygon, rect, circle or ellipse)"
+    if region.shape not in AREA_SHAPES:
+        return f"unknown shape {region.shape!r}; skipped (use polygon, rect, circle or ellipse)"
     keys = {"rect": ("x", "y", "width", "height"), "circle": ("cx", "cy", "r"),
             "ellipse": ("cx", "cy", "rx", "ry")}.get(region.shape, ())
     try:
