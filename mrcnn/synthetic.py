@@ -169,7 +169,7 @@ def _background(rng, height, width):
     ramp = (np.arange(height, dtype=np.float32)[:, None] * np.sin(angle)
             + np.arange(width, dtype=np.float32)[None, :] * np.cos(angle))
     level = ((ramp - ramp.min()) * (255 / max(ramp.max() - ramp.min(), 1e-6))).astype(np.uint8)
-    palette = (start + np.linspace(0, 1, 256)[:, None] * (end - start)).astype(np.int16)
+    palette = _not_yellow(start + np.linspace(0, 1, 256)[:, None] * (end - start)).astype(np.int16)
     amplitude = int(rng.integers(2, 20))
     noise = rng.integers(-amplitude, amplitude + 1, (height, width, 1), dtype=np.int16)
     canvas = Image.fromarray(np.clip(palette[level] + noise, 0, 255).astype(np.uint8))
@@ -195,10 +195,15 @@ def _clutter_shape(rng, height, width):
         t = np.sort(rng.uniform(0, 2 * np.pi, count))
         radius = rng.uniform(0.03, 0.15, count) * side
         polygon = center + np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
-    colour = rng.uniform(0, 255, 3)
-    if colour[0] > 150 and colour[1] > 130 and colour[2] < 110:
-        colour[2] += 120  # yellow is kept for the creatures
-    return polygon, colour
+    return polygon, _not_yellow(rng.uniform(0, 255, 3))
+
+
+def _not_yellow(colours):
+    """Colours [..., 3] with the yellow ones turned pale: yellow is kept for the creatures."""
+    colours = np.array(colours, dtype=np.float64)
+    yellow = (colours[..., 0] > 150) & (colours[..., 1] > 130) & (colours[..., 2] < 110)
+    colours[..., 2] += np.where(yellow, 120, 0)
+    return colours
 
 
 def _visible_masks(silhouettes, cover):
