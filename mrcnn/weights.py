@@ -159,6 +159,7 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None):
             counts must be equal).
         exclude: names of model layers to leave unchanged, e.g.
             ``CLASS_SPECIFIC_LAYERS`` for a model with another class count.
+            As in the original, giving ``exclude`` implies ``by_name=True``.
 
     Within a layer, weights are matched by name (``kernel``, ``bias``,
     ``gamma``, ..., and for a nested model ``<sublayer>/kernel``), or, when the
@@ -175,14 +176,14 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None):
             differ in layers that ``exclude`` does not cover.
     """
     filepath = os.fspath(filepath)
-    exclude = set(exclude or ())
     weighted_layers = [layer for layer in model_layers(keras_model) if layer.weights]
     with _open_layout(filepath) as group:
         file_layers = _read_weighted_layers(group, filepath)
-        if by_name:
-            pairs, result = _pair_by_name(weighted_layers, file_layers, exclude, filepath)
+        if by_name or exclude:
+            pairs, result = _pair_by_name(weighted_layers, file_layers, set(exclude or ()),
+                                          filepath)
         else:
-            pairs, result = _pair_by_order(weighted_layers, file_layers, exclude, filepath)
+            pairs, result = _pair_by_order(weighted_layers, file_layers, filepath)
         assignments = _plan_assignments(group, pairs, filepath)
     for variable, value in assignments:
         variable.assign(value)
@@ -276,20 +277,15 @@ def _pair_by_name(weighted_layers, file_layers, exclude, filepath):
     return pairs, LoadResult(filepath, loaded, missing, unused, excluded)
 
 
-def _pair_by_order(weighted_layers, file_layers, exclude, filepath):
+def _pair_by_order(weighted_layers, file_layers, filepath):
     if len(weighted_layers) != len(file_layers):
         raise ValueError(
             f"{filepath} has {len(file_layers)} layers with weights and the model has "
             f"{len(weighted_layers)}, so they cannot be paired in order: load by name "
             "(by_name=True) to match layers by their names.")
-    pairs, loaded, excluded = [], [], []
-    for layer, (file_layer, weight_names) in zip(weighted_layers, file_layers.items()):
-        if layer.name in exclude:
-            excluded.append(layer.name)
-        else:
-            pairs.append((layer, file_layer, weight_names))
-            loaded.append(layer.name)
-    return pairs, LoadResult(filepath, loaded, [], [], excluded)
+    pairs = [(layer, file_layer, weight_names)
+             for layer, (file_layer, weight_names) in zip(weighted_layers, file_layers.items())]
+    return pairs, LoadResult(filepath, [layer.name for layer in weighted_layers], [], [], [])
 
 
 def _plan_assignments(group, pairs, filepath):
@@ -425,7 +421,8 @@ def download_file(url, filepath, timeout=60):
         with urllib.request.urlopen(url, timeout=timeout) as response, \
                 _atomic_output(filepath) as temp_path:
             expected = int(response.headers.get("Content-Length") or 0) or None
-            received = _copy_with_progress(response, temp_path, expected, os.path.basename(filepath))
+            received = _copy_with_progress(response, temp_path, expected,
+                                           os.path.basename(filepath))
             if expected is not None and received != expected:
                 raise DownloadError(
                     f"Download of {url} stopped after {received} of {expected} bytes. Run "
@@ -547,17 +544,18 @@ class CheckpointSaver(keras.callbacks.Callback):
 
     def __init__(self, checkpoint_path_template, keras_model=None, verbose=0):
         super().__init__()
-        if not isinstance(checkpoint_path_template, str) or "{epoch" not in checkpoint_path_template:
+        template = checkpoint_path_template
+        if not isinstance(template, str) or "{epoch" not in template:
             raise ValueError(
                 "checkpoint_path_template must be a str with an {epoch} field, e.g. "
                 f"'logs/shapes20260125T1530/mask_rcnn_shapes_{{epoch:04d}}.h5', not "
-                f"{checkpoint_path_template!r}.")
-        self.checkpoint_path_template = checkpoint_path_template
+                f"{template!r}.")
+        self.checkpoint_path_template = template
         self.keras_model = keras_model
         self.verbose = verbose
 
     def on_epoch_end(self, epoch, logs=None):
         path = self.checkpoint_path_template.format(epoch=epoch + 1)
-        save_weights(self.keras_model or self.model, path)
+        save_weights(self.model if self.keras_model is None else self.keras_model, path)
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: saved weights to {path}")

@@ -186,7 +186,8 @@ def test_load_by_order_pairs_weighted_layers_whatever_their_names(tmp_path, rng)
 
 def test_load_by_order_refuses_a_different_layer_count(tmp_path, rng):
     write_keras2_file(tmp_path / "w.h5", expected_layout()[:-1], rng)
-    with pytest.raises(ValueError, match=r"has 9 layers with weights and the model has 10.*by_name=True"):
+    with pytest.raises(ValueError,
+                       match=r"has 9 layers with weights and the model has 10.*by_name=True"):
         load_weights(build_model(), tmp_path / "w.h5")
 
 
@@ -245,10 +246,12 @@ def test_missing_and_unused_layers_are_reported_and_left_alone(tmp_path, rng, ca
 def test_excluded_heads_keep_their_initial_values(tmp_path, rng):
     values = write_keras2_file(tmp_path / "w.h5", expected_layout(num_classes=81), rng)
     model = build_model(num_classes=2)
-    heads = [model.get_layer(name) for name in ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask")]
+    heads = [model.get_layer(name)
+             for name in ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask")]
     initial = [value_of(variable) for head in heads for variable in head.weights]
 
-    result = load_weights(model, tmp_path / "w.h5", by_name=True, exclude=CLASS_SPECIFIC_LAYERS)
+    # exclude implies by_name, as in the original
+    result = load_weights(model, tmp_path / "w.h5", exclude=CLASS_SPECIFIC_LAYERS)
 
     for variable, value in zip([v for head in heads for v in head.weights], initial):
         np.testing.assert_array_equal(value_of(variable), value)
@@ -334,7 +337,8 @@ def test_full_model_file_with_model_weights_group_loads(tmp_path, rng):
     values = write_keras2_file(tmp_path / "w.h5", expected_layout(), rng, root="model_weights")
     model = build_model()
     load_weights(model, tmp_path / "w.h5", by_name=True)
-    np.testing.assert_array_equal(value_of(variable_for(model, "rpn_model", "rpn_bbox_pred/kernel:0")),
+    rpn_bbox_kernel = variable_for(model, "rpn_model", "rpn_bbox_pred/kernel:0")
+    np.testing.assert_array_equal(value_of(rpn_bbox_kernel),
                                   values[("rpn_model", "rpn_bbox_pred/kernel:0")])
 
 
@@ -372,13 +376,15 @@ def test_saved_file_has_the_keras2_layout(tmp_path, rng):
     save_weights(model, tmp_path / "ckpt.h5")
 
     with h5py.File(tmp_path / "ckpt.h5", "r") as f:
-        assert [n.decode() for n in f.attrs["layer_names"]] == [layer.name for layer in model.layers]
+        layer_names = [n.decode() for n in f.attrs["layer_names"]]
+        assert layer_names == [layer.name for layer in model.layers]
         # h5py reads the bytes scalars that Keras 2 wrote (and we write) back as str.
         assert f.attrs["backend"] == "tensorflow"
         assert f.attrs["keras_version"] == keras.__version__
         assert len(f["input_image"].attrs["weight_names"]) == 0
         for group, layer_weights in expected_layout():
-            assert [n.decode() for n in f[group].attrs["weight_names"]] == [w for w, _ in layer_weights]
+            weight_names = [n.decode() for n in f[group].attrs["weight_names"]]
+            assert weight_names == [w for w, _ in layer_weights]
             for weight_name, shape in layer_weights:
                 np.testing.assert_array_equal(
                     f[group][weight_name][()], value_of(variable_for(model, group, weight_name)))
@@ -428,12 +434,14 @@ def test_checkpoint_names_are_the_originals():
     now = datetime.datetime(2026, 1, 25, 15, 30)
     assert weights.log_dir_name("Shapes", now) == "shapes20260125T1530"
     template = weights.checkpoint_path_template("logs/shapes20260125T1530", "Shapes")
-    assert template.format(epoch=7) == os.path.join("logs/shapes20260125T1530", "mask_rcnn_shapes_0007.h5")
+    assert template.format(epoch=7) == os.path.join("logs/shapes20260125T1530",
+                                                    "mask_rcnn_shapes_0007.h5")
 
 
 def test_epoch_from_checkpoint():
     assert weights.epoch_from_checkpoint("logs/shapes20260125T1530/mask_rcnn_shapes_0003.h5") == 3
-    assert weights.epoch_from_checkpoint(r"C:\logs\my-data20260125T1530\mask_rcnn_my-data_0120.h5") == 120
+    windows_path = r"C:\logs\my-data20260125T1530\mask_rcnn_my-data_0120.h5"
+    assert weights.epoch_from_checkpoint(windows_path) == 120
     assert weights.epoch_from_checkpoint("mask_rcnn_coco.h5") is None
     assert weights.epoch_from_checkpoint("logs/mask_rcnn_shapes_0003.h5") is None
 
@@ -458,7 +466,8 @@ def test_find_last_checkpoint_skips_incomplete_and_foreign_files(tmp_path):
     make_run(tmp_path, model, "other20270101T0000", [])
     (tmp_path / "other20270101T0000" / "mask_rcnn_shapes_0009.h5").write_bytes(complete)
 
-    assert weights.find_last_checkpoint(tmp_path, "SHAPES") == str(newest / "mask_rcnn_shapes_0001.h5")
+    last = weights.find_last_checkpoint(tmp_path, "SHAPES")
+    assert last == str(newest / "mask_rcnn_shapes_0001.h5")
 
     (newest / "mask_rcnn_shapes_0001.h5").unlink()
     assert weights.find_last_checkpoint(tmp_path, "shapes") == str(
@@ -495,7 +504,8 @@ def test_checkpoint_saver_writes_one_numbered_file_per_epoch(tmp_path):
 def test_checkpoint_saver_can_save_another_model(tmp_path):
     inputs = KL.Input((4,), name="input_features")
     saved = keras.Model(inputs, KL.Dense(2, name="mrcnn_bbox_fc")(inputs))
-    saver = weights.CheckpointSaver(str(tmp_path / "mask_rcnn_shapes_{epoch:04d}.h5"), keras_model=saved)
+    saver = weights.CheckpointSaver(str(tmp_path / "mask_rcnn_shapes_{epoch:04d}.h5"),
+                                    keras_model=saved)
     saver.on_epoch_end(0)
     with h5py.File(tmp_path / "mask_rcnn_shapes_0001.h5", "r") as f:
         assert [n.decode() for n in f.attrs["layer_names"]] == ["input_features", "mrcnn_bbox_fc"]
@@ -596,7 +606,8 @@ def test_download_to_a_given_path(tmp_path, monkeypatch):
 def test_short_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
     body = h5_bytes(tmp_path)
     serve(monkeypatch, body, content_length=len(body) + 1000)
-    with pytest.raises(weights.DownloadError, match=f"stopped after {len(body)} of {len(body) + 1000} bytes"):
+    expected_message = f"stopped after {len(body)} of {len(body) + 1000} bytes"
+    with pytest.raises(weights.DownloadError, match=expected_message):
         weights.get_coco_weights(cache_dir=tmp_path / "cache")
     assert os.listdir(tmp_path / "cache") == []
 
@@ -622,13 +633,18 @@ def read_reference_tsv():
     return rows
 
 
+def import_modellib():
+    modellib = pytest.importorskip("mrcnn.model")
+    if not hasattr(modellib, "MaskRCNN"):
+        pytest.skip("mrcnn.model.MaskRCNN does not exist yet")
+    return modellib
+
+
 @pytest.fixture(scope="module")
 def coco_inference_model(tmp_path_factory):
     if not REFERENCE_TSV.exists():
         pytest.skip(f"{REFERENCE_TSV} is not here")
-    modellib = pytest.importorskip("mrcnn.model")
-    if not hasattr(modellib, "MaskRCNN"):
-        pytest.skip("mrcnn.model.MaskRCNN does not exist yet")
+    modellib = import_modellib()
     from mrcnn.config import Config
 
     class CocoConfig(Config):
@@ -662,4 +678,39 @@ def test_reference_file_loads_completely_into_resnet101_coco_model(coco_inferenc
     assert len(result.loaded) == 233
     assert result.missing == result.unused == result.excluded == []
     for (group, weight_name), value in values.items():
-        np.testing.assert_array_equal(value_of(variable_for(keras_model, group, weight_name)), value)
+        variable = variable_for(keras_model, group, weight_name)
+        np.testing.assert_array_equal(value_of(variable), value)
+
+
+def test_training_checkpoint_loads_completely_into_inference_model(tmp_path, rng):
+    modellib = import_modellib()
+    from mrcnn.config import Config
+
+    class TinyConfig(Config):
+        NAME = "shapes"
+        NUM_CLASSES = 4
+        GPU_COUNT = 1
+        IMAGES_PER_GPU = 1
+        BACKBONE = "resnet50"
+        IMAGE_MIN_DIM = IMAGE_MAX_DIM = 128
+        RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+        TRAIN_ROIS_PER_IMAGE = 16
+        POST_NMS_ROIS_TRAINING = POST_NMS_ROIS_INFERENCE = 64
+
+    training = modellib.MaskRCNN(mode="training", config=TinyConfig(), model_dir=str(tmp_path))
+    inference = modellib.MaskRCNN(mode="inference", config=TinyConfig(), model_dir=str(tmp_path))
+    randomize(training.keras_model, rng)
+    save_weights(training.keras_model, tmp_path / "mask_rcnn_shapes_0001.h5")
+
+    result = load_weights(inference.keras_model, tmp_path / "mask_rcnn_shapes_0001.h5", by_name=True)
+
+    assert result.missing == result.unused == []
+    saved = {(layer.name, name): variable
+             for layer in training.keras_model.layers
+             for name, variable in weights.layer_weight_names(layer)}
+    loaded = {(layer.name, name): variable
+              for layer in inference.keras_model.layers
+              for name, variable in weights.layer_weight_names(layer)}
+    assert saved.keys() == loaded.keys()
+    for key, variable in loaded.items():
+        assert value_of(variable).tobytes() == value_of(saved[key]).tobytes()
