@@ -291,7 +291,7 @@ def build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config,
     if crowd.any():
         crowd_iou_max = utils.compute_overlaps(anchors, gt_boxes[crowd]).max(axis=1)
         far_from_crowd = crowd_iou_max < CROWD_IOU
-        gt_class_ids, gt_boxes = gt_class_ids[~crowd], gt_boxes[~crowd]
+        gt_boxes = gt_boxes[~crowd]
     else:
         far_from_crowd = np.ones([anchors.shape[0]], dtype=bool)
 
@@ -483,13 +483,15 @@ def build_detection_targets(rpn_rois, gt_class_ids, gt_boxes, gt_masks, config,
 
 def _check_dtypes(rpn_rois, gt_class_ids, gt_boxes, gt_masks):
     """Raise ValueError unless the arrays have the dtypes load_image_gt gives."""
-    expected = {"rpn_rois": (rpn_rois, np.integer), "gt_class_ids": (gt_class_ids, np.int32),
-                "gt_boxes": (gt_boxes, np.int32), "gt_masks": (gt_masks, np.bool_)}
-    for name, (array, dtype) in expected.items():
+    expected = [("rpn_rois", rpn_rois, np.integer, "an integer dtype"),
+                ("gt_class_ids", gt_class_ids, np.int32, "int32"),
+                ("gt_boxes", gt_boxes, np.int32, "int32"),
+                ("gt_masks", gt_masks, np.bool_, "bool")]
+    for name, array, dtype, dtype_name in expected:
         if not np.issubdtype(array.dtype, dtype):
             raise ValueError(f"{name} has dtype {array.dtype}; expected "
-                             f"{np.dtype(dtype) if dtype is not np.integer else 'an integer'} "
-                             "(as load_image_gt and generate_random_rois give).")
+                             f"{dtype_name}, as load_image_gt and "
+                             "generate_random_rois give.")
 
 
 def _sample(rng, ids, count):

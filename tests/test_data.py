@@ -336,6 +336,15 @@ def test_build_rpn_targets_ties_for_best_anchor_are_all_positive():
     np.testing.assert_array_equal(rpn_match, [1, 1, -1])
 
 
+def test_build_rpn_targets_without_gt_boxes_only_has_negatives():
+    anchors = random_boxes(np.random.default_rng(1), 50).astype(float)
+    rpn_match, rpn_bbox = data.build_rpn_targets(
+        (128, 128, 3), anchors, np.zeros(0, np.int32), np.zeros((0, 4), np.int32),
+        make_config(RPN_TRAIN_ANCHORS_PER_IMAGE=16))
+    assert (rpn_match == -1).sum() == 16 and (rpn_match == 0).sum() == 34
+    assert not rpn_bbox.any()
+
+
 def random_boxes(rng, count, side=128, max_size=60):
     corners = rng.integers(0, side - max_size, (count, 2))
     sizes = rng.integers(4, max_size, (count, 2))
