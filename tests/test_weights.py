@@ -404,6 +404,25 @@ def test_save_then_load_round_trips_bit_for_bit(tmp_path, rng, by_name):
         assert value_of(loaded).tobytes() == value_of(saved).tobytes()
 
 
+class TwoDense(KL.Layer):
+    """A custom layer owning two sublayers: both weights are named "kernel"."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first, self.second = KL.Dense(2, use_bias=False), KL.Dense(2, use_bias=False)
+
+    def call(self, inputs):
+        return self.second(self.first(inputs))
+
+
+def test_save_refuses_a_layer_with_clashing_weight_names(tmp_path):
+    inputs = KL.Input((2,))
+    model = keras.Model(inputs, TwoDense(name="two_dense")(inputs))
+    with pytest.raises(ValueError, match=r"'two_dense' has several weights named two_dense/kernel:0"):
+        save_weights(model, tmp_path / "w.h5")
+    assert os.listdir(tmp_path) == []
+
+
 def test_interrupted_save_leaves_the_previous_file_and_no_temp_file(tmp_path, rng, monkeypatch):
     model = build_model()
     path = tmp_path / "mask_rcnn_shapes_0001.h5"
