@@ -328,14 +328,14 @@ class EvaluationResult:
         """Both tables as text: the original's per-image means and COCO's metrics."""
         with_gt = sum(image.n_gt > 0 for image in self.per_image)
         lines = [
-            f"Original metrics (utils.compute_ap, mask IoU), {len(self.per_image)} images, "
-            f"{with_gt} with ground truth:",
+            f"Original metrics (utils.compute_ap, mask IoU), images: {len(self.per_image)}, "
+            f"with ground truth: {with_gt}",
             f"  mAP@0.5         {_format_metric(self.mAP50)}",
             f"  mAP@[.5:.95]    {_format_metric(self.mAP)}",
             f"  precision@0.5   {_format_metric(self.mean_precision)}",
             f"  recall@0.5      {_format_metric(self.mean_recall)}",
             "",
-            f"COCO metrics (pycocotools COCOeval), {len(self.category_names)} categories:",
+            f"COCO metrics (pycocotools COCOeval), classes: {len(self.category_names)}",
             "  " + "".join(f"{name:>8}" for name in ("type",) + COCO_METRICS),
         ]
         for iou_type, metrics in self.coco.items():
@@ -361,7 +361,8 @@ class Evaluator:
     """Accumulates ground truth and detections image by image, then computes every metric.
 
     Ground-truth and detection masks are reduced to the per-image metrics and to compact RLEs
-    as each image is added, so memory stays small on large datasets::
+    as each image is added, so memory stays small on large datasets. With a model of
+    BATCH_SIZE 1::
 
         evaluator = Evaluator(dataset)
         for image_id in dataset.image_ids:
@@ -386,7 +387,7 @@ class Evaluator:
         _check_same_size(image_id, ground_truth, detection)
         info = self.dataset.image_info[image_id]
         self._per_image.append(ImageResult(
-            image_id=int(image_id), source_id=str(info["id"]), path=str(info.get("path", "")),
+            image_id=int(image_id), source_id=str(info["id"]), path=str(info.get("path") or ""),
             n_gt=len(ground_truth.class_ids), n_pred=len(detection["class_ids"]),
             **image_metrics(ground_truth, detection)))
         self._image_ids.add(image_id)
