@@ -45,6 +45,8 @@ CROWD_IOU = 0.001
 ROI_POSITIVE_IOU = 0.5
 # Share of generate_random_rois' ROIs drawn around the GT boxes.
 RANDOM_ROIS_NEAR_BOXES = 0.9
+# Keys that keep DataGenerator's random streams of passes and batches apart.
+PASS_STREAM, BATCH_STREAM = 0, 1
 
 
 ############################################################
@@ -584,10 +586,13 @@ class DataGenerator(keras.utils.PyDataset):
     mrcnn_mask float32 [B, TRAIN_ROIS_PER_IMAGE, mask h, mask w,
     NUM_CLASSES].
 
-    An epoch has ``max(1, image_count // batch_size)`` batches: the images
-    in the epoch's order, batch by batch (the last incomplete batch is left
-    out; with shuffling, a different one each epoch). An image without
-    instances is skipped and the next image in the order takes its place.
+    The batches take their images from an endless stream, as the
+    original's generator did: the dataset's images pass after pass, each
+    pass in a new random order when shuffling. An epoch is ``steps``
+    batches and the next epoch goes on where it ended, so with fewer steps
+    than ``image_count // batch_size`` the epochs still cover every image
+    in turn. An image without instances is skipped and the next image of
+    the stream takes its place.
 
     Args:
         dataset: a prepared ``utils.Dataset`` with ``config.NUM_CLASSES``
@@ -600,17 +605,20 @@ class DataGenerator(keras.utils.PyDataset):
         no_augmentation_sources: dataset sources whose images are never
             augmented.
         batch_size: images per batch (default ``config.BATCH_SIZE``).
+        steps: batches per epoch (``len()``), e.g. ``config.STEPS_PER_EPOCH``;
+            default ``max(1, image_count // batch_size)``, one pass.
         seed: seed of the shuffling, subsampling and ROI sampling (None:
-            random). Each batch draws from its own generator, seeded by
-            (seed, epoch, batch index), so results do not depend on workers.
+            random). Each pass and each batch draws from its own random
+            generator, seeded by the seed and its position in the stream,
+            so the batches do not depend on the number of workers.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``
             of ``keras.utils.PyDataset``.
     """
 
     def __init__(self, dataset, config, shuffle=True, augmentation=None,
                  random_rois=0, detection_targets=False,
-                 no_augmentation_sources=None, batch_size=None, seed=None,
-                 **kwargs):
+                 no_augmentation_sources=None, batch_size=None, steps=None,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         if dataset.num_classes != config.NUM_CLASSES:
             raise ValueError(
@@ -636,17 +644,18 @@ class DataGenerator(keras.utils.PyDataset):
             config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
             compute_backbone_shapes(config, config.IMAGE_SHAPE),
             config.BACKBONE_STRIDES, config.RPN_ANCHOR_STRIDE)
+        self.steps = steps or max(1, len(dataset.image_ids) // self.batch_size)
         self.epoch = 0
-        self.image_order = self._epoch_order()
 
     def __len__(self):
-        return max(1, len(self.image_order) // self.batch_size)
+        return self.steps
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch {index} out of range(0, {len(self)}).")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        samples = self._samples(index * self.batch_size, rng)
+        batch_number = self.epoch * self.steps + index
+        rng = np.random.default_rng([self.seed, BATCH_STREAM, batch_number])
+        samples = self._samples(batch_number * self.batch_size, rng)
         inputs = tuple(self._stack(samples, key) for key in self._input_keys())
         if not self.detection_targets:
             return (inputs,)
@@ -656,16 +665,21 @@ class DataGenerator(keras.utils.PyDataset):
         return inputs, outputs
 
     def on_epoch_end(self):
-        """Start the next epoch: a new image order when shuffling."""
+        """Move on to the next epoch's batches of the image stream."""
         self.epoch += 1
-        self.image_order = self._epoch_order()
 
-    def _epoch_order(self):
-        """Image ids in the order of the current epoch."""
+    def image_id_at(self, position):
+        """The image at ``position`` of the stream of images.
+
+        Position ``p`` is in pass ``p // image_count``; each pass is the
+        dataset's image ids in a random order of its own (when shuffling).
+        """
+        image_ids = self.dataset.image_ids
+        pass_number, offset = divmod(position, len(image_ids))
         if not self.shuffle:
-            return np.copy(self.dataset.image_ids)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(
-            self.dataset.image_ids)
+            return image_ids[offset]
+        rng = np.random.default_rng([self.seed, PASS_STREAM, pass_number])
+        return image_ids[rng.permutation(len(image_ids))[offset]]
 
     def _input_keys(self):
         keys = ["image", "image_meta", "rpn_match", "rpn_bbox",
@@ -695,22 +709,21 @@ class DataGenerator(keras.utils.PyDataset):
         return np.stack(arrays)
 
     def _samples(self, start, rng):
-        """``batch_size`` samples, from position ``start`` of the image order.
+        """``batch_size`` samples from position ``start`` of the image stream.
 
-        Images without instances are skipped (the order wraps around).
+        Images without instances are skipped.
         """
         samples = []
         skipped = 0
         position = start
         while len(samples) < self.batch_size:
-            image_id = self.image_order[position % len(self.image_order)]
+            sample = self._load(self.image_id_at(position), rng)
             position += 1
-            sample = self._load(image_id, rng)
             if sample is not None:
                 samples.append(sample)
                 continue
             skipped += 1
-            if skipped >= len(self.image_order) and not samples:
+            if skipped >= len(self.dataset.image_ids) and not samples:
                 raise ValueError(
                     f"No image of the dataset has an instance (checked "
                     f"{skipped} images): training needs images with masks.")
@@ -733,7 +746,6 @@ class DataGenerator(keras.utils.PyDataset):
             raise
 
 
-
 def _pad_instances(arrays, size, axis):
     """Stack arrays after zero-padding their instance ``axis`` to ``size``."""
     padded = []
@@ -751,8 +763,8 @@ def data_generator(dataset, config, shuffle=True, augmentation=None,
 
     Yields ``(inputs, outputs)`` lists, ``inputs`` as the inputs of
     ``DataGenerator`` and ``outputs`` empty, or with ``detection_targets``
-    [mrcnn_class_ids, mrcnn_bbox, mrcnn_mask]. It walks through
-    ``DataGenerator`` batches epoch after epoch::
+    [mrcnn_class_ids, mrcnn_bbox, mrcnn_mask]. It walks through the
+    ``DataGenerator`` batches epoch after epoch, an endless stream::
 
         inputs, outputs = next(data_generator(dataset, config))
     """

@@ -549,18 +549,36 @@ def test_data_generator_subsamples_instances(dataset, config):
     assert all((all_boxes == box).all(axis=1).any() for box in boxes[0])
 
 
+def batch_image_ids(generator, index):
+    return data.parse_image_meta(generator[index][0][1])["image_id"].tolist()
+
+
+def test_data_generator_epochs_continue_the_image_stream(config):
+    dataset = ShapesTestDataset([ONE_CIRCLE] * 8)
+    generator = data.DataGenerator(dataset, config, shuffle=False, steps=3)
+    assert len(generator) == 3
+    assert [batch_image_ids(generator, i) for i in range(3)] == [[0, 1], [2, 3], [4, 5]]
+    generator.on_epoch_end()
+    assert generator.epoch == 1
+    assert [batch_image_ids(generator, i) for i in range(3)] == [[6, 7], [0, 1], [2, 3]]
+
+
 def test_data_generator_seeded_shuffling(config):
     dataset = ShapesTestDataset([ONE_CIRCLE] * 8)
-    first = data.DataGenerator(dataset, config, seed=7)
-    second = data.DataGenerator(dataset, config, seed=7)
-    np.testing.assert_array_equal(first.image_order, second.image_order)
-    assert sorted(first.image_order) == list(range(8))
+    first = data.DataGenerator(dataset, config, seed=7, steps=8)
+    second = data.DataGenerator(dataset, config, seed=7, steps=8)
     for a, b in zip(first[1][0], second[1][0]):
         np.testing.assert_array_equal(a, b)
-    epoch_0 = first.image_order.copy()
+    stream = [first.image_id_at(p) for p in range(32)]
+    assert stream == [second.image_id_at(p) for p in range(32)]
+    passes = [stream[i:i + 8] for i in range(0, 32, 8)]
+    assert all(sorted(images) == list(range(8)) for images in passes)
+    assert len({tuple(images) for images in passes}) == 4  # each pass has its own order
+    assert [batch_image_ids(first, i) for i in range(8)] == [stream[i:i + 2] for i in range(0, 16, 2)]
     first.on_epoch_end()
-    assert first.epoch == 1 and sorted(first.image_order) == list(range(8))
-    assert not np.array_equal(first.image_order, epoch_0)
+    assert batch_image_ids(first, 0) == stream[16:18]
+    other_seed = data.DataGenerator(dataset, config, seed=8)
+    assert [other_seed.image_id_at(p) for p in range(32)] != stream
 
 
 def test_data_generator_augmentation_and_no_augmentation_sources(config):
@@ -626,7 +644,7 @@ def test_data_generator_is_a_picklable_py_dataset(dataset, config):
     assert isinstance(generator, keras.utils.PyDataset)
     assert generator.workers == 2 and generator.use_multiprocessing and generator.max_queue_size == 4
     copy = pickle.loads(pickle.dumps(generator))
-    np.testing.assert_array_equal(copy.image_order, generator.image_order)
+    assert batch_image_ids(copy, 1) == batch_image_ids(generator, 1)
 
 
 def test_data_generator_function_yields_the_original_structure(dataset, config):
