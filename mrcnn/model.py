@@ -13,10 +13,8 @@ layers in :mod:`mrcnn.layers`; they are re-exported here so that the old
 ``modellib.<name>`` paths keep working.
 """
 
-import datetime
 import functools
 import os
-import re
 
 import keras
 import numpy as np
@@ -35,10 +33,6 @@ from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_gra
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph)
 from mrcnn.training import LAYER_REGEX, TrainingModel, set_trainable
 from mrcnn.utils import log  # noqa: F401
-
-CHECKPOINT_DIR_PATTERN = re.compile(
-    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+(\d{4})\.h5$")
-
 
 class MaskRCNN:
     """Mask R-CNN: a Keras model and the code to train it and run it.
@@ -231,16 +225,14 @@ class MaskRCNN:
         continue in that folder from the next epoch; otherwise start a new
         folder named after NAME and the current time, at epoch 0.
         """
-        self.epoch = 0
-        now = datetime.datetime.now()
-        if model_path:
-            match = CHECKPOINT_DIR_PATTERN.match(str(model_path).replace("\\", "/"))
-            if match:
-                now = datetime.datetime(*map(int, match.groups()[:5]))
-                self.epoch = int(match.group(6))
         name = (self.config.NAME or "mrcnn").lower()
-        self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
-        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+        self.epoch = weights.epoch_from_checkpoint(model_path) if model_path else None
+        if self.epoch is None:
+            self.epoch = 0
+            self.log_dir = os.path.join(self.model_dir, weights.log_dir_name(name))
+        else:
+            self.log_dir = os.path.dirname(os.path.abspath(model_path))
+        self.checkpoint_path = weights.checkpoint_path_template(self.log_dir, name)
 
     # ------------------------------------------------------------------
     # Training
@@ -300,7 +292,7 @@ class MaskRCNN:
         os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False),
-            weights.CheckpointSaver(self.keras_model, self.checkpoint_path),
+            weights.CheckpointSaver(self.checkpoint_path),
         ] + list(custom_callbacks or [])
 
         print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")

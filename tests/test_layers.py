@@ -1,0 +1,409 @@
+"""Graph helpers, custom layers and losses against independent numpy computations."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers as KL
+
+from mrcnn import layers, losses, utils
+from mrcnn.config import Config
+
+
+def random_boxes(rng, count, size=1.0, min_side=0.05):
+    """[count, (y1, x1, y2, x2)] boxes inside [0, size]² with sides >= min_side * size."""
+    y1 = rng.uniform(0, size * 0.8, count)
+    x1 = rng.uniform(0, size * 0.8, count)
+    h = rng.uniform(min_side * size, size - y1)
+    w = rng.uniform(min_side * size, size - x1)
+    return np.stack([y1, x1, y1 + h, x1 + w], axis=1).astype(np.float32)
+
+
+def bilinear_crop(image, box, size):
+    """tf.image.crop_and_resize for one [H, W] image and one normalized box, in numpy."""
+    height, width = image.shape
+    y1, x1, y2, x2 = box
+    out = np.zeros(size)
+    for i in range(size[0]):
+        y = (y1 + i * (y2 - y1) / (size[0] - 1)) * (height - 1)
+        for j in range(size[1]):
+            x = (x1 + j * (x2 - x1) / (size[1] - 1)) * (width - 1)
+            y0, x0 = int(np.floor(y)), int(np.floor(x))
+            dy, dx = y - y0, x - x0
+            y1_, x1_ = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+            out[i, j] = (image[y0, x0] * (1 - dy) * (1 - dx) + image[y0, x1_] * (1 - dy) * dx
+                         + image[y1_, x0] * dy * (1 - dx) + image[y1_, x1_] * dy * dx)
+    return out
+
+
+def numpy_iou_matrix(a, b):
+    """IoU computed pair by pair with plain Python arithmetic."""
+    out = np.zeros((len(a), len(b)))
+    for i, (ay1, ax1, ay2, ax2) in enumerate(a):
+        for j, (by1, bx1, by2, bx2) in enumerate(b):
+            ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+            iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+            inter = ih * iw
+            union = (ay2 - ay1) * (ax2 - ax1) + (by2 - by1) * (bx2 - bx1) - inter
+            out[i, j] = inter / union
+    return out
+
+
+def greedy_nms(boxes, scores, threshold, limit):
+    """Reference NMS: keep the best box, drop those overlapping it more than threshold."""
+    order = list(np.argsort(-scores, kind="stable"))
+    keep = []
+    while order and len(keep) < limit:
+        best = order.pop(0)
+        keep.append(best)
+        ious = numpy_iou_matrix(boxes[best:best + 1], boxes[order])[0] if order else []
+        order = [o for o, iou in zip(order, ious) if iou <= threshold]
+    return np.array(keep, dtype=int)
+
+
+class LayerConfig(Config):
+    NAME = "layers"
+    NUM_CLASSES = 4
+    IMAGES_PER_GPU = 2
+    IMAGE_MIN_DIM = 128
+    IMAGE_MAX_DIM = 128
+    PRE_NMS_LIMIT = 50
+    TRAIN_ROIS_PER_IMAGE = 30
+    ROI_POSITIVE_RATIO = 0.33
+    DETECTION_MAX_INSTANCES = 10
+    DETECTION_MIN_CONFIDENCE = 0.5
+    DETECTION_NMS_THRESHOLD = 0.3
+    USE_MINI_MASK = False
+    MASK_POOL_SIZE = 2
+    MASK_SHAPE = [4, 4]
+
+
+@pytest.fixture(scope="module")
+def config():
+    return LayerConfig()
+
+
+# ---------------------------------------------------------------------------
+# Graph helpers
+# ---------------------------------------------------------------------------
+
+def test_norm_and_denorm_boxes_match_utils():
+    boxes = np.array([[0, 0, 128, 96], [10, 20, 30, 40], [5, 7, 6, 8]], dtype=np.int32)
+    shape = np.array([128, 96])
+    normalized = layers.norm_boxes_graph(boxes, shape).numpy()
+    np.testing.assert_allclose(normalized, utils.norm_boxes(boxes, shape), rtol=1e-6)
+    np.testing.assert_allclose(normalized[0], [0, 0, 1, 1], rtol=1e-6)
+    np.testing.assert_array_equal(layers.denorm_boxes_graph(normalized, shape).numpy(), boxes)
+
+
+def test_box_deltas_round_trip_and_match_utils():
+    rng = np.random.default_rng(0)
+    boxes = random_boxes(rng, 20)
+    gt = random_boxes(rng, 20)
+    deltas = layers.box_refinement_graph(boxes, gt).numpy()
+    np.testing.assert_allclose(deltas, utils.box_refinement(boxes, gt), rtol=1e-4, atol=1e-5)
+    refined = layers.apply_box_deltas_graph(boxes, deltas).numpy()
+    np.testing.assert_allclose(refined, gt, atol=1e-5)
+    np.testing.assert_allclose(refined, utils.apply_box_deltas(boxes, deltas), atol=1e-5)
+
+
+def test_overlaps_graph_matches_pairwise_iou():
+    rng = np.random.default_rng(1)
+    a, b = random_boxes(rng, 7), random_boxes(rng, 5)
+    np.testing.assert_allclose(layers.overlaps_graph(a, b).numpy(), numpy_iou_matrix(a, b), atol=1e-6)
+
+
+def test_clip_boxes_graph_clips_to_window():
+    boxes = np.array([[-0.2, 0.1, 0.5, 1.3], [0.3, 0.3, 0.4, 0.4]], dtype=np.float32)
+    window = np.array([0.1, 0.0, 0.9, 1.0], dtype=np.float32)
+    clipped = layers.clip_boxes_graph(boxes, window).numpy()
+    np.testing.assert_allclose(clipped, [[0.1, 0.1, 0.5, 1.0], [0.3, 0.3, 0.4, 0.4]])
+
+
+def test_parse_image_meta_graph_reads_compose_image_meta_layout():
+    from mrcnn.data import compose_image_meta
+
+    meta = compose_image_meta(7, (300, 400, 3), (128, 128, 3), (16, 0, 112, 128), 0.32,
+                              np.array([1, 1, 0, 1]))
+    parsed = layers.parse_image_meta_graph(tf.constant(meta[None], tf.float32))
+    assert parsed["image_id"].numpy()[0] == 7
+    np.testing.assert_array_equal(parsed["original_image_shape"].numpy()[0], [300, 400, 3])
+    np.testing.assert_array_equal(parsed["image_shape"].numpy()[0], [128, 128, 3])
+    np.testing.assert_array_equal(parsed["window"].numpy()[0], [16, 0, 112, 128])
+    np.testing.assert_allclose(parsed["scale"].numpy()[0], 0.32)
+    np.testing.assert_array_equal(parsed["active_class_ids"].numpy()[0], [1, 1, 0, 1])
+
+
+# ---------------------------------------------------------------------------
+# Wrappers
+# ---------------------------------------------------------------------------
+
+def test_time_distributed_equals_the_layer_applied_per_item():
+    conv = KL.Conv2D(3, (3, 3), padding="same")
+    wrapped = layers.TimeDistributed(conv, name="td")
+    x = np.random.default_rng(2).normal(size=(2, 5, 6, 6, 4)).astype(np.float32)
+    out = wrapped(x).numpy()
+    assert out.shape == (2, 5, 6, 6, 3)
+    for b in range(2):
+        for t in range(5):
+            np.testing.assert_allclose(out[b, t], conv(x[b, t][None]).numpy()[0], atol=1e-5)
+
+
+def test_frozen_batch_norm_uses_moving_statistics_when_training():
+    bn = layers.BatchNorm(train_bn=False)
+    x = np.random.default_rng(3).normal(5.0, 2.0, size=(4, 3)).astype(np.float32)
+    bn.build(x.shape)
+    bn.moving_mean.assign([1.0, 2.0, 3.0])
+    bn.moving_variance.assign([4.0, 4.0, 4.0])
+    out = bn(x, training=True).numpy()
+    np.testing.assert_allclose(out, (x - [1.0, 2.0, 3.0]) / np.sqrt(4.0 + bn.epsilon), rtol=1e-5)
+    trainable = layers.BatchNorm(train_bn=None)
+    trainable.build(x.shape)
+    batch_stats = trainable(x, training=True).numpy()
+    np.testing.assert_allclose(batch_stats.mean(axis=0), 0.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# ProposalLayer
+# ---------------------------------------------------------------------------
+
+def numpy_proposals(scores, deltas, anchors, config, count, threshold):
+    """One image's proposals: top-k, refine, clip, NMS, pad."""
+    order = np.argsort(-scores, kind="stable")[:min(config.PRE_NMS_LIMIT, len(scores))]
+    boxes = utils.apply_box_deltas(anchors[order], deltas[order] * config.RPN_BBOX_STD_DEV)
+    boxes = np.clip(boxes, 0.0, 1.0)
+    keep = greedy_nms(boxes, scores[order], threshold, count)
+    out = np.zeros((count, 4), np.float32)
+    out[:len(keep)] = boxes[keep]
+    return out
+
+
+def test_proposal_layer_matches_numpy(config):
+    rng = np.random.default_rng(4)
+    num_anchors, count, threshold = 80, 12, 0.5
+    anchors = random_boxes(rng, num_anchors)
+    fg = rng.uniform(size=(2, num_anchors)).astype(np.float32)
+    probs = np.stack([1 - fg, fg], axis=-1)
+    deltas = rng.normal(0, 0.5, size=(2, num_anchors, 4)).astype(np.float32)
+    batch_anchors = np.broadcast_to(anchors, (2, num_anchors, 4))
+
+    layer = layers.ProposalLayer(count, threshold, config=config)
+    proposals = layer([probs, deltas, batch_anchors]).numpy()
+    assert proposals.shape == (2, count, 4)
+    for i in range(2):
+        expected = numpy_proposals(fg[i], deltas[i], anchors, config, count, threshold)
+        np.testing.assert_allclose(proposals[i], expected, atol=1e-5)
+
+
+def test_proposal_layer_pads_with_zeros_when_few_boxes_survive(config):
+    anchors = np.tile([[0.1, 0.1, 0.5, 0.5]], (60, 1)).astype(np.float32)  # all identical
+    probs = np.tile([0.2, 0.8], (2, 60, 1)).astype(np.float32)
+    deltas = np.zeros((2, 60, 4), np.float32)
+    proposals = layers.ProposalLayer(10, 0.7, config=config)(
+        [probs, deltas, np.broadcast_to(anchors, (2, 60, 4))]).numpy()
+    np.testing.assert_allclose(proposals[:, 0], [[0.1, 0.1, 0.5, 0.5]] * 2, atol=1e-6)
+    assert not proposals[:, 1:].any()
+
+
+# ---------------------------------------------------------------------------
+# PyramidROIAlign
+# ---------------------------------------------------------------------------
+
+def test_pyramid_roi_align_picks_the_level_of_the_original_formula():
+    image_size = 256
+    from mrcnn.data import compose_image_meta
+
+    meta = compose_image_meta(0, (256, 256, 3), (256, 256, 3), (0, 0, 256, 256), 1.0, np.ones(2))
+    metas = np.stack([meta, meta]).astype(np.float32)
+    # Feature map of level k is filled with the value k, so the pooled value names the level.
+    feature_maps = [np.full((2, image_size // s, image_size // s, 2), level, np.float32)
+                    for level, s in zip(range(2, 6), (4, 8, 16, 32))]
+    sides = np.array([16, 40, 60, 112, 224, 250]) / (image_size - 1)
+    boxes = np.zeros((2, len(sides), 4), np.float32)
+    boxes[:, :, 2] = sides
+    boxes[:, :, 3] = sides
+    pooled = layers.PyramidROIAlign((3, 3))([boxes, metas] + feature_maps).numpy()
+    assert pooled.shape == (2, len(sides), 3, 3, 2)
+
+    area = float(image_size * image_size)
+    expected = [min(5, max(2, 4 + int(np.round(np.log2(np.sqrt(h * h) / (224.0 / np.sqrt(area)))))))
+                for h in sides]
+    np.testing.assert_allclose(pooled[0, :, 1, 1, 0], expected)
+    np.testing.assert_allclose(pooled[1, :, 1, 1, 0], expected)
+
+
+def test_pyramid_roi_align_keeps_box_order_and_samples_bilinearly():
+    from mrcnn.data import compose_image_meta
+
+    size = 64
+    meta = compose_image_meta(0, (size, size, 3), (size, size, 3), (0, 0, size, size), 1.0, np.ones(2))
+    # A horizontal ramp on P2 (16x16): value = column index; crop_and_resize samples it exactly.
+    ramp = np.tile(np.arange(16, dtype=np.float32), (16, 1))[None, :, :, None]
+    feature_maps = [ramp] + [np.zeros((1, size // s, size // s, 1), np.float32) for s in (8, 16, 32)]
+    x_starts = np.array([0.6, 0.1, 0.3])
+    boxes = np.stack([np.full(3, 0.1), x_starts, np.full(3, 0.3), x_starts + 0.2], axis=1)[None]
+    pooled = layers.PyramidROIAlign((2, 2))([boxes.astype(np.float32), meta[None].astype(np.float32)]
+                                            + feature_maps).numpy()
+    # crop_and_resize: sample j of 2 at x = (x1 + j * (x2 - x1)) * (width - 1).
+    for i, x1 in enumerate(x_starts):
+        np.testing.assert_allclose(pooled[0, i, 0, :, 0], [x1 * 15, (x1 + 0.2) * 15], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# DetectionTargetLayer
+# ---------------------------------------------------------------------------
+
+def test_detection_targets_sample_positives_and_build_exact_targets(config):
+    gt_boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]], np.float32)
+    gt_class_ids = np.array([2, 3], np.int32)
+    masks = np.zeros((40, 40, 2), bool)
+    masks[4:16, 4:16, 0] = True
+    masks[20:36, 20:32, 1] = True
+    # Proposals: exact copies of both GT boxes, slightly shifted copies, and background boxes.
+    proposals = np.concatenate([
+        gt_boxes, gt_boxes + 0.01,
+        np.array([[0.0, 0.6, 0.1, 0.7], [0.85, 0.0, 0.95, 0.2], [0.45, 0.0, 0.5, 0.05]] * 4, np.float32),
+    ])
+    proposals = np.pad(proposals, [(0, 30 - len(proposals)), (0, 0)])
+
+    def batch(x):
+        return np.stack([x, x])
+
+    padded_ids = np.pad(gt_class_ids, (0, 3))
+    padded_boxes = np.pad(gt_boxes, [(0, 3), (0, 0)])
+    padded_masks = np.pad(masks, [(0, 0), (0, 0), (0, 3)])
+    rois, class_ids, deltas, target_masks = [
+        t.numpy() for t in layers.DetectionTargetLayer(config=config)(
+            [batch(proposals), batch(padded_ids), batch(padded_boxes), batch(padded_masks)])]
+
+    assert rois.shape == (2, 30, 4) and class_ids.shape == (2, 30)
+    assert deltas.shape == (2, 30, 4) and target_masks.shape == (2, 30, 4, 4)
+    for b in range(2):
+        positives = np.where(class_ids[b] > 0)[0]
+        # int(30 * 0.33) = 9 positives at most; there are 4 candidates, all taken, first.
+        assert list(positives) == [0, 1, 2, 3]
+        ious = numpy_iou_matrix(rois[b, positives], gt_boxes)
+        np.testing.assert_array_equal(class_ids[b, positives], gt_class_ids[ious.argmax(axis=1)])
+        expected = utils.box_refinement(rois[b, positives], gt_boxes[ious.argmax(axis=1)])
+        np.testing.assert_allclose(deltas[b, positives], expected / config.BBOX_STD_DEV, atol=1e-4)
+        # Negatives: 1 / 0.33 * 4 - 4 = 8 of them, with zero targets; then zero padding.
+        negatives = np.arange(4, 12)
+        assert rois[b, negatives].any(axis=1).all()
+        assert not class_ids[b, 4:].any() and not deltas[b, 4:].any()
+        assert not rois[b, 12:].any()
+        for i in positives:
+            gt = ious[list(positives).index(i)].argmax()
+            expected_mask = np.round(bilinear_crop(masks[:, :, gt].astype(np.float32), rois[b, i], (4, 4)))
+            np.testing.assert_array_equal(target_masks[b, i], expected_mask)
+
+
+# ---------------------------------------------------------------------------
+# DetectionLayer
+# ---------------------------------------------------------------------------
+
+def numpy_detections(rois, probs, deltas, window, config):
+    """One image's final detections, computed with numpy and reference NMS."""
+    class_ids = probs.argmax(axis=1)
+    scores = probs[np.arange(len(probs)), class_ids]
+    refined = utils.apply_box_deltas(rois, deltas[np.arange(len(rois)), class_ids] * config.BBOX_STD_DEV)
+    refined = np.stack([np.clip(refined[:, 0], window[0], window[2]), np.clip(refined[:, 1], window[1], window[3]),
+                        np.clip(refined[:, 2], window[0], window[2]), np.clip(refined[:, 3], window[1], window[3])],
+                       axis=1)
+    candidates = np.where((class_ids > 0) & (scores >= config.DETECTION_MIN_CONFIDENCE))[0]
+    keep = []
+    for class_id in np.unique(class_ids[candidates]):
+        ix = candidates[class_ids[candidates] == class_id]
+        kept = greedy_nms(refined[ix], scores[ix], config.DETECTION_NMS_THRESHOLD,
+                          config.DETECTION_MAX_INSTANCES)
+        keep.extend(ix[kept])
+    keep = np.array(sorted(keep, key=lambda i: -scores[i])[:config.DETECTION_MAX_INSTANCES], int)
+    out = np.zeros((config.DETECTION_MAX_INSTANCES, 6), np.float32)
+    out[:len(keep)] = np.concatenate([refined[keep], class_ids[keep, None], scores[keep, None]], axis=1)
+    return out
+
+
+def test_detection_layer_matches_numpy(config):
+    from mrcnn.data import compose_image_meta
+
+    rng = np.random.default_rng(5)
+    num_rois = 40
+    rois = np.stack([random_boxes(rng, num_rois, min_side=0.2), random_boxes(rng, num_rois, min_side=0.2)])
+    logits = rng.normal(0, 2, size=(2, num_rois, config.NUM_CLASSES))
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    deltas = rng.normal(0, 0.3, size=(2, num_rois, config.NUM_CLASSES, 4)).astype(np.float32)
+    window = (10, 0, 118, 128)
+    meta = compose_image_meta(0, (200, 240, 3), (128, 128, 3), window, 0.5, np.ones(config.NUM_CLASSES))
+    metas = np.stack([meta, meta]).astype(np.float32)
+
+    detections = layers.DetectionLayer(config=config)([rois, probs, deltas, metas]).numpy()
+    assert detections.shape == (2, config.DETECTION_MAX_INSTANCES, 6)
+    normalized_window = utils.norm_boxes(np.array(window), (128, 128))
+    for i in range(2):
+        expected = numpy_detections(rois[i], probs[i], deltas[i], normalized_window, config)
+        assert (expected[:, 4] > 0).sum() > 2, "the case should keep several detections"
+        np.testing.assert_allclose(detections[i], expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------
+
+def test_rpn_class_loss_is_cross_entropy_over_non_neutral_anchors():
+    rpn_match = np.array([[[1], [-1], [0], [1]]], np.int32)
+    logits = np.array([[[0.0, 2.0], [1.0, -1.0], [5.0, 5.0], [0.5, 0.0]]], np.float32)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.mean([log_softmax[0, 0, 1], log_softmax[0, 1, 0], log_softmax[0, 3, 1]])
+    np.testing.assert_allclose(losses.rpn_class_loss_graph(rpn_match, logits).numpy(), expected, rtol=1e-5)
+
+
+def test_rpn_bbox_loss_pairs_targets_with_positive_anchors_in_order():
+    rpn_match = np.array([[[0], [1], [-1], [1]], [[1], [0], [0], [0]]], np.int32)
+    rpn_bbox = np.arange(32, dtype=np.float32).reshape(2, 4, 4) / 10
+    target = np.zeros((2, 3, 4), np.float32)
+    target[0, 0] = rpn_bbox[0, 1] + 0.5  # |diff| 0.5 -> 0.5 * 0.25
+    target[0, 1] = rpn_bbox[0, 3] + 2.0  # |diff| 2 -> 1.5
+    target[1, 0] = rpn_bbox[1, 0]        # 0
+    expected = np.mean([0.125] * 4 + [1.5] * 4 + [0.0] * 4)
+    loss = losses.rpn_bbox_loss_graph(2, target, rpn_match, rpn_bbox).numpy()
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_mrcnn_class_loss_ignores_predictions_of_inactive_classes():
+    target = np.array([[1, 0, 2]], np.int32)
+    logits = np.array([[[0.0, 3.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], np.float32)
+    logits[0, 2] = [0.0, 0.0, 4.0]
+    active = np.array([[1.0, 1.0, 0.0]], np.float32)  # class 2 is not in this image's dataset
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -log_softmax[0, np.arange(3), target[0]]
+    expected = (ce[0] + ce[1]) / 2.0  # ROI 2 predicts the inactive class 2
+    np.testing.assert_allclose(losses.mrcnn_class_loss_graph(target, logits, active).numpy(), expected,
+                               rtol=1e-5)
+
+
+def test_mrcnn_bbox_and_mask_losses_use_the_true_class_and_positive_rois_only():
+    target_ids = np.array([[2, 0, 1]], np.int32)
+    target_bbox = np.zeros((1, 3, 4), np.float32)
+    pred_bbox = np.zeros((1, 3, 3, 4), np.float32)
+    pred_bbox[0, 0, 2] = 0.5       # used: 0.125 per coordinate
+    pred_bbox[0, 0, 1] = 9.0       # wrong class: ignored
+    pred_bbox[0, 1, 0] = 9.0       # negative ROI: ignored
+    pred_bbox[0, 2, 1] = 3.0       # used: 2.5 per coordinate
+    np.testing.assert_allclose(losses.mrcnn_bbox_loss_graph(target_bbox, target_ids, pred_bbox).numpy(),
+                               (0.125 + 2.5) / 2, rtol=1e-6)
+
+    target_masks = np.zeros((1, 3, 2, 2), np.float32)
+    target_masks[0, 0] = [[1, 0], [0, 1]]
+    pred = np.full((1, 2, 2, 2, 3), 0.5, np.float32)  # mask head ran on the first 2 ROIs only
+    pred[0, 0, :, :, 2] = [[0.9, 0.2], [0.3, 0.6]]
+    expected = -np.mean(np.log([0.9, 0.8, 0.7, 0.6]))
+    np.testing.assert_allclose(losses.mrcnn_mask_loss_graph(target_masks, target_ids, pred).numpy(),
+                               expected, rtol=1e-5)
+
+
+def test_losses_are_zero_not_nan_without_positives():
+    no_positive = np.zeros((1, 3), np.int32)
+    zeros = np.zeros
+    assert losses.mrcnn_bbox_loss_graph(zeros((1, 3, 4), np.float32), no_positive,
+                                        zeros((1, 3, 2, 4), np.float32)).numpy() == 0
+    assert losses.mrcnn_mask_loss_graph(zeros((1, 3, 2, 2), np.float32), no_positive,
+                                        zeros((1, 3, 2, 2, 2), np.float32)).numpy() == 0
+    assert losses.rpn_class_loss_graph(zeros((1, 4, 1), np.int32), zeros((1, 4, 2), np.float32)).numpy() == 0
