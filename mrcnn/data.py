@@ -28,6 +28,7 @@ image, pixel-level ones leave them alone) or any callable
 instances. imgaug is not supported: it does not import under numpy 2.
 """
 
+import itertools
 import sys
 
 import keras
@@ -591,8 +592,8 @@ class DataGenerator(keras.utils.PyDataset):
     pass in a new random order when shuffling. An epoch is ``steps``
     batches and the next epoch goes on where it ended, so with fewer steps
     than ``image_count // batch_size`` the epochs still cover every image
-    in turn. An image without instances is skipped and the next image of
-    the stream takes its place.
+    in turn. An image without instances is skipped: a random image of the
+    dataset takes its place.
 
     Args:
         dataset: a prepared ``utils.Dataset`` with ``config.NUM_CLASSES``
@@ -709,24 +710,26 @@ class DataGenerator(keras.utils.PyDataset):
         return np.stack(arrays)
 
     def _samples(self, start, rng):
-        """``batch_size`` samples from position ``start`` of the image stream.
+        """The samples of the images at ``start``... of the image stream.
 
-        Images without instances are skipped.
+        An image without instances is replaced by the next image of a random
+        order of the dataset (cycled), as the original's generator skipped
+        it.
         """
+        image_ids = self.dataset.image_ids
+        replacements = itertools.cycle(rng.permutation(image_ids))
         samples = []
-        skipped = 0
-        position = start
-        while len(samples) < self.batch_size:
-            sample = self._load(self.image_id_at(position), rng)
-            position += 1
-            if sample is not None:
-                samples.append(sample)
-                continue
-            skipped += 1
-            if skipped >= len(self.dataset.image_ids) and not samples:
-                raise ValueError(
-                    f"No image of the dataset has an instance (checked "
-                    f"{skipped} images): training needs images with masks.")
+        for position in range(start, start + self.batch_size):
+            image_id = self.image_id_at(position)
+            misses = 0
+            while (sample := self._load(image_id, rng)) is None:
+                misses += 1
+                if misses > len(image_ids):
+                    raise ValueError(
+                        f"No image of the dataset has an instance (tried "
+                        f"{misses} images): training needs images with masks.")
+                image_id = next(replacements)
+            samples.append(sample)
         return samples
 
     def _load(self, image_id, rng):
