@@ -213,7 +213,8 @@ def apply_augmentation(augmentation, image, mask):
         mask: bool [H, W, N].
 
     Returns:
-        The augmented image, uint8 [H, W, 3], and masks, bool [H, W, N].
+        The augmented image, uint8 [H, W, 3] (a float result of a callable
+        is rounded and clipped to 0..255), and masks, bool [H, W, N].
 
     Raises:
         ValueError: if the augmentation changed the image size or the
@@ -226,11 +227,13 @@ def apply_augmentation(augmentation, image, mask):
         new_image, new_mask = np.asarray(new_image), np.asarray(new_mask)
     if new_image.shape != image.shape or new_mask.shape != mask.shape:
         raise ValueError(
-            f"The augmentation {augmentation!r} turned an image {image.shape} "
+            f"The augmentation {type(augmentation).__name__} turned an image {image.shape} "
             f"and masks {mask.shape} into {new_image.shape} and "
             f"{new_mask.shape}: augmentations must keep the image size and "
             "the number of masks ([H, W, N]); resize or crop with "
             "IMAGE_RESIZE_MODE instead.")
+    if new_image.dtype != image.dtype:
+        new_image = np.clip(np.round(new_image), 0, 255)
     return new_image.astype(image.dtype), new_mask.astype(bool)
 
 

@@ -277,6 +277,17 @@ def test_callable_augmentation(dataset, config):
     np.testing.assert_array_equal(flipped_mask, mask[::-1])
 
 
+def test_callable_augmentation_float_result_is_rounded_and_clipped(dataset, config):
+    def brighten(image, masks):
+        return image * 1.5 - 20.2, masks
+
+    image, _, _, _, _ = data.load_image_gt(dataset, config, 0)
+    bright, _, _, _, _ = data.load_image_gt(dataset, config, 0, augmentation=brighten)
+    assert bright.dtype == np.uint8
+    np.testing.assert_array_equal(bright, np.clip(np.round(image * 1.5 - 20.2), 0, 255))
+    assert bright.max() == 255 and bright.min() == 0
+
+
 def test_callable_augmentation_that_erases_an_instance_drops_it(dataset, config):
     def erase_first(image, masks):
         masks = masks.copy()
