@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no online version check
 
 import pytest  # noqa: E402
 
