@@ -1,0 +1,351 @@
+"""Tests of samples/pikachu/pikachu.py: the dataset class, the CLI's checks and a short run.
+
+The end-to-end run trains 2 steps of a resnet50 model on 128-pixel images of
+the generated dataset, then runs splash (image and video) and detect on it.
+"""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from mrcnn import synthetic, utils, via
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SCRIPT = os.path.join(REPO, "samples", "pikachu", "pikachu.py")
+MUG = os.path.join(REPO, "..", "shared", "datasets", "mug")
+QUICK_RUN = ["--epochs", "1", "--steps-per-epoch", "2", "--image-size", "128", "--backbone", "resnet50"]
+
+
+def load_sample():
+    spec = importlib.util.spec_from_file_location("pikachu_sample", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pikachu = load_sample()
+
+
+def cli_command(*args):
+    return [sys.executable, SCRIPT, *args]
+
+
+def run_cli(*args, env=None, timeout=300):
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+def assert_bad_input(result, *fragments):
+    """Exit status 2 and one error line naming the problem, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+def square_region(name="pikachu"):
+    return {"shape_attributes": {"name": "polygon", "all_points_x": [2, 20, 20, 2],
+                                 "all_points_y": [2, 2, 20, 20]},
+            "region_attributes": {"name": name}}
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    return synthetic.write_via_dataset(tmp_path_factory.mktemp("data") / "pikachu",
+                                       train=4, val=2, test=2, image_size=64, seed=3)
+
+
+# ---------------------------------------------------------------------------
+# Library side: dataset, config, recipe
+
+
+def test_pikachu_dataset_loads_masks_from_via(small_dataset):
+    dataset = pikachu.PikachuDataset()
+    dataset.load_pikachu(small_dataset, "train")
+    dataset.prepare()
+    assert dataset.num_images == 4 and dataset.class_names == ["BG", "pikachu"]
+    assert dataset.problems == []
+    for image_id in dataset.image_ids:
+        image = dataset.load_image(image_id)
+        masks, class_ids = dataset.load_mask(image_id)
+        assert image.shape == (64, 64, 3)
+        assert masks.shape[:2] == (64, 64) and masks.dtype == bool and masks.any(axis=(0, 1)).all()
+        np.testing.assert_array_equal(class_ids, np.ones(masks.shape[-1], np.int32))
+        index = int(os.path.basename(dataset.image_reference(image_id))[6:10])
+        _, exact = synthetic.draw_scene(synthetic.scene_rng(3, 1, index), 64, 64)
+        assert masks.shape == exact.shape
+
+
+def test_pikachu_dataset_multi_class(tmp_path):
+    subset = tmp_path / "train"
+    subset.mkdir()
+    Image.new("RGB", (32, 24)).save(subset / "a.png")
+    export = {"a.png1": {"filename": "a.png", "size": 1, "file_attributes": {},
+                         "regions": [square_region("raichu"), square_region("pikachu")]}}
+    (subset / via.ANNOTATION_FILE).write_text(json.dumps(export))
+    dataset = pikachu.PikachuDataset()
+    dataset.load_pikachu(tmp_path, "train")
+    dataset.prepare()
+    assert dataset.class_names == ["BG", "pikachu", "raichu"]
+    masks, class_ids = dataset.load_mask(0)
+    assert masks.shape == (24, 32, 2)
+    np.testing.assert_array_equal(class_ids, [2, 1])
+
+
+def test_config_has_the_original_sample_settings():
+    config = pikachu.PikachuConfig()
+    assert (config.NAME, config.NUM_CLASSES, config.IMAGES_PER_GPU) == ("pikachu", 2, 2)
+    assert (config.STEPS_PER_EPOCH, config.DETECTION_MIN_CONFIDENCE) == (100, 0.9)
+    quick = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=3, inference=True)
+    assert (quick.NUM_CLASSES, quick.BATCH_SIZE, quick.BACKBONE) == (4, 1, "resnet50")
+    assert list(quick.IMAGE_SHAPE) == [256, 256, 3]
+
+
+def test_training_stages_follow_the_transfer_learning_recipe():
+    assert pikachu.training_stages(None, 30, True, 0.001) == [("heads", 15, 0.001), ("all", 30, 0.0001)]
+    assert pikachu.training_stages(None, 1, True, 0.001) == [("heads", 1, 0.001)]
+    assert pikachu.training_stages(None, 3, False, 0.001) == [("all", 3, 0.001)]
+    assert pikachu.training_stages("4+", 5, True, 0.01) == [("4+", 5, 0.01)]
+
+
+# ---------------------------------------------------------------------------
+# Command line: help, check, bad input
+
+
+@pytest.mark.parametrize("command, options", [
+    ("train", ["--dataset", "--weights", "--logs", "--epochs", "--steps-per-epoch", "--layers",
+               "--backbone", "--image-size", "--augment", "--class-attribute"]),
+    ("splash", ["--image", "--video", "--weights", "--output"]),
+    ("detect", ["--image", "--weights", "--output"]),
+    ("evaluate", ["--dataset", "--subset", "--weights"]),
+    ("check", ["--dataset", "--class-attribute"]),
+])
+def test_each_command_documents_its_options(command, options):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    for option in options:
+        assert option in result.stdout
+
+
+def test_check_clean_dataset_exits_0(small_dataset):
+    result = run_cli("check", "--dataset", str(small_dataset))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"{small_dataset}: no problem found."
+
+
+def test_check_lists_planted_problems_and_exits_1(tmp_path):
+    for subset in ("train", "val"):
+        (tmp_path / subset).mkdir()
+    Image.new("RGB", (30, 30), "red").save(tmp_path / "train" / "a.png")
+    (tmp_path / "train" / "b.jpg").write_bytes(b"not an image")
+    export = {"a.png1": {"filename": "a.png", "size": 1, "file_attributes": {},
+                         "regions": [square_region(), {"shape_attributes": {"name": "point", "cx": 1, "cy": 1},
+                                                       "region_attributes": {}}]},
+              "gone.png1": {"filename": "gone.png", "size": 1, "file_attributes": {},
+                            "regions": [square_region()]}}
+    (tmp_path / "train" / via.ANNOTATION_FILE).write_text(json.dumps(export))
+    result = run_cli("check", "--dataset", str(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    expected = [os.path.join(str(tmp_path), "train", "a.png") + ": region 1 (point): point region has no area",
+                os.path.join(str(tmp_path), "train", "gone.png") + ": image file is missing",
+                os.path.join(str(tmp_path), "train", "b.jpg") + ": cannot read image",
+                os.path.join(str(tmp_path), "train", "b.jpg") + ": image is not listed",
+                os.path.join(str(tmp_path), "val", via.ANNOTATION_FILE) + ": annotation file is missing",
+                os.path.join(str(tmp_path), "val") + ": subset has no image"]
+    for start in expected:
+        assert any(line.startswith(start) for line in lines), (start, lines)
+    assert len(lines) == len(expected) + 1
+    assert lines[-1] == f"{len(expected)} problem(s) found in {tmp_path}."
+
+
+def test_check_missing_folder_is_bad_input(tmp_path):
+    assert_bad_input(run_cli("check", "--dataset", str(tmp_path / "nowhere")),
+                     str(tmp_path / "nowhere"), "no such dataset folder")
+
+
+def test_bad_option_values_exit_2():
+    result = run_cli("train", "--layers", "everything")
+    assert result.returncode == 2 and "invalid choice: 'everything'" in result.stderr
+    result = run_cli("train", "--epochs", "0")
+    assert result.returncode == 2 and "'0' is not a positive integer" in result.stderr
+
+
+def test_train_on_malformed_json_is_bad_input(small_dataset, tmp_path):
+    broken = tmp_path / "broken"
+    for subset in ("train", "val"):
+        os.makedirs(broken / subset)
+    (broken / "train" / via.ANNOTATION_FILE).write_text('{"a": [1, 2,,]}')
+    assert_bad_input(run_cli("train", "--dataset", str(broken)),
+                     str(broken / "train" / via.ANNOTATION_FILE), "line 1, column 13")
+
+
+def test_image_size_not_multiple_of_64_is_bad_input(small_dataset, tmp_path):
+    result = run_cli("train", "--dataset", str(small_dataset), "--weights", "none",
+                     "--image-size", "100", "--logs", str(tmp_path))
+    assert_bad_input(result, "IMAGE_MAX_DIM is 100", "try 128")
+    assert os.listdir(tmp_path) == []
+
+
+def test_wrong_weights_file_and_missing_image_are_bad_input(small_dataset, tmp_path):
+    not_weights = tmp_path / "notes.h5"
+    not_weights.write_text("these are not weights")
+    image = os.path.join(small_dataset, "test", "test_0000.jpg")
+    assert_bad_input(run_cli("splash", "--weights", str(not_weights), "--image", image,
+                             "--output", str(tmp_path / "out")),
+                     str(not_weights), "not a Keras HDF5 weights file")
+    assert_bad_input(run_cli("detect", "--weights", str(not_weights), "--image",
+                             str(tmp_path / "missing.jpg")),
+                     str(tmp_path / "missing.jpg"), "no such file or folder")
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+
+
+# ---------------------------------------------------------------------------
+# End to end: train, splash, detect (and one step on the mug photos)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train 2 steps on the generated dataset (and 1 on the mug photos, concurrently)."""
+    root = tmp_path_factory.mktemp("run")
+    env = dict(os.environ, MRCNN_CACHE=str(root / "cache"))
+    logs = root / "logs"
+    runs = {"synthetic": subprocess.Popen(cli_command("train", "--logs", str(logs), *QUICK_RUN),
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True, env=env, cwd=REPO)}
+    if os.path.isdir(MUG):
+        runs["mug"] = subprocess.Popen(
+            cli_command("train", "--dataset", MUG, "--weights", "none", "--logs", str(root / "mug_logs"),
+                        "--epochs", "1", "--steps-per-epoch", "1", "--image-size", "128",
+                        "--backbone", "resnet50"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    outputs = {name: run.communicate(timeout=600)[0] for name, run in runs.items()}
+    codes = {name: run.returncode for name, run in runs.items()}
+    return {"root": root, "env": env, "logs": logs, "outputs": outputs, "codes": codes}
+
+
+def test_train_writes_a_checkpoint_and_its_settings(trained):
+    output = trained["outputs"]["synthetic"]
+    assert trained["codes"]["synthetic"] == 0, output
+    assert "Generating the synthetic pikachu dataset" in output
+    assert "train: 60 images" in output and "val: 12 images" in output
+    [checkpoint] = glob.glob(str(trained["logs"] / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
+    assert f"Last checkpoint: {checkpoint}" in output
+    with open(os.path.join(os.path.dirname(checkpoint), pikachu.SETTINGS_FILE)) as f:
+        settings = json.load(f)
+    assert settings["class_names"] == ["pikachu"]
+    assert settings["config"]["BACKBONE"] == "resnet50" and settings["config"]["IMAGE_MAX_DIM"] == 128
+    assert settings["config"]["STEPS_PER_EPOCH"] == 2
+    for subset in ("train", "val", "test"):
+        assert os.path.isdir(trained["root"] / "cache" / "pikachu-synthetic" / subset)
+
+
+def no_partial_files(folder):
+    return not [name for name in os.listdir(folder) if name.startswith(".")]
+
+
+def test_splash_writes_a_splash_of_a_test_image(trained):
+    out = trained["root"] / "splash"
+    result = run_cli("splash", "--logs", str(trained["logs"]), "--output", str(out), env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    [path] = glob.glob(str(out / "splash_*.png"))
+    assert result.stdout.strip().endswith(path)
+    source = trained["root"] / "cache" / "pikachu-synthetic" / "test" / "test_0000.jpg"
+    original = utils.read_image(str(source))
+    splash = np.asarray(Image.open(path))
+    assert splash.shape == original.shape
+    gray = (splash[..., 0] == splash[..., 1]) & (splash[..., 1] == splash[..., 2])
+    kept = (splash == original).all(axis=-1)
+    assert (gray | kept).all()  # color kept inside the masks, gray elsewhere
+    assert no_partial_files(out)
+
+
+def test_splash_video(trained, tmp_path):
+    import cv2
+
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 64))
+    for index in range(3):
+        frame, _ = synthetic.draw_scene(synthetic.scene_rng(9, index), 64, 96)
+        writer.write(frame[..., ::-1].copy())
+    writer.release()
+    out = tmp_path / "out"
+    result = run_cli("splash", "--logs", str(trained["logs"]), "--video", video,
+                     "--output", str(out), env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    [path] = glob.glob(str(out / "splash_*.mp4"))
+    assert result.stdout.strip().endswith(path)
+    capture = cv2.VideoCapture(path)
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 3
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (96, 64)
+    assert no_partial_files(out)
+
+
+def test_detect_writes_pictures_and_json(trained, tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    test_dir = trained["root"] / "cache" / "pikachu-synthetic" / "test"
+    for name in ("test_0000.jpg", "test_0003.png"):
+        (images / name).write_bytes((test_dir / name).read_bytes())
+    out = tmp_path / "detections"
+    result = run_cli("detect", "--logs", str(trained["logs"]), "--image", str(images),
+                     "--output", str(out), env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(os.listdir(out)) == ["detections.json", "test_0000_detections.png",
+                                       "test_0003_detections.png"]
+    for name in ("test_0000", "test_0003"):
+        with Image.open(out / f"{name}_detections.png") as picture:
+            assert picture.size[0] > 100 and picture.size[1] > 100
+    with open(out / "detections.json") as f:
+        detections = json.load(f)
+    assert detections["class_names"] == ["pikachu"]
+    assert detections["weights"].endswith("mask_rcnn_pikachu_0001.h5")
+    assert [os.path.basename(d["image"]) for d in detections["images"]] == ["test_0000.jpg", "test_0003.png"]
+    for record in detections["images"]:
+        assert (record["height"], record["width"]) == (256, 256)
+        for instance in record["instances"]:
+            y1, x1, y2, x2 = instance["box"]
+            assert 0 <= y1 < y2 <= 256 and 0 <= x1 < x2 <= 256
+            assert instance["class_id"] == 1 and instance["class_name"] == "pikachu"
+            assert pikachu.QUICK_SETTINGS["DETECTION_MIN_CONFIDENCE"] <= instance["score"] <= 1
+            rle = dict(instance["mask"], counts=instance["mask"]["counts"].encode())
+            mask = mask_utils.decode(rle).astype(bool)
+            assert mask.shape == (256, 256)
+            outside = mask.copy()
+            outside[y1:y2, x1:x2] = False
+            assert not outside.any()  # the mask lies inside its box
+
+
+@pytest.mark.skipif(not os.path.isdir(MUG), reason="../shared/datasets/mug is not present")
+def test_mug_dataset_loads_checks_and_trains_a_step(trained):
+    counts = {}
+    for subset in ("train", "val"):
+        dataset = pikachu.PikachuDataset()
+        dataset.load_pikachu(MUG, subset)
+        dataset.prepare()
+        assert dataset.class_names == ["BG", "mug"]
+        counts[subset] = (dataset.num_images,
+                          sum(dataset.load_mask(i)[0].shape[-1] for i in dataset.image_ids))
+    assert counts == {"train": (60, 70), "val": (10, 11)}
+    result = run_cli("check", "--dataset", MUG)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[-1] in (f"{MUG}: no problem found.",
+                                              f"{len(result.stdout.splitlines()) - 1} problem(s) found in {MUG}.")
+    output = trained["outputs"]["mug"]
+    assert trained["codes"]["mug"] == 0, output
+    assert "train: 60 images, 70 instances, classes mug" in output
+    assert "val: 10 images, 11 instances, classes mug" in output
+    assert glob.glob(str(trained["root"] / "mug_logs" / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
