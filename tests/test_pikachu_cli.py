@@ -349,3 +349,12 @@ def test_mug_dataset_loads_checks_and_trains_a_step(trained):
     assert "train: 60 images, 70 instances, classes mug" in output
     assert "val: 10 images, 11 instances, classes mug" in output
     assert glob.glob(str(trained["root"] / "mug_logs" / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
+
+
+def test_evaluate_prints_map(trained):
+    result = run_cli("evaluate", "--logs", str(trained["logs"]), "--limit", "2", env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "val: 12 images" in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("mAP@0.5 = ")]
+    values = [float(part.split("=")[1]) for part in line.split("   ")]
+    assert len(values) == 2 and all(0 <= v <= 1 for v in values)

@@ -41,9 +41,15 @@ ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, ROOT_DIR)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import matplotlib  # noqa: E402
 
-from mrcnn import synthetic, utils, via  # noqa: E402
+matplotlib.use("Agg")  # figures are written to files, never shown
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from mrcnn import evaluate, synthetic, utils, via, visualize  # noqa: E402
 from mrcnn.config import Config, ConfigError  # noqa: E402
 
 # TensorFlow (under mrcnn.model and mrcnn.weights) takes seconds to import:
@@ -221,17 +227,27 @@ def load_model_weights(model, weights_path, class_count):
         model.load_weights(weights_path, by_name=True, exclude=weights.CLASS_SPECIFIC_LAYERS)
 
 
-def inference_model(args):
-    """(MaskRCNN in inference mode, ["BG"] + class names, weights path) for splash/detect/evaluate."""
-    from mrcnn import model as modellib
+def inference_setup(args):
+    """(weights path, config settings, class names) for splash/detect/evaluate.
 
+    The settings and class names are those ``train`` saved beside the
+    checkpoint (else the defaults and "pikachu"), with --backbone and
+    --image-size on top.
+    """
     weights_path = resolve_weights(args.weights, args.logs)
     settings, class_names = saved_settings(weights_path) or ({}, ["pikachu"])
     settings.update(settings_from_args(args, quick=False))
+    return weights_path, settings, class_names
+
+
+def inference_model(args, weights_path, settings, class_names):
+    """A MaskRCNN in inference mode with its weights loaded."""
+    from mrcnn import model as modellib
+
     config = make_config(settings, len(class_names), inference=True)
     model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
     load_model_weights(model, weights_path, len(class_names))
-    return model, ["BG"] + class_names, weights_path
+    return model
 
 
 # ---------------------------------------------------------------------------
@@ -427,10 +443,9 @@ def command_splash(args):
         paths = []
     else:
         paths = image_paths(args.image)
+    setup = inference_setup(args)
     os.makedirs(args.output, exist_ok=True)
-    model, _, _ = inference_model(args)
-    from mrcnn import visualize
-
+    model = inference_model(args, *setup)
     if args.video:
         print(splash_video(model, args.video, args.output))
         return 0
@@ -448,16 +463,12 @@ def command_splash(args):
 
 
 def _save_png(path, image):
-    from PIL import Image
-
     Image.fromarray(image).save(path, format="PNG")
 
 
 def splash_video(model, video_path, output_dir):
     """Color splash of every frame of a video; the path of the .mp4 written."""
     import cv2
-
-    from mrcnn import visualize
 
     capture = cv2.VideoCapture(video_path)
     if not capture.isOpened():
@@ -489,12 +500,10 @@ def splash_video(model, video_path, output_dir):
 
 def command_detect(args):
     paths = image_paths(args.image)
+    weights_path, settings, class_names = inference_setup(args)
     os.makedirs(args.output, exist_ok=True)
-    model, class_names, weights_path = inference_model(args)
-    import matplotlib.pyplot as plt
-
-    from mrcnn import evaluate, visualize
-
+    model = inference_model(args, weights_path, settings, class_names)
+    class_names = ["BG"] + class_names
     records = []
     for path in paths:
         image = read_image(path)
@@ -505,7 +514,7 @@ def command_detect(args):
         picture = write_atomically(os.path.join(args.output, f"{stem}_detections.png"),
                                    lambda tmp: figure.savefig(tmp, bbox_inches="tight"))
         plt.close(figure)
-        records.append(detection_record(path, image.shape, r, class_names, evaluate.encode_masks))
+        records.append(detection_record(path, image.shape, r, class_names))
         print(f"{path}: {len(r['class_ids'])} instance(s) -> {picture}")
     out = write_atomically(os.path.join(args.output, "detections.json"), lambda tmp: _write_json(
         tmp, {"weights": weights_path, "class_names": class_names[1:], "images": records},
@@ -514,7 +523,7 @@ def command_detect(args):
     return 0
 
 
-def detection_record(path, shape, result, class_names, encode_masks):
+def detection_record(path, shape, result, class_names):
     """One image's detections for the JSON: boxes [y1, x1, y2, x2] pixels, RLE masks."""
     return {
         "image": os.path.abspath(path),
@@ -524,16 +533,15 @@ def detection_record(path, shape, result, class_names, encode_masks):
             {"box": [int(v) for v in box], "class_id": int(class_id),
              "class_name": class_names[class_id], "score": round(float(score), 4), "mask": rle}
             for box, class_id, score, rle in zip(result["rois"], result["class_ids"],
-                                                 result["scores"], encode_masks(result["masks"]))],
+                                                 result["scores"], evaluate.encode_masks(result["masks"]))],
     }
 
 
 def command_evaluate(args):
     dataset_dir = args.dataset or synthetic_dataset()
-    model, class_names, _ = inference_model(args)
-    dataset = load_subset(dataset_dir, args.subset, args.class_attribute, class_names[1:])
-    from mrcnn import evaluate
-
+    weights_path, settings, class_names = inference_setup(args)
+    dataset = load_subset(dataset_dir, args.subset, args.class_attribute, class_names)
+    model = inference_model(args, weights_path, settings, class_names)
     image_ids = dataset.image_ids[:args.limit] if args.limit else dataset.image_ids
     result = evaluate.evaluate_model(model, dataset, image_ids)
     print(result.summary())
