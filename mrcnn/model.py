@@ -434,8 +434,7 @@ class MaskRCNN:
         if any(image.shape != image_shape for image in molded_images):
             raise ValueError("After resizing, the images of one batch must share one shape: "
                              "use IMAGE_RESIZE_MODE 'square' or detect one image at a time.")
-        anchors = np.broadcast_to(self.get_anchors(image_shape),
-                                  (self.config.BATCH_SIZE,) + self.get_anchors(image_shape).shape)
+        anchors = self._batch_anchors(image_shape)
         if verbose:
             log("molded_images", molded_images)
             log("image_metas", image_metas)
@@ -463,6 +462,11 @@ class MaskRCNN:
                 self.config.BACKBONE_STRIDES, self.config.RPN_ANCHOR_STRIDE)
             self._anchor_cache[key] = utils.norm_boxes(anchors, key).astype(np.float32)
         return self._anchor_cache[key]
+
+    def _batch_anchors(self, image_shape):
+        """get_anchors() repeated for every image of a batch: [BATCH_SIZE, anchors, 4]."""
+        anchors = self.get_anchors(image_shape)
+        return np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape)
 
     # ------------------------------------------------------------------
     # Introspection
@@ -497,8 +501,7 @@ class MaskRCNN:
             metas = image_metas
         inputs = [molded_images, metas.astype(np.float32)]
         if self.mode == "inference":
-            anchors = self.get_anchors(molded_images[0].shape)
-            inputs.append(np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape))
+            inputs.append(self._batch_anchors(molded_images[0].shape))
         values = probe.predict_on_batch(inputs)
         if len(outputs) == 1:
             values = [values]
