@@ -1,0 +1,166 @@
+"""The three notebooks: the committed files hold a clean run, and each runs top to bottom.
+
+The execution tests run a copy of each notebook headless with nbclient in the fast mode
+(MRCNN_NOTEBOOK_FAST=1: 128-pixel images, 2 training steps, 4 images per loop), with a
+synthetic dataset and a logs folder of their own. They run in file order: the model
+notebook trains the checkpoint that the test-images notebook then evaluates.
+"""
+
+import math
+import os
+import re
+import shutil
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "notebooks")
+NOTEBOOKS = ["inspect_pikachu_data", "inspect_pikachu_model", "inspect_test_images"]
+ENVIRONMENT_VARIABLES = ["MRCNN_DATASET", "MRCNN_WEIGHTS", "MRCNN_LOGS", "MRCNN_CACHE",
+                         "MRCNN_IMAGE_SIZE", "MRCNN_TRAIN_STEPS", "MRCNN_NOTEBOOK_FAST"]
+CELL_TIMEOUT_S = 600
+MAX_NOTEBOOK_BYTES = 2_000_000
+FAST_IMAGE_SIZE = 128
+FAST_IMAGE_LIMIT = 4
+BACKBONE_STRIDES = [4, 8, 16, 32, 64]
+ANCHOR_RATIOS = 3
+
+
+def notebook_path(name):
+    return os.path.join(NOTEBOOKS_DIR, f"{name}.ipynb")
+
+
+def text_of(nb):
+    """All printed text and plain-text results of a notebook's cells, joined."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif "data" in output:
+                parts.append(output.data.get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def image_count(nb):
+    return sum("image/png" in output.get("data", {})
+               for cell in nb.cells for output in cell.get("outputs", []))
+
+
+# ----------------------------------------------------------------------------------------------
+# The committed files
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_holds_a_complete_clean_run(name):
+    assert os.path.getsize(notebook_path(name)) < MAX_NOTEBOOK_BYTES
+    nb = nbformat.read(notebook_path(name), as_version=4)
+    nbformat.validate(nb)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code_cells] == list(range(1, len(code_cells) + 1))
+    assert not [output for cell in code_cells for output in cell.outputs
+                if output.output_type == "error"]
+    assert image_count(nb) >= 5
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_first_cell_documents_the_environment_variables(name):
+    nb = nbformat.read(notebook_path(name), as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    for variable in ENVIRONMENT_VARIABLES:
+        assert f"`{variable}`" in first.source
+
+
+# ----------------------------------------------------------------------------------------------
+# Running them
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """Fast mode, and a cache (for the synthetic dataset) and logs folder of the tests' own."""
+    root = tmp_path_factory.mktemp("notebooks")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ENVIRONMENT_VARIABLES:
+            patch.delenv(variable, raising=False)
+        patch.setenv("MRCNN_NOTEBOOK_FAST", "1")
+        patch.setenv("MRCNN_CACHE", str(root / "cache"))
+        patch.setenv("MRCNN_LOGS", str(root / "logs"))
+        yield root
+
+
+def execute(name, run_dir):
+    """Runs a copy of the notebook in run_dir, from the notebooks folder; returns it executed.
+
+    nbclient raises CellExecutionError, naming the cell, when a cell fails.
+    """
+    copy = run_dir / f"{name}.ipynb"
+    shutil.copyfile(notebook_path(name), copy)
+    nb = nbformat.read(copy, as_version=4)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                            resources={"metadata": {"path": NOTEBOOKS_DIR}})
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, copy)
+    return nb
+
+
+def subset_image_count(run_dir, subset):
+    folder = run_dir / "cache" / "pikachu-synthetic" / subset
+    return sum(not name.endswith(".json") for name in os.listdir(folder))
+
+
+def checkpoints(run_dir):
+    return sorted((run_dir / "logs").glob("pikachu*/mask_rcnn_pikachu_*.h5"))
+
+
+@pytest.mark.notebooks
+def test_data_notebook_runs(run_dir):
+    nb = execute("inspect_pikachu_data", run_dir)
+    text = text_of(nb)
+
+    for subset in ("train", "val"):
+        shown = re.search(rf"^{subset}\s*:\s+(\d+) images", text, re.MULTILINE)
+        assert shown and int(shown.group(1)) == subset_image_count(run_dir, subset)
+    side = FAST_IMAGE_SIZE
+    anchors = sum(math.ceil(side / stride) ** 2 * ANCHOR_RATIOS for stride in BACKBONE_STRIDES)
+    assert f"total {anchors} anchors" in text
+    assert re.search(r"instance 0: \d+ pixels, IoU after the round trip [01]\.\d{3}", text)
+    assert re.search(r"rois\s+shape: \(1, \d+, 4\)", text)
+    assert image_count(nb) >= 10
+
+
+@pytest.mark.notebooks
+def test_model_notebook_runs(run_dir):
+    nb = execute("inspect_pikachu_model", run_dir)
+    text = text_of(nb)
+
+    assert len(checkpoints(run_dir)) == 1  # trained by the notebook, there being none
+    assert re.search(r"^ROI\s+shape: \(1, \d+, 4\)", text, re.MULTILINE)
+    assert re.search(r"the layer gives \d+ proposals, \d+ of them among these boxes", text)
+    assert re.search(rf"res2c_out\s+shape: \(1, {FAST_IMAGE_SIZE // 4}, {FAST_IMAGE_SIZE // 4}, 256\)",
+                     text)
+    weights = re.search(r"^(\d+) weights$", text, re.MULTILINE)
+    assert weights and int(weights.group(1)) > 300
+    assert image_count(nb) >= 8
+
+
+@pytest.mark.notebooks
+def test_test_images_notebook_runs(run_dir):
+    trained_before = checkpoints(run_dir)
+    nb = execute("inspect_test_images", run_dir)
+    text = text_of(nb)
+
+    loaded = re.search(r"^Loading weights (\S+)$", text, re.MULTILINE)
+    assert loaded
+    assert trained_before == [] or os.path.abspath(loaded.group(1)) == str(trained_before[-1])
+    scores = re.search(r"mAP@0\.5: (\d\.\d{3})\s+mAP@\[\.5:\.95\]: (\d\.\d{3})\s+\((\d+) images\)",
+                       text)
+    assert scores
+    assert 0 <= float(scores.group(1)) <= 1 and 0 <= float(scores.group(2)) <= 1
+    assert int(scores.group(3)) == FAST_IMAGE_LIMIT
+    assert "COCO metrics" in text
+    assert image_count(nb) >= 5
