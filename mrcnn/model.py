@@ -280,13 +280,16 @@ class MaskRCNN:
         layer_regex = LAYER_REGEX.get(layers, layers)
         steps = self.config.STEPS_PER_EPOCH
         workers = max(1, min(4, os.cpu_count() or 1))
+        # Without the RPN's ROIs the heads train on random ROIs fed as the input_roi input.
+        random_rois = 0 if self.config.USE_RPN_ROIS else self.config.POST_NMS_ROIS_TRAINING
         train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
                                         augmentation=augmentation,
                                         no_augmentation_sources=no_augmentation_sources,
-                                        steps=steps, workers=workers)
+                                        random_rois=random_rois, steps=steps, workers=workers)
         val_generator = None
         if val_dataset is not None:
             val_generator = DataGenerator(val_dataset, self.config, shuffle=True,
+                                          random_rois=random_rois,
                                           steps=self.config.VALIDATION_STEPS, workers=workers)
 
         os.makedirs(self.log_dir, exist_ok=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mrcnn import model as modellib
+from mrcnn import utils
 from mrcnn.config import Config
 
 from conftest import TinyConfig
@@ -243,3 +244,50 @@ def test_config_derived_attributes_and_display(capsys):
     config.display()
     out = capsys.readouterr().out
     assert "BATCH_SIZE                     6" in out and "NUM_CLASSES                    3" in out
+
+
+def test_heads_train_on_input_rois_without_the_rpn(synthetic_dataset, tmp_path):
+    from mrcnn.data import DataGenerator
+
+    class InputRoisConfig(TinyConfig):
+        USE_RPN_ROIS = False
+
+    config = InputRoisConfig()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    assert model.keras_model.inputs[-1].name == "input_roi"
+    (inputs,) = DataGenerator(synthetic_dataset, config, random_rois=config.POST_NMS_ROIS_TRAINING,
+                              seed=0)[0]
+    outputs = model.keras_model(list(inputs), training=False)
+    output_rois = outputs[model.keras_model.output_names.index("output_rois")].numpy()[0]
+    # The sampled training ROIs are (normalized) input ROIs, not RPN proposals.
+    input_rois = utils.norm_boxes(inputs[-1][0], (128, 128))
+    kept = output_rois[output_rois.any(axis=1)]
+    assert len(kept) > 0
+    distances = np.abs(kept[:, None, :] - input_rois[None]).sum(-1).min(axis=1)
+    assert distances.max() < 1e-5
+    assert all(np.isfinite(float(np.ravel(o)[0])) for o in outputs[-5:])
+
+
+def test_config_has_every_original_attribute_with_its_default():
+    defaults = {
+        "BACKBONE": "resnet101", "BACKBONE_STRIDES": [4, 8, 16, 32, 64], "COMPUTE_BACKBONE_SHAPE": None,
+        "FPN_CLASSIF_FC_LAYERS_SIZE": 1024, "TOP_DOWN_PYRAMID_SIZE": 256,
+        "RPN_ANCHOR_SCALES": (32, 64, 128, 256, 512), "RPN_ANCHOR_RATIOS": [0.5, 1, 2],
+        "RPN_ANCHOR_STRIDE": 1, "RPN_NMS_THRESHOLD": 0.7, "RPN_TRAIN_ANCHORS_PER_IMAGE": 256,
+        "PRE_NMS_LIMIT": 6000, "POST_NMS_ROIS_TRAINING": 2000, "POST_NMS_ROIS_INFERENCE": 1000,
+        "USE_MINI_MASK": True, "MINI_MASK_SHAPE": (56, 56), "IMAGE_RESIZE_MODE": "square",
+        "IMAGE_MIN_DIM": 800, "IMAGE_MAX_DIM": 1024, "IMAGE_MIN_SCALE": 0, "IMAGE_CHANNEL_COUNT": 3,
+        "TRAIN_ROIS_PER_IMAGE": 200, "ROI_POSITIVE_RATIO": 0.33, "POOL_SIZE": 7, "MASK_POOL_SIZE": 14,
+        "MASK_SHAPE": [28, 28], "MAX_GT_INSTANCES": 100, "DETECTION_MAX_INSTANCES": 100,
+        "DETECTION_MIN_CONFIDENCE": 0.7, "DETECTION_NMS_THRESHOLD": 0.3, "LEARNING_RATE": 0.001,
+        "LEARNING_MOMENTUM": 0.9, "WEIGHT_DECAY": 0.0001, "USE_RPN_ROIS": True, "TRAIN_BN": False,
+        "GRADIENT_CLIP_NORM": 5.0, "GPU_COUNT": 1, "IMAGES_PER_GPU": 2, "STEPS_PER_EPOCH": 1000,
+        "VALIDATION_STEPS": 50, "NAME": None, "NUM_CLASSES": 1,
+    }
+    for name, value in defaults.items():
+        assert getattr(Config, name) == value, name
+    np.testing.assert_allclose(Config.MEAN_PIXEL, [123.7, 116.8, 103.9])
+    np.testing.assert_allclose(Config.RPN_BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
+    np.testing.assert_allclose(Config.BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
+    assert Config.LOSS_WEIGHTS == dict.fromkeys(
+        ["rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"], 1.0)
