@@ -806,6 +806,24 @@ def log(text, array=None):
     print(text)
 
 
+def download_trained_weights(coco_model_path, verbose=1):
+    """The original's helper: make sure ``mask_rcnn_coco.h5`` is at ``coco_model_path``.
+
+    Kept for old scripts; it calls ``mrcnn.weights.get_coco_weights``, which
+    downloads the file there when it is missing and the machine is online,
+    and otherwise raises an error that gives the URL and the path.
+
+    Returns:
+        The path of the weights file.
+    """
+    from mrcnn import weights
+
+    path = weights.get_coco_weights(path=coco_model_path)
+    if verbose > 0:
+        print(f"COCO weights at {path}")
+    return path
+
+
 ############################################################
 #  Dataset
 ############################################################

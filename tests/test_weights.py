@@ -733,3 +733,12 @@ def test_training_checkpoint_loads_completely_into_inference_model(tmp_path, rng
     assert saved.keys() == loaded.keys()
     for key, variable in loaded.items():
         assert value_of(variable).tobytes() == value_of(saved[key]).tobytes()
+
+
+def test_original_download_helper_keeps_working(tmp_path, capsys):
+    from mrcnn import utils
+
+    existing = tmp_path / "mask_rcnn_coco.h5"
+    existing.write_bytes(b"stand-in")
+    assert utils.download_trained_weights(str(existing)) == str(existing)
+    assert f"COCO weights at {existing}" in capsys.readouterr().out
