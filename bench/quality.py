@@ -29,18 +29,18 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
 
-from mrcnn import evaluate, utils, via  # noqa: E402
+import pikachu  # noqa: E402
+from mrcnn import evaluate  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.synthetic import SyntheticDataset  # noqa: E402
 
-MUG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                       "datasets", "mug")
+MUG_DIR = os.path.join(ROOT_DIR, "..", "shared", "datasets", "mug")
 # Layers whose shapes depend on NUM_CLASSES: left out when transferring, as in the original.
 CLASS_SPECIFIC_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 GOAL_SYNTHETIC_MAP50 = 0.90
@@ -104,23 +104,6 @@ class KeepLastCheckpoint(keras.callbacks.Callback):
             os.remove(path)
 
 
-class ViaFolderDataset(utils.Dataset):
-    """A subset folder of a VIA-annotated dataset (images + via_region_data.json)."""
-
-    def load_subset(self, dataset_dir, subset):
-        annotations = via.load_via(os.path.join(dataset_dir, subset, via.ANNOTATION_FILE))
-        for class_id, name in enumerate(annotations.class_names, start=1):
-            self.add_class("via", class_id, name)
-        for image in annotations.images:
-            self.add_image("via", image_id=image.filename, path=image.path, via_image=image)
-        return annotations.problems
-
-    def load_mask(self, image_id):
-        image = self.image_info[image_id]["via_image"]
-        class_ids = [self.class_names.index(region.label) for region in image.regions]
-        return via.image_masks(image), np.array(class_ids, np.int32)
-
-
 def synthetic_datasets(args):
     """Training scenes (seed --seed) and held-out scenes (seed --seed + 1)."""
     datasets = []
@@ -133,13 +116,9 @@ def synthetic_datasets(args):
 
 
 def mug_datasets(args):
-    datasets = []
-    for subset in ("train", "val"):
-        dataset = ViaFolderDataset()
-        dataset.load_subset(args.mug_dir, subset)
-        dataset.prepare()
-        datasets.append(dataset)
-    return datasets
+    """The mug train and val subsets, read as the pikachu sample reads a VIA folder."""
+    return [pikachu.load_subset(args.mug_dir, subset, class_attribute=None)
+            for subset in ("train", "val")]
 
 
 def augmentation(args):
