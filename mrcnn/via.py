@@ -193,8 +193,10 @@ def _parse_via3(data, source):
     views = data.get("view") or {}
     files = {str(fid): f for fid, f in (data.get("file") or {}).items()
              if f.get("type", VIA3_IMAGE_FILE_TYPE) == VIA3_IMAGE_FILE_TYPE}
-    images = {fid: ViaImage(f.get("fname") or f.get("src"), []) for fid, f in files.items()}
-    problems = []
+    problems = [Problem(source, f"file {fid} has no fname; skipped")
+                for fid, f in files.items() if not (f.get("fname") or f.get("src"))]
+    images = {fid: ViaImage(f.get("fname") or f.get("src"), []) for fid, f in files.items()
+              if f.get("fname") or f.get("src")}
     for metadata_id, item in (data.get("metadata") or {}).items():
         xy = item.get("xy") or []
         if not xy or item.get("z"):

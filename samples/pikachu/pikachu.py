@@ -407,10 +407,9 @@ def command_train(args):
     train_set = load_subset(dataset_dir, "train", args.class_attribute)
     class_names = train_set.class_names[1:]
     val_set = load_subset(dataset_dir, "val", args.class_attribute, class_names)
-    weights_choice = args.weights or ("none" if quick else "coco")
-    weights_path = resolve_weights(weights_choice, args.logs)
     settings = settings_from_args(args, quick)
     config = make_config(settings, len(class_names))
+    weights_path = resolve_weights(args.weights or ("none" if quick else "coco"), args.logs)
     config.display()
 
     from mrcnn import model as modellib
