@@ -96,7 +96,8 @@ def _creature_parts(rng):
         parts.append((_ellipse(side * 0.3, head_y + 0.12, 0.09, 0.08, 12), RED))
         parts.append((_ellipse(side * 0.17, head_y - 0.08, 0.06, 0.07, 12), BLACK))
         parts.append((_ellipse(side * 0.155, head_y - 0.1, 0.025, 0.025, 8), WHITE))
-    parts.append((np.array([[-0.04, head_y + 0.03], [0.04, head_y + 0.03], [0, head_y + 0.06]]), BLACK))
+    nose = np.array([[-0.04, head_y + 0.03], [0.04, head_y + 0.03], [0, head_y + 0.06]])
+    parts.append((nose, BLACK))
     return parts
 
 
@@ -392,8 +393,8 @@ def write_via_dataset(root, train=60, val=12, test=6, image_size=256, seed=0):
     os.makedirs(parent, exist_ok=True)
     partial = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=parent)
     try:
-        for subset_key, (subset, count) in enumerate((("train", train), ("val", val), ("test", test)),
-                                                     start=1):
+        subsets = (("train", train), ("val", val), ("test", test))
+        for subset_key, (subset, count) in enumerate(subsets, start=1):
             _write_subset(os.path.join(partial, subset), subset, count, image_size, seed,
                           subset_key, annotate=subset != "test")
         os.rename(partial, root)

@@ -180,9 +180,11 @@ def _parse_image_entries(entries, source):
             shape_attributes = dict(raw.get("shape_attributes") or {})
             shape = shape_attributes.pop("name", None)
             if not shape:
-                problems.append(Problem(source, f"{filename}: region {index} has no shape name; skipped"))
+                problems.append(Problem(source, f"{filename}: region {index} has no shape "
+                                                "name; skipped"))
                 continue
-            regions.append(Region(shape, shape_attributes, dict(raw.get("region_attributes") or {})))
+            attributes = dict(raw.get("region_attributes") or {})
+            regions.append(Region(shape, shape_attributes, attributes))
         images.append(ViaImage(filename, regions))
     return _merge_duplicates(images, source, problems), problems
 
@@ -262,7 +264,8 @@ def image_path(image_dir, filename, source):
             name a file inside the folder and is never read.
     """
     parts = filename.replace("\\", "/").split("/")
-    if os.path.isabs(filename) or filename.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+    absolute = os.path.isabs(filename) or filename.startswith(("/", "\\")) or ":" in parts[0]
+    if absolute or ".." in parts:
         raise ViaError(
             f"{source}: image filename {filename!r} is absolute or climbs out of "
             f"{image_dir} with '..'. A VIA filename must name a file inside that folder: "
@@ -457,9 +460,9 @@ def assign_labels(images, class_attribute, class_names, default_class, source):
                                                 f"{', '.join(class_names)}. Skipped"))
                 continue
             else:
+                known = ", ".join(class_names)
                 problems.append(Problem(source, f"{image.filename}: region {index} has unknown "
-                                                f"class {value!r} (known: {', '.join(class_names)}); "
-                                                "skipped"))
+                                                f"class {value!r} (known: {known}); skipped"))
                 continue
             kept.append(region)
         image.regions = kept
@@ -587,7 +590,8 @@ def check_dataset(dataset_dir, subsets=("train", "val"), optional_subsets=("test
                                   required=subset in subsets)
     for paths in digests.values():
         if len(paths) > 1:
-            problems += [Problem(p, f"same image as {paths[0]} (duplicate file)") for p in paths[1:]]
+            problems += [Problem(path, f"same image as {paths[0]} (duplicate file)")
+                         for path in paths[1:]]
     return problems
 
 
@@ -610,7 +614,8 @@ def _check_subset(subset_dir, annotation_name, class_attribute, class_names, dig
             if not any(image.regions for image in annotations.images):
                 problems.append(Problem(annotation_path, "subset has no annotated instance"))
         except ViaError as error:
-            problems.append(Problem(annotation_path, str(error).removeprefix(f"{annotation_path}: ")))
+            message = str(error).removeprefix(f"{annotation_path}: ")
+            problems.append(Problem(annotation_path, message))
     elif required:
         problems.append(Problem(annotation_path, "annotation file is missing; export the "
                                                  "regions from VIA as JSON under this name"))

@@ -183,7 +183,9 @@ def resolve_weights(choice, logs_dir):
         return None
     if choice in ("coco", "imagenet"):
         try:
-            return weights.get_coco_weights() if choice == "coco" else weights.get_imagenet_weights()
+            if choice == "coco":
+                return weights.get_coco_weights()
+            return weights.get_imagenet_weights()
         except weights.DownloadError as error:
             raise CommandError(f"--weights={choice}: {error}") from None
     if choice == "last":
@@ -223,7 +225,8 @@ def load_model_weights(model, weights_path, class_count):
     try:
         model.load_weights(weights_path, by_name=True)
     except ValueError:
-        print(f"  its class-specific heads do not fit {class_count} class(es): they start untrained")
+        print(f"  its class-specific heads do not fit {class_count} class(es): "
+              "they start untrained")
         model.load_weights(weights_path, by_name=True, exclude=weights.CLASS_SPECIFIC_LAYERS)
 
 
@@ -340,7 +343,8 @@ def read_image(path):
     try:
         return utils.read_image(path)
     except (OSError, ValueError) as error:
-        raise CommandError(f"{path}: cannot read image ({error}). Re-save it as JPEG or PNG.") from None
+        raise CommandError(f"{path}: cannot read image ({error}). "
+                           "Re-save it as JPEG or PNG.") from None
 
 
 def timestamp():
@@ -418,7 +422,8 @@ def command_train(args):
     load_model_weights(model, weights_path, len(class_names))
     os.makedirs(model.log_dir, exist_ok=True)
     write_atomically(os.path.join(model.log_dir, SETTINGS_FILE), lambda path: _write_json(
-        path, {"config": settings, "class_names": class_names, "dataset": os.path.abspath(dataset_dir)}))
+        path, {"config": settings, "class_names": class_names,
+               "dataset": os.path.abspath(dataset_dir)}))
     epochs = args.epochs or (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
     for layers, up_to_epoch, learning_rate in training_stages(
             args.layers, epochs, weights_path is not None, config.LEARNING_RATE):
@@ -471,8 +476,10 @@ def splash_video(model, video_path, output_dir):
 
     capture = cv2.VideoCapture(video_path)
     if not capture.isOpened():
-        raise CommandError(f"{video_path}: OpenCV cannot open this video. Convert it to MP4 (H.264).")
-    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        raise CommandError(f"{video_path}: OpenCV cannot open this video. "
+                           "Convert it to MP4 (H.264).")
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25
 
     def write(path):
@@ -531,8 +538,9 @@ def detection_record(path, shape, result, class_names):
         "instances": [
             {"box": [int(v) for v in box], "class_id": int(class_id),
              "class_name": class_names[class_id], "score": round(float(score), 4), "mask": rle}
-            for box, class_id, score, rle in zip(result["rois"], result["class_ids"],
-                                                 result["scores"], evaluate.encode_masks(result["masks"]))],
+            for box, class_id, score, rle in zip(
+                result["rois"], result["class_ids"], result["scores"],
+                evaluate.encode_masks(result["masks"]))],
     }
 
 
@@ -583,7 +591,8 @@ def add_model_options(parser, weights_default, weights_help):
                              "resnet101, or resnet50 for the synthetic demo)")
     parser.add_argument("--image-size", type=positive_int, metavar="PIXELS",
                         help="resize images to PIXELS x PIXELS, a multiple of 64 "
-                             "(default: 1024, or 256 for the synthetic demo; smaller is faster on CPU)")
+                             "(default: 1024, or 256 for the synthetic demo; smaller is faster "
+                             "on CPU)")
 
 
 def build_parser():
@@ -604,8 +613,8 @@ def build_parser():
                        help="folder with train/ and val/, each holding images and "
                             "via_region_data.json (default: the synthetic dataset)")
     add_model_options(train, None, "starting weights: coco (default; downloaded once), imagenet, "
-                                   "last (resume the newest run), none (from scratch, the synthetic "
-                                   "demo's default) or the path of a .h5 file")
+                                   "last (resume the newest run), none (from scratch, the "
+                                   "synthetic demo's default) or the path of a .h5 file")
     train.add_argument("--epochs", type=positive_int, metavar="N",
                        help=f"train up to epoch N (default: {DEFAULT_EPOCHS}, "
                             f"or {QUICK_EPOCHS} for the synthetic demo)")
