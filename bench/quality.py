@@ -21,6 +21,7 @@ a results.json under --out::
 import argparse
 import glob
 import json
+import math
 import os
 import platform
 import sys
@@ -73,13 +74,17 @@ def bench_config(args, name, inference=False):
     return BenchConfig()
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training once `seconds` have passed; counts the steps done."""
+class TrainingLimits(keras.callbacks.Callback):
+    """Stops training once `seconds` have passed, or at the first NaN loss.
+
+    Counts the steps done; diverged_at_step is the step whose loss was NaN (None if none).
+    """
 
     def __init__(self, seconds):
         super().__init__()
         self.seconds = seconds
         self.steps = 0
+        self.diverged_at_step = None
         self.started = None
 
     def on_train_begin(self, logs=None):
@@ -87,6 +92,9 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+        if math.isnan(float((logs or {}).get("loss", 0.0))):
+            self.diverged_at_step = self.steps
+            self.model.stop_training = True
         if time.monotonic() - self.started >= self.seconds:
             self.model.stop_training = True
 
@@ -131,22 +139,28 @@ def augmentation(args):
 
 
 def train_for_budget(args, name, train_dataset, init_weights=None, augment=None):
-    """Trains all layers for --minutes; returns (checkpoint path, steps done, seconds)."""
+    """Trains all layers for --minutes; returns (checkpoint path, steps done, seconds).
+
+    Exits with a message when the loss becomes NaN (the weights are then useless).
+    """
     model_dir = os.path.join(args.out, name)
     model = MaskRCNN("training", bench_config(args, name), model_dir)
     if init_weights:
         model.load_weights(init_weights, by_name=True, exclude=CLASS_SPECIFIC_LAYERS)
         model.set_log_dir()
-    budget = TimeBudget(args.minutes * 60)
+    limits = TrainingLimits(args.minutes * 60)
     started = time.monotonic()
     model.train(train_dataset, None, args.learning_rate, MAX_EPOCHS, "all",
                 augmentation=augment,
-                custom_callbacks=[budget, KeepLastCheckpoint(model.log_dir)],
+                custom_callbacks=[limits, KeepLastCheckpoint(model.log_dir)],
                 verbose=2 if args.verbose else 0)
     seconds = time.monotonic() - started
+    if limits.diverged_at_step is not None:
+        sys.exit(f"{name}: training diverged (NaN loss at step {limits.diverged_at_step}); "
+                 f"lower --learning-rate (now {args.learning_rate}).")
     checkpoint = model.find_last()
     keras.backend.clear_session()
-    return checkpoint, budget.steps, seconds
+    return checkpoint, limits.steps, seconds
 
 
 def evaluate_checkpoint(args, name, checkpoint, dataset):
@@ -226,7 +240,8 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet101"])
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
-    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--learning-rate", type=float, default=0.001,
+                        help="SGD learning rate (default 0.001; 0.01 diverged to NaN)")
     parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=True,
                         help="train BatchNorm layers (default on: there are no pretrained "
                         "statistics to freeze)")
