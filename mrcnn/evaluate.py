@@ -47,8 +47,6 @@ IOU_TYPES = ("bbox", "segm")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
 # Where each metric sits in COCOeval.stats after summarize().
 _COCO_STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR@100": 8}
-# The COCO result field that carries each iou type's geometry.
-_GEOMETRY_FIELD = {"bbox": "bbox", "segm": "segmentation"}
 _DETECTION_KEYS = ("rois", "class_ids", "scores", "masks")
 
 
@@ -272,12 +270,15 @@ def _coco_api(dataset_dict):
 
 
 def _load_results(coco_gt, detections, iou_type):
-    """COCO.loadRes on copies that keep only iou_type's geometry; also takes no detections."""
-    dropped = _GEOMETRY_FIELD["segm" if iou_type == "bbox" else "bbox"]
-    results = [{key: value for key, value in detection.items() if key != dropped}
+    """COCO.loadRes on copies that keep only iou_type's geometry; also takes no detections.
+
+    loadRes adds keys (id, area, ...) to the dicts it gets: they are copies.
+    """
+    other_geometry = "segmentation" if iou_type == "bbox" else "bbox"
+    results = [{key: value for key, value in detection.items() if key != other_geometry}
                for detection in detections]
     if results:
-        return coco_gt.loadRes(copy.deepcopy(results))
+        return coco_gt.loadRes(results)
     return _coco_api({"images": coco_gt.dataset["images"], "annotations": [],
                       "categories": coco_gt.dataset["categories"]})
 

@@ -321,6 +321,9 @@ def test_evaluate_model_coco_metrics_match_pycocotools_on_the_exported_files(
     # 5 instances, 4 found, one false positive scored last: below 1, above 0.
     assert 0.0 < result.coco["segm"]["AP50"] < 1.0
     assert result.category_names == {1: "small square", 2: "big square"}
+    # COCOeval and loadRes add keys to what they get: the result's own entries stay clean.
+    assert {frozenset(d) for d in result.coco_detections} == {
+        frozenset({"image_id", "category_id", "score", "bbox", "segmentation"})}
 
 
 def test_evaluate_model_perfect_detections_score_one(dataset):
