@@ -34,6 +34,7 @@ from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_gra
 from mrcnn.training import LAYER_REGEX, TrainingModel, set_trainable
 from mrcnn.utils import log  # noqa: F401
 
+
 class MaskRCNN:
     """Mask R-CNN: a Keras model and the code to train it and run it.
 
@@ -295,6 +296,7 @@ class MaskRCNN:
         os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False),
+            keras.callbacks.TerminateOnNaN(),
             weights.CheckpointSaver(self.checkpoint_path),
         ] + list(custom_callbacks or [])
 

@@ -556,6 +556,10 @@ class CheckpointSaver(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         path = self.checkpoint_path_template.format(epoch=epoch + 1)
+        if not np.isfinite((logs or {}).get("loss", 0.0)):
+            print(f"\nEpoch {epoch + 1}: the loss is not finite (training diverged); "
+                  f"{path} is not written, the previous checkpoint stays the last one.")
+            return
         save_weights(self.model if self.keras_model is None else self.keras_model, path)
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: saved weights to {path}")

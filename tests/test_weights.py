@@ -742,3 +742,13 @@ def test_original_download_helper_keeps_working(tmp_path, capsys):
     existing.write_bytes(b"stand-in")
     assert utils.download_trained_weights(str(existing)) == str(existing)
     assert f"COCO weights at {existing}" in capsys.readouterr().out
+
+
+def test_checkpoint_saver_skips_a_diverged_epoch(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="dense")])
+    template = str(tmp_path / "run20260101T0000" / "mask_rcnn_run_{epoch:04d}.h5")
+    saver = weights.CheckpointSaver(template, keras_model=model)
+    saver.on_epoch_end(0, {"loss": 1.5})
+    saver.on_epoch_end(1, {"loss": float("nan")})
+    assert os.listdir(tmp_path / "run20260101T0000") == ["mask_rcnn_run_0001.h5"]
+    assert "not finite" in capsys.readouterr().out
