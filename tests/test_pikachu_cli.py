@@ -108,7 +108,7 @@ def test_config_has_the_original_sample_settings():
     assert (config.STEPS_PER_EPOCH, config.DETECTION_MIN_CONFIDENCE) == (100, 0.9)
     quick = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=3, inference=True)
     assert (quick.NUM_CLASSES, quick.BATCH_SIZE, quick.BACKBONE) == (4, 1, "resnet50")
-    assert list(quick.IMAGE_SHAPE) == [256, 256, 3]
+    assert list(quick.IMAGE_SHAPE) == [128, 128, 3]
 
 
 def test_training_stages_follow_the_transfer_learning_recipe():
@@ -238,7 +238,8 @@ def test_train_writes_a_checkpoint_and_its_settings(trained):
     output = trained["outputs"]["synthetic"]
     assert trained["codes"]["synthetic"] == 0, output
     assert "Generating the synthetic pikachu dataset" in output
-    assert "train: 60 images" in output and "val: 12 images" in output
+    split = pikachu.SYNTHETIC_SPLIT
+    assert f"train: {split['train']} images" in output and f"val: {split['val']} images" in output
     [checkpoint] = glob.glob(str(trained["logs"] / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
     assert f"Last checkpoint: {checkpoint}" in output
     with open(os.path.join(os.path.dirname(checkpoint), pikachu.SETTINGS_FILE)) as f:
@@ -351,10 +352,19 @@ def test_mug_dataset_loads_checks_and_trains_a_step(trained):
     assert glob.glob(str(trained["root"] / "mug_logs" / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
 
 
-def test_evaluate_prints_map(trained):
-    result = run_cli("evaluate", "--logs", str(trained["logs"]), "--limit", "2", env=trained["env"])
+def test_evaluate_prints_map_and_writes_csv_and_curve(trained, tmp_path):
+    result = run_cli("evaluate", "--logs", str(trained["logs"]), "--limit", "2",
+                     "--output", str(tmp_path), env=trained["env"])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "val: 12 images" in result.stdout
+    assert f"val: {pikachu.SYNTHETIC_SPLIT['val']} images" in result.stdout
     [line] = [line for line in result.stdout.splitlines() if line.startswith("mAP@0.5 = ")]
     values = [float(part.split("=")[1]) for part in line.split("   ")]
     assert len(values) == 2 and all(0 <= v <= 1 for v in values)
+    [csv_line] = [line for line in result.stdout.splitlines() if line.startswith("Per-image results: ")]
+    csv_path = csv_line.split(": ", 1)[1]
+    assert os.path.dirname(csv_path) == str(tmp_path)
+    with open(csv_path) as f:
+        assert len(f.read().strip().splitlines()) == 1 + 2  # header + the two images
+    [png_line] = [line for line in result.stdout.splitlines() if line.startswith("Precision-recall curve: ")]
+    with open(png_line.split(": ", 1)[1], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
