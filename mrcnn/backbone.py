@@ -29,40 +29,8 @@ def compute_backbone_shapes(config, image_shape):
                      for stride in config.BACKBONE_STRIDES])
 
 
-def identity_block(input_tensor, kernel_size, filters, stage, block, use_bias=True, train_bn=True):
-    """ResNet block without a convolution on the shortcut.
-
-    Args:
-        input_tensor: [batch, height, width, channels].
-        kernel_size: kernel size of the middle convolution.
-        filters: (nb_filter1, nb_filter2, nb_filter3) of the three convolutions.
-        stage, block: name parts, e.g. stage 2 block "b" -> res2b_branch2a.
-        train_bn: see layers.BatchNorm.
-    """
-    nb_filter1, nb_filter2, nb_filter3 = filters
-    conv_name_base = f"res{stage}{block}_branch"
-    bn_name_base = f"bn{stage}{block}_branch"
-
-    x = KL.Conv2D(nb_filter1, (1, 1), name=conv_name_base + "2a", use_bias=use_bias)(input_tensor)
-    x = BatchNorm(train_bn, name=bn_name_base + "2a")(x)
-    x = KL.Activation("relu")(x)
-    x = KL.Conv2D(nb_filter2, (kernel_size, kernel_size), padding="same",
-                  name=conv_name_base + "2b", use_bias=use_bias)(x)
-    x = BatchNorm(train_bn, name=bn_name_base + "2b")(x)
-    x = KL.Activation("relu")(x)
-    x = KL.Conv2D(nb_filter3, (1, 1), name=conv_name_base + "2c", use_bias=use_bias)(x)
-    x = BatchNorm(train_bn, name=bn_name_base + "2c")(x)
-    x = KL.Add()([x, input_tensor])
-    return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
-
-
-def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2), use_bias=True,
-               train_bn=True):
-    """ResNet block with a strided 1x1 convolution on the shortcut.
-
-    Same arguments as identity_block, plus ``strides`` of the first
-    convolution and of the shortcut (the spatial size is divided by them).
-    """
+def _bottleneck(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn):
+    """The 1x1 -> kxk -> 1x1 main branch of a ResNet block (res<stage><block>_branch2a..c)."""
     nb_filter1, nb_filter2, nb_filter3 = filters
     conv_name_base = f"res{stage}{block}_branch"
     bn_name_base = f"bn{stage}{block}_branch"
@@ -76,11 +44,35 @@ def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2),
     x = BatchNorm(train_bn, name=bn_name_base + "2b")(x)
     x = KL.Activation("relu")(x)
     x = KL.Conv2D(nb_filter3, (1, 1), name=conv_name_base + "2c", use_bias=use_bias)(x)
-    x = BatchNorm(train_bn, name=bn_name_base + "2c")(x)
+    return BatchNorm(train_bn, name=bn_name_base + "2c")(x)
 
-    shortcut = KL.Conv2D(nb_filter3, (1, 1), strides=strides, name=conv_name_base + "1",
+
+def identity_block(input_tensor, kernel_size, filters, stage, block, use_bias=True, train_bn=True):
+    """ResNet block without a convolution on the shortcut.
+
+    Args:
+        input_tensor: [batch, height, width, channels].
+        kernel_size: kernel size of the middle convolution.
+        filters: (nb_filter1, nb_filter2, nb_filter3) of the three convolutions.
+        stage, block: name parts, e.g. stage 2 block "b" -> res2b_branch2a.
+        train_bn: see layers.BatchNorm.
+    """
+    x = _bottleneck(input_tensor, kernel_size, filters, stage, block, (1, 1), use_bias, train_bn)
+    x = KL.Add()([x, input_tensor])
+    return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
+
+
+def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2), use_bias=True,
+               train_bn=True):
+    """ResNet block with a strided 1x1 convolution on the shortcut.
+
+    Same arguments as identity_block, plus ``strides`` of the first
+    convolution and of the shortcut (the spatial size is divided by them).
+    """
+    x = _bottleneck(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn)
+    shortcut = KL.Conv2D(filters[2], (1, 1), strides=strides, name=f"res{stage}{block}_branch1",
                          use_bias=use_bias)(input_tensor)
-    shortcut = BatchNorm(train_bn, name=bn_name_base + "1")(shortcut)
+    shortcut = BatchNorm(train_bn, name=f"bn{stage}{block}_branch1")(shortcut)
     x = KL.Add()([x, shortcut])
     return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
 
