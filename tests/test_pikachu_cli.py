@@ -111,6 +111,15 @@ def test_config_has_the_original_sample_settings():
     assert list(quick.IMAGE_SHAPE) == [128, 128, 3]
 
 
+def test_backbone_follows_the_starting_weights():
+    def settings(*argv):
+        return pikachu.settings_from_args(pikachu.build_parser().parse_args(["train", *argv]), quick=False)
+
+    assert "BACKBONE" not in settings("--weights", "coco")  # PikachuConfig's resnet101
+    assert settings("--weights", "imagenet")["BACKBONE"] == "resnet50"
+    assert settings("--weights", "imagenet", "--backbone", "resnet101")["BACKBONE"] == "resnet101"
+
+
 def test_training_stages_follow_the_transfer_learning_recipe():
     assert pikachu.training_stages(None, 30, True, 0.001) == [("heads", 15, 0.001), ("all", 30, 0.0001)]
     assert pikachu.training_stages(None, 1, True, 0.001) == [("heads", 1, 0.001)]

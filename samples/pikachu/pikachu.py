@@ -170,6 +170,8 @@ def settings_from_args(args, quick):
     settings = dict(QUICK_SETTINGS) if quick else {}
     if args.backbone:
         settings["BACKBONE"] = args.backbone
+    elif getattr(args, "weights", None) == "imagenet":
+        settings["BACKBONE"] = "resnet50"  # the ImageNet file holds a ResNet50
     if args.image_size:
         settings.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
     steps = getattr(args, "steps_per_epoch", None)
@@ -596,7 +598,7 @@ def add_model_options(parser, weights_default, weights_help):
                         help="folder of the training runs and checkpoints (default: %(default)s)")
     parser.add_argument("--backbone", choices=("resnet50", "resnet101"),
                         help="backbone network (default: the one the weights were trained with; "
-                             "resnet101, or resnet50 for the synthetic demo)")
+                             "resnet101 for coco, resnet50 for imagenet and the synthetic demo)")
     parser.add_argument("--image-size", type=positive_int, metavar="PIXELS",
                         help="resize images to PIXELS x PIXELS, a multiple of 64 "
                              "(default: 1024, or 128 for the synthetic demo; smaller is faster "
