@@ -642,14 +642,14 @@ def build_parser():
                             "attribute; without one, every region is a pikachu)")
     train.set_defaults(run=command_train)
 
+    image_help = ("image file, folder of images or http(s) URL "
+                  "(default: a test image of the synthetic dataset)")
     splash = commands.add_parser(
         "splash", help="color splash: grayscale picture, color kept on the detected objects",
         description="Write splash_<timestamp>.png (or .mp4 for --video) into --output and "
                     "print its path.")
     source = splash.add_mutually_exclusive_group()
-    source.add_argument("--image", metavar="PATH|URL",
-                        help="image file, folder of images or http(s) URL "
-                             "(default: a test image of the synthetic dataset)")
+    source.add_argument("--image", metavar="PATH|URL", help=image_help)
     source.add_argument("--video", metavar="FILE", help="video file (MP4, AVI, ...)")
     add_model_options(splash, "last", inference_weights_help)
     splash.add_argument("--output", default=".", metavar="DIR",
@@ -660,9 +660,7 @@ def build_parser():
         "detect", help="pictures with masks, boxes and scores, and a JSON of the detections",
         description="For each image write <name>_detections.png, and write detections.json with "
                     "boxes [y1, x1, y2, x2], class names, scores and COCO RLE masks.")
-    detect.add_argument("--image", metavar="PATH|URL",
-                        help="image file, folder of images or http(s) URL "
-                             "(default: a test image of the synthetic dataset)")
+    detect.add_argument("--image", metavar="PATH|URL", help=image_help)
     add_model_options(detect, "last", inference_weights_help)
     detect.add_argument("--output", default="detections", metavar="DIR",
                         help="folder for the pictures and detections.json (default: %(default)s)")
