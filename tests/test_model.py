@@ -291,3 +291,14 @@ def test_config_has_every_original_attribute_with_its_default():
     np.testing.assert_allclose(Config.BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
     assert Config.LOSS_WEIGHTS == dict.fromkeys(
         ["rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"], 1.0)
+
+
+def test_trainable_layers_resolve_time_distributed_wrappers(inference_model):
+    from keras import layers as KL
+
+    wrapper = inference_model.keras_model.get_layer("mrcnn_class_conv1")
+    inner = inference_model.find_trainable_layer(wrapper)
+    assert isinstance(inner, KL.Conv2D) and inner.kernel.shape[:2] == (7, 7)
+    layers = inference_model.get_trainable_layers()
+    assert inner in layers and inference_model.keras_model.get_layer("conv1") in layers
+    assert all(layer.weights for layer in layers)
