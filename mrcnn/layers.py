@@ -47,16 +47,25 @@ def denorm_boxes_graph(boxes, shape):
     return tf.cast(tf.round(tf.multiply(boxes, scale) + shift), tf.int32)
 
 
+# Largest log-scale a box delta may apply: a box grows at most 1000/16-fold.
+# Without the bound, an early training step can predict exp(dh) = inf and the
+# proposals become NaN (inf - inf), which ends the run.
+MAX_LOG_SCALE = float(np.log(1000.0 / 16))
+
+
 def apply_box_deltas_graph(boxes, deltas):
-    """Apply [N, (dy, dx, log(dh), log(dw))] deltas to [N, (y1, x1, y2, x2)] boxes."""
+    """Apply [N, (dy, dx, log(dh), log(dw))] deltas to [N, (y1, x1, y2, x2)] boxes.
+
+    The log-scales are clipped at MAX_LOG_SCALE.
+    """
     height = boxes[:, 2] - boxes[:, 0]
     width = boxes[:, 3] - boxes[:, 1]
     center_y = boxes[:, 0] + 0.5 * height
     center_x = boxes[:, 1] + 0.5 * width
     center_y += deltas[:, 0] * height
     center_x += deltas[:, 1] * width
-    height *= tf.exp(deltas[:, 2])
-    width *= tf.exp(deltas[:, 3])
+    height *= tf.exp(tf.minimum(deltas[:, 2], MAX_LOG_SCALE))
+    width *= tf.exp(tf.minimum(deltas[:, 3], MAX_LOG_SCALE))
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return tf.stack([y1, x1, y1 + height, x1 + width], axis=1, name="apply_box_deltas_out")

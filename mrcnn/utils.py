@@ -60,7 +60,7 @@ def compute_iou(box, boxes, box_area, boxes_area):
     many IoUs compute each area once.
 
     Returns:
-        [N] IoU values.
+        [N] IoU values; 0 where both boxes have zero area.
     """
     y1 = np.maximum(box[0], boxes[:, 0])
     y2 = np.minimum(box[2], boxes[:, 2])
@@ -68,7 +68,8 @@ def compute_iou(box, boxes, box_area, boxes_area):
     x2 = np.minimum(box[3], boxes[:, 3])
     intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     union = box_area + boxes_area[:] - intersection[:]
-    return intersection / union
+    # Two boxes of zero area (an untrained model makes them) have IoU 0, not NaN.
+    return np.divide(intersection, union, out=np.zeros_like(intersection, dtype=float), where=union > 0)
 
 
 def box_areas(boxes):

@@ -407,3 +407,12 @@ def test_losses_are_zero_not_nan_without_positives():
     assert losses.mrcnn_mask_loss_graph(zeros((1, 3, 2, 2), np.float32), no_positive,
                                         zeros((1, 3, 2, 2, 2), np.float32)).numpy() == 0
     assert losses.rpn_class_loss_graph(zeros((1, 4, 1), np.int32), zeros((1, 4, 2), np.float32)).numpy() == 0
+
+
+def test_box_deltas_cannot_blow_a_box_up_to_infinity():
+    boxes = np.array([[0.4, 0.4, 0.6, 0.6]], np.float32)
+    deltas = np.array([[0.0, 0.0, 500.0, 2.0]], np.float32)  # exp(500) overflows float32
+    refined = layers.apply_box_deltas_graph(boxes, deltas).numpy()
+    assert np.isfinite(refined).all()
+    np.testing.assert_allclose(refined[0, 2] - refined[0, 0], 0.2 * 1000 / 16, rtol=1e-4)
+    np.testing.assert_allclose(refined[0, 3] - refined[0, 1], 0.2 * np.exp(2.0), rtol=1e-4)

@@ -664,3 +664,14 @@ def test_load_image_errors_name_the_file(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:300])
     with pytest.raises(ValueError, match="truncated.jpg"):
         dataset_of(truncated).load_image(0)
+
+
+def test_compute_iou_of_zero_area_boxes_is_zero_without_warnings():
+    import warnings
+
+    box = np.array([5, 5, 5, 5])
+    boxes = np.array([[5, 5, 5, 5], [0, 0, 10, 10]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        iou = utils.compute_iou(box, boxes, 0.0, np.array([0.0, 100.0]))
+    np.testing.assert_array_equal(iou, [0.0, 0.0])
