@@ -302,3 +302,13 @@ def test_trainable_layers_resolve_time_distributed_wrappers(inference_model):
     layers = inference_model.get_trainable_layers()
     assert inner in layers and inference_model.keras_model.get_layer("conv1") in layers
     assert all(layer.weights for layer in layers)
+
+
+def test_detect_molded_matches_detect(inference_model):
+    image = np.random.default_rng(1).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    (direct,) = inference_model.detect([image])
+    molded, metas, _ = inference_model.mold_inputs([image])
+    (molded_result,) = inference_model.detect_molded(molded, metas)
+    for key in ("rois", "class_ids", "scores", "masks"):
+        np.testing.assert_array_equal(molded_result[key], direct[key])
+    assert molded_result["masks"].shape[:2] == (96, 160)
