@@ -280,6 +280,32 @@ def test_splash_writes_a_splash_of_a_test_image(trained):
     assert no_partial_files(out)
 
 
+def test_splash_of_an_image_url(trained, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    frame, _ = synthetic.draw_scene(synthetic.scene_rng(5, 0), 80, 120)
+    Image.fromarray(frame).save(tmp_path / "photo.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/photo.png"
+        out = tmp_path / "out"
+        result = run_cli("splash", "--logs", str(trained["logs"]), "--image", url, "--output", str(out),
+                         env=trained["env"])
+        missing = run_cli("splash", "--logs", str(trained["logs"]), "--image", url + ".missing",
+                          "--output", str(out), env=trained["env"])
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    [path] = glob.glob(str(out / "splash_*.png"))
+    assert np.asarray(Image.open(path)).shape == (80, 120, 3)
+    assert missing.returncode == 2 and "cannot download an image" in missing.stderr
+
+
 def test_splash_video(trained, tmp_path):
     import cv2
 
