@@ -23,16 +23,27 @@ from keras import layers as KL
 
 from mrcnn import utils, weights
 from mrcnn.backbone import compute_backbone_shapes, fpn_graph, resnet_graph
-from mrcnn.data import (DataGenerator, build_detection_targets, build_rpn_targets,  # noqa: F401
+from mrcnn.data import (DataGenerator, build_detection_targets, build_rpn_targets,
                         compose_image_meta, data_generator, generate_random_rois, load_image_gt,
                         mold_image, parse_image_meta, unmold_image)
 from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph
-from mrcnn.layers import (AnchorsLayer, BatchNorm, DetectionLayer, DetectionTargetLayer,  # noqa: F401
+from mrcnn.layers import (AnchorsLayer, BatchNorm, DetectionLayer, DetectionTargetLayer,
                           ProposalLayer, PyramidROIAlign, norm_boxes_graph, parse_image_meta_graph)
 from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph)
 from mrcnn.training import LAYER_REGEX, TrainingModel, set_trainable
-from mrcnn.utils import log  # noqa: F401
+from mrcnn.utils import log
+
+# The original model.py's public names: the model, and the data path and layers
+# that now live in mrcnn.data and mrcnn.layers (``modellib.load_image_gt`` ...).
+__all__ = [
+    "MaskRCNN", "log",
+    "DataGenerator", "data_generator", "load_image_gt", "build_rpn_targets",
+    "build_detection_targets", "generate_random_rois", "mold_image", "unmold_image",
+    "compose_image_meta", "parse_image_meta",
+    "BatchNorm", "ProposalLayer", "PyramidROIAlign", "DetectionTargetLayer", "DetectionLayer",
+    "norm_boxes_graph", "parse_image_meta_graph",
+]
 
 
 class MaskRCNN:

@@ -312,3 +312,15 @@ def test_detect_molded_matches_detect(inference_model):
     for key in ("rois", "class_ids", "scores", "masks"):
         np.testing.assert_array_equal(molded_result[key], direct[key])
     assert molded_result["masks"].shape[:2] == (96, 160)
+
+
+def test_the_original_import_paths_keep_working():
+    import mrcnn.model as original_modellib
+    from mrcnn import data, layers, utils, visualize  # noqa: F401
+
+    assert original_modellib.load_image_gt is data.load_image_gt
+    assert original_modellib.mold_image is data.mold_image
+    assert original_modellib.data_generator is data.data_generator
+    assert original_modellib.log is utils.log
+    assert original_modellib.DetectionLayer is layers.DetectionLayer
+    assert set(original_modellib.__all__) <= set(dir(original_modellib))
