@@ -145,7 +145,8 @@ def test_model_notebook_runs(run_dir):
     assert re.search(rf"res2c_out\s+shape: \(1, {side}, {side}, 256\)", text)
     weights = re.search(r"^(\d+) weights$", text, re.MULTILINE)
     assert weights and int(weights.group(1)) > 300
-    assert image_count(nb) >= 8
+    # The 2-step model may detect nothing: then the mask-head cell prints instead of drawing.
+    assert image_count(nb) >= (7 if "No detection: nothing to show." in text else 8)
 
 
 @pytest.mark.notebooks
