@@ -358,6 +358,9 @@ class MaskRCNN:
             molded_images.append(molded_image)
             windows.append(window)
             image_metas.append(image_meta)
+        if len({image.shape for image in molded_images}) > 1:
+            raise ValueError("After resizing, the images of one batch must share one shape: "
+                             "use IMAGE_RESIZE_MODE 'square' or detect one image at a time.")
         return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
 
     def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape, window):
@@ -416,40 +419,25 @@ class MaskRCNN:
             log(f"Processing {len(images)} images")
             for image in images:
                 log("image", image)
-        molded_images, image_metas, windows = self.mold_inputs(images)
-        return self._detect(molded_images, image_metas, windows,
-                            [utils.to_rgb8(image).shape for image in images], verbose)
+        molded_images, image_metas, _ = self.mold_inputs(images)
+        return self.detect_molded(molded_images, image_metas, verbose)
 
     def detect_molded(self, molded_images, image_metas, verbose=0):
         """Detect instances in images already molded (e.g. by load_image_gt + mold_image).
 
         Args:
-            molded_images: [BATCH_SIZE, H, W, 3] float32 as mold_image returns them.
-            image_metas: [BATCH_SIZE, IMAGE_META_SIZE].
+            molded_images: [BATCH_SIZE, H, W, 3] float32 as mold_image returns them,
+                all of one shape.
+            image_metas: [BATCH_SIZE, IMAGE_META_SIZE]; their window and
+                original_image_shape place the results.
 
         Returns:
             As detect(), in the coordinates of the original images described by the metas.
         """
         self._check_batch(molded_images)
-        metas = [parse_image_meta(meta[None]) for meta in image_metas]
-        windows = np.stack([m["window"][0] for m in metas])
-        original_shapes = [m["original_image_shape"][0] for m in metas]
-        return self._detect(np.asarray(molded_images, dtype=np.float32), image_metas, windows,
-                            original_shapes, verbose)
-
-    def _check_batch(self, images):
-        if self.mode != "inference":
-            raise RuntimeError("Create the model with mode='inference' to detect.")
-        if len(images) != self.config.BATCH_SIZE:
-            raise ValueError(f"detect() got {len(images)} images but the model was built for "
-                             f"BATCH_SIZE={self.config.BATCH_SIZE}: pass exactly that many, "
-                             "or set GPU_COUNT and IMAGES_PER_GPU in the inference config.")
-
-    def _detect(self, molded_images, image_metas, windows, original_shapes, verbose):
-        image_shape = molded_images[0].shape
-        if any(image.shape != image_shape for image in molded_images):
-            raise ValueError("After resizing, the images of one batch must share one shape: "
-                             "use IMAGE_RESIZE_MODE 'square' or detect one image at a time.")
+        molded_images = np.asarray(molded_images, dtype=np.float32)
+        image_shape = molded_images.shape[1:]
+        metas = parse_image_meta(image_metas)
         anchors = self._batch_anchors(image_shape)
         if verbose:
             log("molded_images", molded_images)
@@ -460,9 +448,18 @@ class MaskRCNN:
         results = []
         for i in range(len(molded_images)):
             rois, class_ids, scores, masks = self.unmold_detections(
-                detections[i], mrcnn_mask[i], original_shapes[i], image_shape, windows[i])
+                detections[i], mrcnn_mask[i], metas["original_image_shape"][i], image_shape,
+                metas["window"][i])
             results.append({"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks})
         return results
+
+    def _check_batch(self, images):
+        if self.mode != "inference":
+            raise RuntimeError("Create the model with mode='inference' to detect.")
+        if len(images) != self.config.BATCH_SIZE:
+            raise ValueError(f"detect() got {len(images)} images but the model was built for "
+                             f"BATCH_SIZE={self.config.BATCH_SIZE}: pass exactly that many, "
+                             "or set GPU_COUNT and IMAGES_PER_GPU in the inference config.")
 
     def get_anchors(self, image_shape):
         """Anchors of every pyramid level for an image shape.
