@@ -278,6 +278,12 @@ def scene_rng(*key):
     return np.random.default_rng(list(key))
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_scene(seed, index, height, width):
+    """draw_scene of one scene, kept for the load_mask that follows its load_image."""
+    return draw_scene(scene_rng(seed, index), height, width)
+
+
 class SyntheticDataset(utils.Dataset):
     """Synthetic scenes drawn on demand from their seed (no files).
 
@@ -294,7 +300,8 @@ class SyntheticDataset(utils.Dataset):
 
     def _scene(self, image_id):
         info = self.image_info[image_id]
-        return draw_scene(scene_rng(info["seed"], info["index"]), info["height"], info["width"])
+        image, masks = _cached_scene(info["seed"], info["index"], info["height"], info["width"])
+        return image.copy(), masks.copy()  # callers may change their arrays in place
 
     def load_image(self, image_id):
         """Scene image: uint8 [H, W, 3]."""
