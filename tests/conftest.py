@@ -10,9 +10,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no online version check
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mrcnn.config import Config  # noqa: E402
+
+
+def box_mask(shape, box):
+    """[H, W] bool mask filling a pixel box (y1, x1, y2, x2), y2/x2 exclusive."""
+    mask = np.zeros(shape, dtype=bool)
+    y1, x1, y2, x2 = box
+    mask[y1:y2, x1:x2] = True
+    return mask
 
 
 class TinyConfig(Config):

@@ -10,6 +10,8 @@ import skimage.transform
 
 from mrcnn import utils
 
+from conftest import box_mask
+
 
 def random_boxes(rng, count, size=40, min_side=1):
     """Integer boxes [count, (y1, x1, y2, x2)] inside a size x size image."""
@@ -18,14 +20,6 @@ def random_boxes(rng, count, size=40, min_side=1):
     y2 = np.minimum(y1 + rng.integers(min_side, size // 2, count), size)
     x2 = np.minimum(x1 + rng.integers(min_side, size // 2, count), size)
     return np.stack([y1, x1, y2, x2], axis=1)
-
-
-def box_mask(box, shape):
-    """Bool [H, W] raster of a pixel box (y2, x2 exclusive)."""
-    mask = np.zeros(shape, dtype=bool)
-    y1, x1, y2, x2 = box
-    mask[y1:y2, x1:x2] = True
-    return mask
 
 
 def pixel_iou(a, b):
@@ -38,7 +32,7 @@ def reference_nms(boxes, scores, threshold, shape):
     """Keep boxes in score order unless they overlap a kept one too much."""
     kept = []
     for i in np.argsort(-scores, kind="stable"):
-        if all(pixel_iou(box_mask(boxes[i], shape), box_mask(boxes[k], shape))
+        if all(pixel_iou(box_mask(shape, boxes[i]), box_mask(shape, boxes[k]))
                <= threshold for k in kept):
             kept.append(i)
     return kept
@@ -78,7 +72,7 @@ def test_compute_overlaps_matches_pixel_counting():
     assert overlaps.shape == (12, 7)
     for i, a in enumerate(boxes1):
         for j, b in enumerate(boxes2):
-            expected = pixel_iou(box_mask(a, (40, 40)), box_mask(b, (40, 40)))
+            expected = pixel_iou(box_mask((40, 40), a), box_mask((40, 40), b))
             assert overlaps[i, j] == pytest.approx(expected)
 
 
@@ -389,7 +383,7 @@ def test_unmold_mask():
     mask[:, :14] = 0.9
     full = utils.unmold_mask(mask, (10, 20, 30, 60), (50, 70, 3))
     assert full.shape == (50, 70) and full.dtype == bool
-    np.testing.assert_array_equal(full, box_mask((10, 20, 30, 40), (50, 70)))
+    np.testing.assert_array_equal(full, box_mask((50, 70), (10, 20, 30, 40)))
 
 
 ############################################################
@@ -399,7 +393,7 @@ def test_unmold_mask():
 def instance_set(boxes, shape=(40, 40)):
     """Pixel boxes and their rectangular masks [H, W, N]."""
     boxes = np.array(boxes, dtype=np.int32).reshape(-1, 4)
-    masks = np.stack([box_mask(b, shape) for b in boxes], axis=-1) if len(boxes) \
+    masks = np.stack([box_mask(shape, b) for b in boxes], axis=-1) if len(boxes) \
         else np.zeros(shape + (0,), dtype=bool)
     return boxes, masks
 

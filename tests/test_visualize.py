@@ -14,6 +14,8 @@ from matplotlib.patches import Polygon, Rectangle  # noqa: E402
 
 from mrcnn import visualize  # noqa: E402
 
+from conftest import box_mask  # noqa: E402
+
 CLASS_NAMES = ["BG", "pikachu", "ball", "hat"]
 
 
@@ -21,14 +23,6 @@ CLASS_NAMES = ["BG", "pikachu", "ball", "hat"]
 def close_figures():
     yield
     plt.close("all")
-
-
-def box_mask(shape, box):
-    """[H, W] bool mask filling a (y1, x1, y2, x2) box, y2/x2 exclusive."""
-    mask = np.zeros(shape, dtype=bool)
-    y1, x1, y2, x2 = box
-    mask[y1:y2, x1:x2] = True
-    return mask
 
 
 def instances(shape, boxes):
