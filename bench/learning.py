@@ -1,8 +1,8 @@
 """Learning benchmark: does a CPU-sized Mask R-CNN learn the synthetic dataset from scratch?
 
-Trains a small configuration (ResNet50, 128-pixel images) on scenes of the
-built-in synthetic dataset for a few hundred steps, from random weights, and
-prints:
+Trains the synthetic demo's configuration (``pikachu.QUICK_SETTINGS``: ResNet50,
+128-pixel images, two images a batch, SGD at 0.01) on scenes of the built-in
+synthetic dataset for a few hundred steps, from random weights, and prints:
 
 * the mean total loss of the first and of the last epoch, and their ratio
   (goal: the loss at least halves);
@@ -12,7 +12,7 @@ prints:
 
 Usage::
 
-    python bench/learning.py                 # 300 steps (12 epochs of 25)
+    python bench/learning.py                 # 300 steps (epochs of STEPS_PER_EPOCH)
     python bench/learning.py --steps 100     # quicker look
 """
 
@@ -24,41 +24,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
 
+import pikachu  # noqa: E402
 from mrcnn import evaluate  # noqa: E402
-from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.synthetic import SyntheticDataset  # noqa: E402
 
-EPOCH_STEPS = 25
-
-
-class LearningConfig(Config):
-    """ResNet50 on 128-pixel synthetic scenes, sized for two CPU cores."""
-
-    NAME = "learning"
-    NUM_CLASSES = 1 + 1
-    BACKBONE = "resnet50"
-    IMAGES_PER_GPU = 2
-    IMAGE_MIN_DIM = 128
-    IMAGE_MAX_DIM = 128
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 128
-    POST_NMS_ROIS_TRAINING = 500
-    POST_NMS_ROIS_INFERENCE = 200
-    TRAIN_ROIS_PER_IMAGE = 32
-    MAX_GT_INSTANCES = 10
-    FPN_CLASSIF_FC_LAYERS_SIZE = 256
-    DETECTION_MAX_INSTANCES = 10
-    DETECTION_MIN_CONFIDENCE = 0.7
-    STEPS_PER_EPOCH = EPOCH_STEPS
-    VALIDATION_STEPS = 5
-    LEARNING_RATE = 0.01
-
-
-class InferenceConfig(LearningConfig):
-    IMAGES_PER_GPU = 1
+# The synthetic demo's own settings (pikachu.py train without --dataset).
+TRAIN_CONFIG = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=1)
+INFERENCE_CONFIG = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=1, inference=True)
 
 
 def synthetic(count, seed):
@@ -76,15 +52,16 @@ def main():
     args = parser.parse_args()
 
     train_set, val_set = synthetic(500, seed=1), synthetic(args.val_images, seed=2)
-    model = MaskRCNN("training", LearningConfig(), args.logs)
-    epochs = max(2, args.steps // EPOCH_STEPS)
+    model = MaskRCNN("training", TRAIN_CONFIG, args.logs)
+    epoch_steps = TRAIN_CONFIG.STEPS_PER_EPOCH
+    epochs = max(2, args.steps // epoch_steps)
     start = time.perf_counter()
-    history = model.train(train_set, None, learning_rate=LearningConfig.LEARNING_RATE,
+    history = model.train(train_set, None, learning_rate=TRAIN_CONFIG.LEARNING_RATE,
                           epochs=epochs, layers="all", verbose=2)
     train_seconds = time.perf_counter() - start
     losses = history.history["loss"]
 
-    inference = MaskRCNN("inference", InferenceConfig(), args.logs)
+    inference = MaskRCNN("inference", INFERENCE_CONFIG, args.logs)
     inference.load_weights(model.find_last(), by_name=True)
     inference.detect([val_set.load_image(0)])  # build the predict function before timing
     start = time.perf_counter()
@@ -93,8 +70,8 @@ def main():
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
-    print(f"steps: {epochs * EPOCH_STEPS} (batch {LearningConfig.IMAGES_PER_GPU}), "
-          f"{train_seconds / (epochs * EPOCH_STEPS):.2f} s/step including graph building")
+    print(f"steps: {epochs * epoch_steps} (batch {TRAIN_CONFIG.BATCH_SIZE}), "
+          f"{train_seconds / (epochs * epoch_steps):.2f} s/step including graph building")
     print(f"loss: first epoch {losses[0]:.3f}, last epoch {losses[-1]:.3f}, "
           f"ratio {losses[-1] / losses[0]:.2f} (goal <= 0.5)")
     print(f"held-out mAP@0.5: {result.mAP50:.3f} (goal > 0.5), mAP@[.5:.95]: {result.mAP:.3f}")
