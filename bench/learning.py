@@ -1,6 +1,6 @@
 """Learning benchmark: does a CPU-sized Mask R-CNN learn the synthetic dataset from scratch?
 
-Trains the synthetic demo's configuration (``pikachu.QUICK_SETTINGS``: ResNet50,
+Trains the synthetic demo's configuration (``mrcnn.synthetic.DEMO_SETTINGS``: ResNet50,
 128-pixel images, two images a batch, SGD at 0.01) on scenes of the built-in
 synthetic dataset for a few hundred steps, from random weights, and prints:
 
@@ -19,22 +19,25 @@ Usage::
 import argparse
 import os
 import platform
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
-
-import pikachu  # noqa: E402
 from mrcnn import evaluate  # noqa: E402
+from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
-from mrcnn.synthetic import SyntheticDataset  # noqa: E402
+from mrcnn.synthetic import DEMO_SETTINGS, SyntheticDataset  # noqa: E402
 
-# The synthetic demo's own settings (pikachu.py train without --dataset).
-TRAIN_CONFIG = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=1)
-INFERENCE_CONFIG = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=1, inference=True)
+
+class DemoConfig(Config):
+    """The synthetic demo's configuration (pikachu.py train without --dataset)."""
+
+    NAME = "pikachu"
+    NUM_CLASSES = 1 + 1
+
+
+TRAIN_CONFIG = DemoConfig.from_dict(DEMO_SETTINGS)
+INFERENCE_CONFIG = DemoConfig.from_dict(dict(DEMO_SETTINGS, GPU_COUNT=1, IMAGES_PER_GPU=1))
 
 
 def synthetic(count, seed):

@@ -32,18 +32,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
-
-import pikachu  # noqa: E402
-from mrcnn import evaluate  # noqa: E402
+from mrcnn import datasets, evaluate  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.synthetic import SyntheticDataset  # noqa: E402
 
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUG_DIR = os.path.join(ROOT_DIR, "..", "shared", "datasets", "mug")
-# Layers whose shapes depend on NUM_CLASSES: left out when transferring, as in the original.
-CLASS_SPECIFIC_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 GOAL_SYNTHETIC_MAP50 = 0.90
 MAX_EPOCHS = 100_000  # training stops on the time budget long before
 
@@ -114,19 +109,25 @@ class KeepLastCheckpoint(keras.callbacks.Callback):
 
 def synthetic_datasets(args):
     """Training scenes (seed --seed) and held-out scenes (seed --seed + 1)."""
-    datasets = []
+    subsets = []
     for count, seed in ((args.train_images, args.seed), (args.val_images, args.seed + 1)):
         dataset = SyntheticDataset()
         dataset.load_synthetic(count, args.image_size, args.image_size, seed=seed)
         dataset.prepare()
-        datasets.append(dataset)
-    return datasets
+        subsets.append(dataset)
+    return subsets
 
 
 def mug_datasets(args):
-    """The mug train and val subsets, read as the pikachu sample reads a VIA folder."""
-    return [pikachu.load_subset(args.mug_dir, subset, class_attribute=None)
-            for subset in ("train", "val")]
+    """The mug train and val subsets (mrcnn.datasets.FolderDataset)."""
+    subsets = []
+    for subset in ("train", "val"):
+        dataset = datasets.FolderDataset()
+        dataset.load_subset(args.mug_dir, subset)
+        dataset.prepare()
+        print(dataset.summary())
+        subsets.append(dataset)
+    return subsets
 
 
 def augmentation(args):
@@ -146,8 +147,7 @@ def train_for_budget(args, name, train_dataset, init_weights=None, augment=None)
     model_dir = os.path.join(args.out, name)
     model = MaskRCNN("training", bench_config(args, name), model_dir)
     if init_weights:
-        model.load_weights(init_weights, by_name=True, exclude=CLASS_SPECIFIC_LAYERS)
-        model.set_log_dir()
+        model.load_pretrained(init_weights)
     limits = TrainingLimits(args.minutes * 60)
     started = time.monotonic()
     model.train(train_dataset, None, args.learning_rate, MAX_EPOCHS, "all",

@@ -5,28 +5,11 @@ bn_conv1, res2a_branch2a, bn2a_branch2a, ..., fpn_c5p5, fpn_p2, ...): weight
 files are matched to the model by these names.
 """
 
-import math
-
-import numpy as np
 from keras import layers as KL
 
 from mrcnn.layers import BatchNorm
 
 RESNET_BLOCKS = {"resnet50": 5, "resnet101": 22}
-
-
-def compute_backbone_shapes(config, image_shape):
-    """Shape of each pyramid level for an input image.
-
-    Returns:
-        int array [N, (height, width)], one row per level P2..P6 (for the
-        ResNet backbones, ``ceil(side / stride)`` for each BACKBONE_STRIDES).
-    """
-    if callable(config.BACKBONE):
-        return np.array(config.COMPUTE_BACKBONE_SHAPE(image_shape))
-    return np.array([[int(math.ceil(image_shape[0] / stride)),
-                      int(math.ceil(image_shape[1] / stride))]
-                     for stride in config.BACKBONE_STRIDES])
 
 
 def _bottleneck(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn):

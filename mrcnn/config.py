@@ -11,16 +11,29 @@ dataset, exactly as with the original implementation::
 Every attribute and default of the original (matterport v2.1) is kept. The
 derived attributes ``BATCH_SIZE``, ``IMAGE_SHAPE`` and ``IMAGE_META_SIZE`` are
 computed in ``__init__``, which also validates the values and raises
-:class:`ConfigError` with a message that says what to change.
+:class:`ConfigError` with a message that says what to change. The class
+count is checked where a model is built (``validate()``), so that ``Config()``
+itself, whose ``NUM_CLASSES`` is a placeholder, can be created and displayed
+as in the original.
+
+``to_dict()`` and ``Config.from_dict()`` round-trip a configuration through
+JSON; training saves it beside its checkpoints (see :mod:`mrcnn.runs`).
 """
 
 import numpy as np
 
+from mrcnn.errors import InputError
+
 BACKBONES = ("resnet50", "resnet101")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
+# The five losses, in the order the training model outputs them.
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+              "mrcnn_mask_loss")
+# Attributes computed from the others in __init__.
+DERIVED_ATTRIBUTES = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value that cannot work."""
 
 
@@ -90,7 +103,7 @@ class Config:
     USE_MINI_MASK = True
     MINI_MASK_SHAPE = (56, 56)  # (height, width) of the mini-mask
 
-    # Input image resizing, see utils.resize_image:
+    # Input image resizing, see transform.resize_image:
     #   none:   no resizing or padding; the image is used as it is.
     #   square: scale so the short side is IMAGE_MIN_DIM and the long side at
     #           most IMAGE_MAX_DIM, then pad to IMAGE_MAX_DIM x IMAGE_MAX_DIM.
@@ -146,13 +159,7 @@ class Config:
     WEIGHT_DECAY = 0.0001
 
     # Weights of the five losses in the total loss.
-    LOSS_WEIGHTS = {
-        "rpn_class_loss": 1.,
-        "rpn_bbox_loss": 1.,
-        "mrcnn_class_loss": 1.,
-        "mrcnn_bbox_loss": 1.,
-        "mrcnn_mask_loss": 1.,
-    }
+    LOSS_WEIGHTS = dict.fromkeys(LOSS_NAMES, 1.)
 
     # Train the heads on ROIs from the RPN (True) or on ROIs given as an input.
     USE_RPN_ROIS = True
@@ -178,11 +185,17 @@ class Config:
         # image_id (1) + original_image_shape (3) + image_shape (3)
         # + window (4) + scale (1) + active_class_ids (NUM_CLASSES)
         self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
-        self.validate()
+        self.validate(for_model=False)
 
-    def validate(self):
-        """Raise ConfigError for values the model cannot work with."""
-        if not isinstance(self.NUM_CLASSES, (int, np.integer)) or self.NUM_CLASSES < 2:
+    def validate(self, for_model=True):
+        """Raise ConfigError for values the model cannot work with.
+
+        ``for_model=False`` (what ``__init__`` checks) leaves out the class
+        count, which the base ``Config`` leaves at a placeholder of 1;
+        ``MaskRCNN`` validates everything when it builds a model.
+        """
+        if for_model and (not isinstance(self.NUM_CLASSES, (int, np.integer))
+                          or self.NUM_CLASSES < 2):
             raise ConfigError(
                 f"NUM_CLASSES is {self.NUM_CLASSES!r}: it counts the background too, "
                 "so it must be an integer >= 2 (e.g. NUM_CLASSES = 1 + 1 for one object class).")
@@ -223,14 +236,50 @@ class Config:
             raise ConfigError(
                 f"MASK_SHAPE {list(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
                 f"({self.MASK_POOL_SIZE}) in each dimension: the mask head upsamples once by 2.")
-        unknown = set(self.LOSS_WEIGHTS) - {
-            "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"}
+        unknown = set(self.LOSS_WEIGHTS) - set(LOSS_NAMES)
         if unknown:
-            raise ConfigError(f"LOSS_WEIGHTS has unknown keys {sorted(unknown)}.")
+            raise ConfigError(f"LOSS_WEIGHTS has unknown keys {sorted(unknown)}: use "
+                              f"{', '.join(LOSS_NAMES)}.")
 
     def to_dict(self):
-        """All upper-case attributes as a dict (derived ones included)."""
-        return {name: getattr(self, name) for name in sorted(dir(self)) if name.isupper()}
+        """All upper-case attributes, derived ones included, sorted by name.
+
+        numpy arrays become lists, so that the result (but for a callable
+        BACKBONE or COMPUTE_BACKBONE_SHAPE) can be written as JSON.
+        """
+        return {name: _plain(getattr(self, name))
+                for name in sorted(dir(self)) if name.isupper()}
+
+    @classmethod
+    def from_dict(cls, values, name="RestoredConfig"):
+        """A configuration of this class with ``values`` (attribute -> value) set.
+
+        The inverse of ``to_dict``: lists become numpy arrays or tuples where
+        this class's default is one; derived attributes are recomputed, not
+        taken from ``values``. A value of None for a callable setting (which
+        JSON cannot hold) keeps this class's. ``Config.from_dict(d)`` rebuilds
+        a saved configuration; ``PikachuConfig.from_dict({"IMAGE_MAX_DIM":
+        512})`` overrides some settings of a subclass.
+
+        Raises:
+            ConfigError: an unknown attribute, or a value that cannot work.
+        """
+        attributes = {}
+        for key, value in values.items():
+            if key in DERIVED_ATTRIBUTES:
+                continue
+            if not key.isupper() or not hasattr(cls, key):
+                raise ConfigError(f"Unknown configuration setting {key!r}: settings are the "
+                                  "upper-case attributes of mrcnn.config.Config.")
+            default = getattr(cls, key)
+            if value is None and callable(default):
+                continue
+            if isinstance(default, np.ndarray):
+                value = np.array(value, dtype=default.dtype)
+            elif isinstance(default, tuple) and isinstance(value, list):
+                value = tuple(value)
+            attributes[key] = value
+        return type(name, (cls,), attributes)()
 
     def display(self):
         """Print the configuration values, one per line."""
@@ -238,3 +287,12 @@ class Config:
         for name, value in self.to_dict().items():
             print(f"{name:30} {value}")
         print("\n")
+
+
+def _plain(value):
+    """numpy arrays and scalars as Python lists and numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

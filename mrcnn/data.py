@@ -1,16 +1,18 @@
-"""Training data of Mask R-CNN: image metadata, ground truth, targets, batches.
+"""Training data of Mask R-CNN: ground truth, augmentation, batches.
 
 The path of one training image, as in the original implementation:
 
 1. ``load_image_gt`` loads the image and its instance masks from a
-   ``utils.Dataset``, resizes both (``utils.resize_image``/``resize_mask``),
-   applies the augmentation, drops instances that vanished, and computes
-   boxes and the image metadata (``compose_image_meta``).
-2. ``build_rpn_targets`` labels every anchor positive/negative/neutral and
-   gives the box deltas of the positive ones.
+   ``utils.Dataset``, resizes both (``transform.resize_image`` /
+   ``resize_mask``), applies the augmentation, drops instances that
+   vanished, and computes boxes and the image metadata
+   (``transform.compose_image_meta``).
+2. ``targets.build_rpn_targets`` labels every anchor
+   positive/negative/neutral and gives the box deltas of the positive ones.
 3. Optionally (``random_rois``, used with ``USE_RPN_ROIS = False`` and in
-   the notebooks), ``generate_random_rois`` draws ROIs around the boxes and
-   ``build_detection_targets`` gives the classifier and mask head targets.
+   the notebooks), ``targets.generate_random_rois`` draws ROIs around the
+   boxes and ``targets.build_detection_targets`` gives the classifier and
+   mask head targets.
 4. ``DataGenerator`` (a ``keras.utils.PyDataset``) stacks images into the
    seven model inputs; ``data_generator`` is the original's endless Python
    generator on top of it.
@@ -35,90 +37,12 @@ import keras
 import numpy as np
 
 from mrcnn import utils
-from mrcnn.backbone import compute_backbone_shapes
+from mrcnn.anchors import pyramid_anchors
+from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
+from mrcnn.transform import compose_image_meta, mold_image, resize_image, resize_mask
 
-# Anchor labels in rpn_match.
-POSITIVE, NEGATIVE, NEUTRAL = 1, -1, 0
-# IoU thresholds of the original for anchors and for training ROIs.
-RPN_POSITIVE_IOU = 0.7
-RPN_NEGATIVE_IOU = 0.3
-CROWD_IOU = 0.001
-ROI_POSITIVE_IOU = 0.5
-# Share of generate_random_rois' ROIs drawn around the GT boxes.
-RANDOM_ROIS_NEAR_BOXES = 0.9
 # Keys that keep DataGenerator's random streams of passes and batches apart.
 PASS_STREAM, BATCH_STREAM = 0, 1
-
-
-############################################################
-#  Image metadata and normalization
-############################################################
-
-def compose_image_meta(image_id, original_image_shape, image_shape,
-                       window, scale, active_class_ids):
-    """Pack the attributes of an image into one 1-D array.
-
-    Args:
-        image_id: int id of the image (the dataset's internal id).
-        original_image_shape: [H, W, C] before resizing or padding.
-        image_shape: [H, W, C] after resizing and padding.
-        window: (y1, x1, y2, x2) pixels of the real image inside the padded
-            one (``y2``/``x2`` exclusive).
-        scale: the factor applied by ``utils.resize_image``.
-        active_class_ids: [NUM_CLASSES] 1 for the classes of the image's
-            dataset (source), 0 for the others.
-
-    Returns:
-        float64 [1 + 3 + 3 + 4 + 1 + NUM_CLASSES] = [config.IMAGE_META_SIZE]:
-        image_id, original_image_shape, image_shape, window, scale,
-        active_class_ids, in that order.
-    """
-    return np.array(
-        [image_id]
-        + list(original_image_shape)
-        + list(image_shape)
-        + list(window)
-        + [scale]
-        + list(active_class_ids),
-        dtype=np.float64)
-
-
-def parse_image_meta(meta):
-    """Unpack image metadata made by ``compose_image_meta``.
-
-    Args:
-        meta: [META_SIZE] for one image or [batch, META_SIZE].
-
-    Returns:
-        dict of arrays with the leading batch dimension of ``meta`` (if any):
-        image_id int32 [], original_image_shape int32 [3], image_shape int32
-        [3], window int32 [(y1, x1, y2, x2)], scale float32 [],
-        active_class_ids int32 [NUM_CLASSES].
-    """
-    meta = np.asarray(meta)
-    return {
-        "image_id": meta[..., 0].astype(np.int32),
-        "original_image_shape": meta[..., 1:4].astype(np.int32),
-        "image_shape": meta[..., 4:7].astype(np.int32),
-        "window": meta[..., 7:11].astype(np.int32),
-        "scale": meta[..., 11].astype(np.float32),
-        "active_class_ids": meta[..., 12:].astype(np.int32),
-    }
-
-
-def mold_image(images, config):
-    """Subtract the mean pixel: uint8 RGB image(s) [..., 3] -> float32.
-
-    The model takes images in this form; ``unmold_image`` is the inverse.
-    """
-    return images.astype(np.float32) - np.asarray(config.MEAN_PIXEL, np.float32)
-
-
-def unmold_image(normalized_images, config):
-    """Add the mean pixel back to image(s) made by ``mold_image`` -> uint8."""
-    images = np.asarray(normalized_images, np.float32) + np.asarray(
-        config.MEAN_PIXEL, np.float32)
-    return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
 ############################################################
@@ -151,13 +75,13 @@ def load_image_gt(dataset, config, image_id, augmentation=None,
     image = dataset.load_image(image_id)
     mask, class_ids = _load_checked_mask(dataset, image_id, image.shape)
     original_shape = image.shape
-    image, window, scale, padding, crop = utils.resize_image(
+    image, window, scale, padding, crop = resize_image(
         image,
         min_dim=config.IMAGE_MIN_DIM,
         min_scale=config.IMAGE_MIN_SCALE,
         max_dim=config.IMAGE_MAX_DIM,
         mode=config.IMAGE_RESIZE_MODE)
-    mask = utils.resize_mask(mask, scale, padding, crop)
+    mask = resize_mask(mask, scale, padding, crop)
 
     if augmentation is not None:
         image, mask = apply_augmentation(augmentation, image, mask)
@@ -254,257 +178,6 @@ def _apply_albumentations(transform, image, mask):
                        masks=np.moveaxis(mask, -1, 0).astype(np.uint8))
     masks = np.asarray(result["masks"])
     return result["image"], np.moveaxis(masks, 0, -1) > 0
-
-
-############################################################
-#  RPN targets
-############################################################
-
-def build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config,
-                      rng=None):
-    """Label anchors and give the box deltas of the positive ones.
-
-    The original's rules: an anchor is positive if its IoU with a GT box is
-    >= 0.7, or if it is (one of) the best anchors of a GT box; negative if
-    its best IoU is < 0.3 and it does not touch a crowd box (IoU >= 0.001
-    with a box of negative class id); neutral otherwise. Then at most
-    ``RPN_TRAIN_ANCHORS_PER_IMAGE // 2`` random positives are kept and the
-    negatives fill the rest of ``RPN_TRAIN_ANCHORS_PER_IMAGE``.
-
-    Args:
-        image_shape: [H, W, C] of the molded image (unused; kept for the
-            original's signature).
-        anchors: [A, (y1, x1, y2, x2)] pixel anchors.
-        gt_class_ids: int32 [N]; negative ids are crowd boxes.
-        gt_boxes: [N, (y1, x1, y2, x2)] pixel boxes.
-        config: RPN_TRAIN_ANCHORS_PER_IMAGE, RPN_BBOX_STD_DEV.
-        rng: ``np.random.Generator`` for the subsampling (default: a fresh
-            one).
-
-    Returns:
-        rpn_match: int32 [A], 1 positive, -1 negative, 0 neutral.
-        rpn_bbox: float32 [RPN_TRAIN_ANCHORS_PER_IMAGE, (dy, dx, log(dh),
-            log(dw))] deltas from each positive anchor (in anchor order) to
-            its best GT box, divided by RPN_BBOX_STD_DEV; zero-padded.
-    """
-    del image_shape
-    rng = np.random.default_rng(rng)
-    anchors_per_image = config.RPN_TRAIN_ANCHORS_PER_IMAGE
-    rpn_match = np.full([anchors.shape[0]], NEUTRAL, dtype=np.int32)
-    rpn_bbox = np.zeros([anchors_per_image, 4], dtype=np.float32)
-
-    crowd = gt_class_ids < 0
-    if crowd.any():
-        crowd_iou_max = utils.compute_overlaps(anchors, gt_boxes[crowd]).max(axis=1)
-        far_from_crowd = crowd_iou_max < CROWD_IOU
-        gt_boxes = gt_boxes[~crowd]
-    else:
-        far_from_crowd = np.ones([anchors.shape[0]], dtype=bool)
-
-    overlaps = utils.compute_overlaps(anchors, gt_boxes)
-    if gt_boxes.shape[0] == 0:
-        anchor_iou_max = np.zeros([anchors.shape[0]])
-        anchor_iou_argmax = np.zeros([anchors.shape[0]], dtype=np.int64)
-    else:
-        anchor_iou_argmax = overlaps.argmax(axis=1)
-        anchor_iou_max = overlaps[np.arange(anchors.shape[0]), anchor_iou_argmax]
-
-    rpn_match[(anchor_iou_max < RPN_NEGATIVE_IOU) & far_from_crowd] = NEGATIVE
-    # The best anchor(s) of each GT box are positive, whatever their IoU
-    # (a GT box that no anchor touches at all has none).
-    best_of_gt = (overlaps == overlaps.max(axis=0, initial=0)) & (overlaps > 0)
-    rpn_match[best_of_gt.any(axis=1)] = POSITIVE
-    rpn_match[anchor_iou_max >= RPN_POSITIVE_IOU] = POSITIVE
-
-    _drop_random(rng, rpn_match, POSITIVE, anchors_per_image // 2)
-    _drop_random(rng, rpn_match, NEGATIVE,
-                 anchors_per_image - np.sum(rpn_match == POSITIVE))
-
-    positive = np.where(rpn_match == POSITIVE)[0]
-    deltas = utils.box_refinement(anchors[positive],
-                                  gt_boxes[anchor_iou_argmax[positive]])
-    rpn_bbox[:len(positive)] = deltas / np.asarray(config.RPN_BBOX_STD_DEV)
-    return rpn_match, rpn_bbox
-
-
-def _drop_random(rng, rpn_match, label, keep_count):
-    """Set random anchors of ``label`` to neutral until ``keep_count`` remain."""
-    ids = np.where(rpn_match == label)[0]
-    extra = len(ids) - keep_count
-    if extra > 0:
-        rpn_match[rng.choice(ids, extra, replace=False)] = NEUTRAL
-
-
-############################################################
-#  Detection targets (ROIs given as an input)
-############################################################
-
-def generate_random_rois(image_shape, count, gt_class_ids, gt_boxes, rng=None):
-    """Random ROIs, most of them near the GT boxes, as the original draws them.
-
-    ``int(0.9 * count / N)`` ROIs per GT box have their corners drawn
-    uniformly in the box grown by its own height and width on each side
-    (clipped to the image); the rest are drawn anywhere in the image. Every
-    ROI is at least one pixel high and wide.
-
-    Args:
-        image_shape: [H, W, ...] of the image.
-        count: number of ROIs to generate.
-        gt_class_ids: [N] (unused; kept for the original's signature).
-        gt_boxes: [N, (y1, x1, y2, x2)] pixel boxes.
-        rng: ``np.random.Generator`` (default: a fresh one).
-
-    Returns:
-        int32 [count, (y1, x1, y2, x2)] pixel ROIs, those of the first GT box
-        first, the image-wide ones last.
-    """
-    del gt_class_ids
-    rng = np.random.default_rng(rng)
-    height, width = image_shape[:2]
-    box_count = gt_boxes.shape[0]
-    rois_per_box = int(RANDOM_ROIS_NEAR_BOXES * count / box_count) if box_count else 0
-    rois = []
-    for y1, x1, y2, x2 in gt_boxes:
-        h, w = y2 - y1, x2 - x1
-        rois.append(_random_boxes(
-            rng, rois_per_box,
-            (max(y1 - h, 0), min(y2 + h, height)),
-            (max(x1 - w, 0), min(x2 + w, width))))
-    rois.append(_random_boxes(rng, count - rois_per_box * box_count,
-                              (0, height), (0, width)))
-    return np.concatenate(rois, axis=0).astype(np.int32)
-
-
-def _random_boxes(rng, count, y_range, x_range):
-    """``count`` boxes [count, (y1, x1, y2, x2)] with corners in the ranges.
-
-    Each range is ``(start, stop)``; the two corner coordinates of a box are
-    distinct integers drawn uniformly from ``[start, stop)``.
-    """
-    def sorted_distinct_pairs(start, stop):
-        if stop - start < 2:
-            raise ValueError(f"Cannot draw ROIs of at least one pixel in "
-                             f"[{start}, {stop}).")
-        pairs = np.zeros([0, 2], dtype=np.int64)
-        while len(pairs) < count:
-            draws = rng.integers(start, stop, (2 * count, 2))
-            pairs = np.concatenate([pairs, draws[draws[:, 0] != draws[:, 1]]])
-        return np.sort(pairs[:count], axis=1)
-
-    y = sorted_distinct_pairs(*y_range)
-    x = sorted_distinct_pairs(*x_range)
-    return np.stack([y[:, 0], x[:, 0], y[:, 1], x[:, 1]], axis=1)
-
-
-def build_detection_targets(rpn_rois, gt_class_ids, gt_boxes, gt_masks, config,
-                            rng=None):
-    """Targets of the classifier and mask heads for given ROIs.
-
-    The numpy counterpart of the model's DetectionTargetLayer, used when
-    the model is trained on ROIs given as an input (``USE_RPN_ROIS =
-    False``) and to inspect targets in the notebooks. A ROI is positive if
-    its best IoU with a GT box (crowd boxes excluded) is > 0.5 and negative
-    if it is < 0.5. Up to ``TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO``
-    random positives are kept, negatives fill the rest; if there are too few
-    ROIs, random kept negatives (or positives, if there are no negatives)
-    are repeated.
-
-    Args:
-        rpn_rois: int32 [R, (y1, x1, y2, x2)] pixel ROIs.
-        gt_class_ids: int32 [N] (0 for padding, negative for crowds).
-        gt_boxes: int32 [N, (y1, x1, y2, x2)] pixel boxes.
-        gt_masks: bool [H, W, N] masks of the image, or mini-masks
-            [mini_height, mini_width, N] when ``config.USE_MINI_MASK``
-            (expanded into ``config.IMAGE_SHAPE``).
-        config: TRAIN_ROIS_PER_IMAGE, ROI_POSITIVE_RATIO, NUM_CLASSES,
-            BBOX_STD_DEV, MASK_SHAPE, USE_MINI_MASK, IMAGE_SHAPE.
-        rng: ``np.random.Generator`` for the subsampling (default: a fresh
-            one).
-
-    Returns:
-        rois: int32 [TRAIN_ROIS_PER_IMAGE, (y1, x1, y2, x2)], positives first.
-        roi_gt_class_ids: int32 [TRAIN_ROIS_PER_IMAGE], 0 for negatives.
-        bboxes: float32 [TRAIN_ROIS_PER_IMAGE, NUM_CLASSES, (dy, dx,
-            log(dh), log(dw))]: for each positive, the deltas to its GT box
-            divided by BBOX_STD_DEV, in the row of its class; zeros elsewhere.
-        masks: float32 [TRAIN_ROIS_PER_IMAGE, MASK_SHAPE[0], MASK_SHAPE[1],
-            NUM_CLASSES]: for each positive, the GT mask cropped to the ROI
-            and resized (thresholded at 0.5, as the DetectionTargetLayer
-            rounds its masks), in the channel of its class; zeros elsewhere.
-
-    Raises:
-        ValueError: for wrong dtypes, an image without instances, or ROIs
-            that are neither positive nor negative.
-    """
-    _check_dtypes(rpn_rois, gt_class_ids, gt_boxes, gt_masks)
-    rng = np.random.default_rng(rng)
-    roi_count = config.TRAIN_ROIS_PER_IMAGE
-
-    instances = np.where(gt_class_ids > 0)[0]
-    if len(instances) == 0:
-        raise ValueError("build_detection_targets needs an image with at "
-                         "least one instance (class id > 0).")
-    gt_class_ids = gt_class_ids[instances]
-    gt_boxes = gt_boxes[instances]
-    gt_masks = gt_masks[:, :, instances]
-
-    overlaps = utils.compute_overlaps(rpn_rois, gt_boxes)
-    roi_iou_argmax = overlaps.argmax(axis=1)
-    roi_iou_max = overlaps[np.arange(len(rpn_rois)), roi_iou_argmax]
-    positive_ids = np.where(roi_iou_max > ROI_POSITIVE_IOU)[0]
-    negative_ids = np.where(roi_iou_max < ROI_POSITIVE_IOU)[0]
-    if len(positive_ids) + len(negative_ids) == 0:
-        raise ValueError("No ROI is either positive or negative (every ROI "
-                         "has an IoU of exactly 0.5 with a GT box).")
-
-    keep_positive = _sample(rng, positive_ids,
-                            int(roi_count * config.ROI_POSITIVE_RATIO))
-    keep_negative = _sample(rng, negative_ids, roi_count - len(keep_positive))
-    keep = np.concatenate([keep_positive, keep_negative])
-    shortfall = roi_count - len(keep)
-    if shortfall > 0:
-        repeat_from = keep_negative if len(keep_negative) else keep_positive
-        keep = np.concatenate([keep, rng.choice(repeat_from, shortfall)])
-
-    rois = rpn_rois[keep].astype(np.int32)
-    is_positive = roi_iou_max[keep] > ROI_POSITIVE_IOU
-    roi_gt = roi_iou_argmax[keep]
-    roi_gt_class_ids = np.where(is_positive, gt_class_ids[roi_gt], 0).astype(np.int32)
-    positive = np.where(is_positive)[0]
-    positive_classes = roi_gt_class_ids[positive]
-
-    bboxes = np.zeros([roi_count, config.NUM_CLASSES, 4], dtype=np.float32)
-    bboxes[positive, positive_classes] = utils.box_refinement(
-        rois[positive], gt_boxes[roi_gt[positive]]) / np.asarray(config.BBOX_STD_DEV)
-
-    if config.USE_MINI_MASK:
-        gt_masks = utils.expand_mask(gt_boxes, gt_masks, config.IMAGE_SHAPE)
-    masks = np.zeros([roi_count, config.MASK_SHAPE[0], config.MASK_SHAPE[1],
-                      config.NUM_CLASSES], dtype=np.float32)
-    crops = utils.minimize_mask(rois[positive], gt_masks[:, :, roi_gt[positive]],
-                                config.MASK_SHAPE)
-    masks[positive, :, :, positive_classes] = np.moveaxis(crops, -1, 0)
-    return rois, roi_gt_class_ids, bboxes, masks
-
-
-def _check_dtypes(rpn_rois, gt_class_ids, gt_boxes, gt_masks):
-    """Raise ValueError unless the arrays have the dtypes load_image_gt gives."""
-    expected = [("rpn_rois", rpn_rois, np.integer, "an integer dtype"),
-                ("gt_class_ids", gt_class_ids, np.int32, "int32"),
-                ("gt_boxes", gt_boxes, np.int32, "int32"),
-                ("gt_masks", gt_masks, np.bool_, "bool")]
-    for name, array, dtype, dtype_name in expected:
-        if not np.issubdtype(array.dtype, dtype):
-            raise ValueError(f"{name} has dtype {array.dtype}; expected "
-                             f"{dtype_name}, as load_image_gt and "
-                             "generate_random_rois give.")
-
-
-def _sample(rng, ids, count):
-    """At most ``count`` of ``ids``, drawn at random without replacement."""
-    if len(ids) > count:
-        return rng.choice(ids, count, replace=False)
-    return ids
 
 
 ############################################################
@@ -644,10 +317,7 @@ class DataGenerator(keras.utils.PyDataset):
         self.no_augmentation_sources = set(no_augmentation_sources or [])
         self.batch_size = batch_size or config.BATCH_SIZE
         self.seed = np.random.SeedSequence(seed).entropy
-        self.anchors = utils.generate_pyramid_anchors(
-            config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
-            compute_backbone_shapes(config, config.IMAGE_SHAPE),
-            config.BACKBONE_STRIDES, config.RPN_ANCHOR_STRIDE)
+        self.anchors = pyramid_anchors(config, config.IMAGE_SHAPE)
         self.steps = steps or max(1, len(dataset.image_ids) // self.batch_size)
         self.epoch = 0
 

@@ -30,18 +30,15 @@ import copy
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
-import sys
-import tempfile
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mrcnn import utils
+from mrcnn import files, utils
 
 IOU_TYPES = ("bbox", "segm")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
@@ -217,8 +214,7 @@ def export_coco_ground_truth(dataset, path, image_ids=None):
 
     The file loads with ``pycocotools.coco.COCO(path)``; masks are compressed RLE.
     """
-    _write_atomically(path, lambda f: json.dump(coco_ground_truth(dataset, image_ids), f))
-    return path
+    return files.write_json(path, coco_ground_truth(dataset, image_ids), indent=None)
 
 
 def export_coco_detections(results, path):
@@ -229,8 +225,7 @@ def export_coco_detections(results, path):
     the file loads with ``COCO(ground_truth_path).loadRes(path)``.
     """
     detections = results.coco_detections if isinstance(results, EvaluationResult) else results
-    _write_atomically(path, lambda f: json.dump(list(detections), f))
-    return path
+    return files.write_json(path, list(detections), indent=None)
 
 
 def coco_evaluate(ground_truth, detections, iou_type):
@@ -348,14 +343,12 @@ class EvaluationResult:
         """Writes the per-image results as CSV (one row per image, ImageResult's fields)."""
         columns = [field.name for field in dataclasses.fields(ImageResult)]
 
-        def write(f):
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for image in self.per_image:
-                writer.writerow([getattr(image, column) for column in columns])
-
-        _write_atomically(path, write, newline="")
-        return path
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        for image in self.per_image:
+            writer.writerow([getattr(image, column) for column in columns])
+        return files.write_text(path, text.getvalue())
 
 
 class Evaluator:
@@ -422,7 +415,7 @@ def detect_dataset(model, dataset, image_ids=None, verbose=1):
     """
     image_ids = list(dataset.image_ids if image_ids is None else image_ids)
     batch_size = model.config.BATCH_SIZE
-    progress = _ProgressBar(len(image_ids), "Detecting") if verbose else None
+    progress = files.ProgressBar(len(image_ids), "Detecting") if verbose else None
     for start in range(0, len(image_ids), batch_size):
         batch_ids = image_ids[start:start + batch_size]
         images = [dataset.load_image(image_id) for image_id in batch_ids]
@@ -431,6 +424,8 @@ def detect_dataset(model, dataset, image_ids=None, verbose=1):
         yield from zip(batch_ids, detections[:len(batch_ids)])
         if progress:
             progress.advance(len(batch_ids))
+    if progress:
+        progress.close()
 
 
 def evaluate_model(model, dataset, image_ids=None, verbose=1):
@@ -470,8 +465,7 @@ def save_precision_recall_plot(result, path, iou_type="segm"):
                                     ax=axes)
     axes.set_xlabel(f"recall ({iou_type}, IoU 0.5)")
     axes.set_ylabel("precision")
-    _write_atomically(path, lambda f: figure.savefig(f, format="png"), binary=True)
-    return path
+    return files.write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,44 +504,3 @@ def _nanmean(values):
 
 def _format_metric(value):
     return "-" if value is None or math.isnan(value) or value < 0 else f"{value:.3f}"
-
-
-def _write_atomically(path, write, binary=False, newline=None):
-    """Calls write(file) on a temporary file beside path, then renames it to path."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        mode = "wb" if binary else "w"
-        with os.fdopen(descriptor, mode, newline=newline) as f:
-            write(f)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-class _ProgressBar:
-    """A one-line text progress bar on stderr: ``Detecting [=====     ] 12/24``."""
-
-    def __init__(self, total, label, width=30, stream=None):
-        self.total, self.label, self.width = total, label, width
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self._draw()
-
-    def advance(self, count):
-        self.done = min(self.total, self.done + count)
-        self._draw()
-        if self.done == self.total:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _draw(self):
-        filled = self.width * self.done // max(self.total, 1)
-        bar = "=" * filled + " " * (self.width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total}")
-        self.stream.flush()

@@ -8,7 +8,7 @@ Coordinate conventions (the original's):
 
 Every layer works on a batch whose size is ``config.IMAGES_PER_GPU`` (the
 per-replica batch): like the original, the per-image graphs are applied with
-``utils.batch_slice``.
+``batch_slice``.
 """
 
 import keras
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import utils
+from mrcnn.targets import CROWD_IOU, ROI_POSITIVE_IOU
 
 
 # ---------------------------------------------------------------------------
@@ -150,6 +150,40 @@ def parse_image_meta_graph(meta):
     }
 
 
+def batch_slice(inputs, graph_fn, batch_size, names=None):
+    """Run ``graph_fn`` on each item of a batch and stack the results.
+
+    For graph code that only works on one item at a time.
+
+    Args:
+        inputs: a tensor or a list of tensors, batch dimension first.
+        graph_fn: called with one slice of each input; returns a tensor or
+            a tuple/list of tensors.
+        batch_size: number of items to slice (batch dimension must be at
+            least this long).
+        names: optional names of the stacked outputs.
+
+    Returns:
+        One stacked tensor per output of ``graph_fn`` (a single tensor when
+        it returns one).
+    """
+    if not isinstance(inputs, list):
+        inputs = [inputs]
+
+    outputs = []
+    for i in range(batch_size):
+        output_slice = graph_fn(*[x[i] for x in inputs])
+        if not isinstance(output_slice, (tuple, list)):
+            output_slice = [output_slice]
+        outputs.append(output_slice)
+    outputs = list(zip(*outputs))
+
+    if names is None:
+        names = [None] * len(outputs)
+    result = [tf.stack(o, axis=0, name=n) for o, n in zip(outputs, names)]
+    return result[0] if len(result) == 1 else result
+
+
 def log2_graph(x):
     """Base-2 logarithm."""
     return tf.math.log(x) / tf.math.log(2.0)
@@ -279,14 +313,14 @@ class ProposalLayer(_ConfigLayer):
 
         pre_nms_limit = tf.minimum(self.config.PRE_NMS_LIMIT, tf.shape(anchors)[1])
         ix = tf.nn.top_k(scores, pre_nms_limit, sorted=True, name="top_anchors").indices
-        scores = utils.batch_slice([scores, ix], lambda x, y: tf.gather(x, y), images)
-        deltas = utils.batch_slice([deltas, ix], lambda x, y: tf.gather(x, y), images)
-        pre_nms_anchors = utils.batch_slice([anchors, ix], lambda a, x: tf.gather(a, x), images,
+        scores = batch_slice([scores, ix], lambda x, y: tf.gather(x, y), images)
+        deltas = batch_slice([deltas, ix], lambda x, y: tf.gather(x, y), images)
+        pre_nms_anchors = batch_slice([anchors, ix], lambda a, x: tf.gather(a, x), images,
                                             names=["pre_nms_anchors"])
-        boxes = utils.batch_slice([pre_nms_anchors, deltas], apply_box_deltas_graph, images,
+        boxes = batch_slice([pre_nms_anchors, deltas], apply_box_deltas_graph, images,
                                   names=["refined_anchors"])
         window = np.array([0, 0, 1, 1], dtype=np.float32)
-        boxes = utils.batch_slice(boxes, lambda x: clip_boxes_graph(x, window), images,
+        boxes = batch_slice(boxes, lambda x: clip_boxes_graph(x, window), images,
                                   names=["refined_anchors_clipped"])
 
         def nms(boxes, scores):
@@ -296,7 +330,7 @@ class ProposalLayer(_ConfigLayer):
             padding = tf.maximum(self.proposal_count - tf.shape(proposals)[0], 0)
             return tf.pad(proposals, [(0, padding), (0, 0)])
 
-        proposals = utils.batch_slice([boxes, scores], nms, images)
+        proposals = batch_slice([boxes, scores], nms, images)
         return tf.reshape(proposals, [-1, self.proposal_count, 4])
 
     def compute_output_shape(self, input_shape):
@@ -417,11 +451,11 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config)
 
     overlaps = overlaps_graph(proposals, gt_boxes)
     crowd_overlaps = overlaps_graph(proposals, crowd_boxes)
-    no_crowd_bool = tf.reduce_max(crowd_overlaps, axis=1) < 0.001
+    no_crowd_bool = tf.reduce_max(crowd_overlaps, axis=1) < CROWD_IOU
 
     roi_iou_max = tf.reduce_max(overlaps, axis=1)
-    positive_indices = tf.where(roi_iou_max >= 0.5)[:, 0]
-    negative_indices = tf.where(tf.logical_and(roi_iou_max < 0.5, no_crowd_bool))[:, 0]
+    positive_indices = tf.where(roi_iou_max >= ROI_POSITIVE_IOU)[:, 0]
+    negative_indices = tf.where(tf.logical_and(roi_iou_max < ROI_POSITIVE_IOU, no_crowd_bool))[:, 0]
 
     positive_count = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
     positive_indices = tf.random.shuffle(positive_indices)[:positive_count]
@@ -486,7 +520,7 @@ class DetectionTargetLayer(_ConfigLayer):
 
     def call(self, inputs):
         names = ["rois", "target_class_ids", "target_bbox", "target_mask"]
-        outputs = utils.batch_slice(
+        outputs = batch_slice(
             inputs, lambda p, c, b, m: detection_targets_graph(p, c, b, m, self.config),
             self.config.IMAGES_PER_GPU, names=names)
         rois_per_image = self.config.TRAIN_ROIS_PER_IMAGE
@@ -584,7 +618,7 @@ class DetectionLayer(_ConfigLayer):
         meta = parse_image_meta_graph(image_meta)
         image_shape = meta["image_shape"][0]
         window = norm_boxes_graph(meta["window"], image_shape[:2])
-        detections = utils.batch_slice(
+        detections = batch_slice(
             [rois, mrcnn_class, mrcnn_bbox, window],
             lambda x, y, w, z: refine_detections_graph(x, y, w, z, self.config),
             self.config.IMAGES_PER_GPU)

@@ -12,9 +12,6 @@ from keras import layers as KL
 
 from mrcnn.layers import batch_pack_graph
 
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-              "mrcnn_mask_loss")
-
 
 def smooth_l1_loss(y_true, y_pred):
     """Element-wise smooth-L1 (Huber with delta 1) of two same-shaped tensors."""

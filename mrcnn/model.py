@@ -15,23 +15,25 @@ layers in :mod:`mrcnn.layers`; they are re-exported here so that the old
 
 import functools
 import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import utils, weights
-from mrcnn.backbone import compute_backbone_shapes, fpn_graph, resnet_graph
-from mrcnn.data import (DataGenerator, build_detection_targets, build_rpn_targets,
-                        compose_image_meta, data_generator, generate_random_rois, load_image_gt,
-                        mold_image, parse_image_meta, unmold_image)
+from mrcnn import runs, transform, utils, weights
+from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
+from mrcnn.backbone import fpn_graph, resnet_graph
+from mrcnn.data import DataGenerator, data_generator, load_image_gt
+from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
+from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
 from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph
 from mrcnn.layers import (AnchorsLayer, BatchNorm, DetectionLayer, DetectionTargetLayer,
                           ProposalLayer, PyramidROIAlign, norm_boxes_graph, parse_image_meta_graph)
 from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph)
-from mrcnn.training import LAYER_REGEX, TrainingModel, set_trainable
+from mrcnn.training import LAYER_REGEX, CheckpointSaver, TrainingModel, set_trainable
 from mrcnn.utils import log
 
 # The original model.py's public names: the model, and the data path and layers
@@ -40,7 +42,7 @@ __all__ = [
     "MaskRCNN", "log",
     "DataGenerator", "data_generator", "load_image_gt", "build_rpn_targets",
     "build_detection_targets", "generate_random_rois", "mold_image", "unmold_image",
-    "compose_image_meta", "parse_image_meta",
+    "compose_image_meta", "parse_image_meta", "compute_backbone_shapes",
     "BatchNorm", "ProposalLayer", "PyramidROIAlign", "DetectionTargetLayer", "DetectionLayer",
     "norm_boxes_graph", "parse_image_meta_graph",
 ]
@@ -62,6 +64,7 @@ class MaskRCNN:
     def __init__(self, mode, config, model_dir):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', not {mode!r}.")
+        config.validate()
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
@@ -203,27 +206,101 @@ class MaskRCNN:
 
         Raises FileNotFoundError, naming model_dir, when there is none.
         """
-        return weights.find_last_checkpoint(self.model_dir, self.config.NAME.lower())
+        return runs.find_last_checkpoint(self.model_dir, self.config.NAME.lower())
 
     def load_weights(self, filepath, by_name=False, exclude=None):
-        """Load a Keras-2 by-name HDF5 weights file (the original's or ours).
+        """Load a Keras-2 by-name HDF5 weights file (the original's or ours), as the original did.
 
         Args:
             filepath: path of the .h5 file.
             by_name: match layers by name (True) or by order (False).
             exclude: layer names to skip, e.g. the heads whose shapes depend
                 on NUM_CLASSES: ["mrcnn_class_logits", "mrcnn_bbox_fc",
-                "mrcnn_bbox", "mrcnn_mask"].
+                "mrcnn_bbox", "mrcnn_mask"] (``weights.CLASS_SPECIFIC_LAYERS``).
 
         Returns:
             The report of weights.load_weights (loaded, missing and unexpected layers).
 
-        Loading one of our checkpoints (``.../<name><date>/mask_rcnn_<name>_<epoch>.h5``)
-        also moves the log folder there and sets ``epoch`` so training resumes.
+        Like the original, loading one of its checkpoints
+        (``.../<name><date>/mask_rcnn_<name>_<epoch>.h5``) also moves the log
+        folder there and sets ``epoch``, so that training continues that run.
+        To start a new run from a checkpoint use ``load_pretrained``; to
+        continue one explicitly, ``resume``.
         """
         report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
         self.set_log_dir(filepath)
         return report
+
+    def load_pretrained(self, filepath, exclude=None):
+        """Load weights to start a new training run from (transfer learning).
+
+        Layers are matched by name. The class-specific heads
+        (``weights.CLASS_SPECIFIC_LAYERS``) are left untrained when their
+        shapes in the file differ from the model's (another class count) and
+        loaded when they match. ``log_dir`` and ``epoch`` are not touched: the
+        model trains in a new run folder from epoch 0.
+
+        Args:
+            filepath: any weights file of the Keras-2 layout: the COCO or
+                ImageNet weights, the original's files, our checkpoints.
+            exclude: more layer names to leave unchanged.
+
+        Returns:
+            The ``weights.LoadResult``; its ``skipped`` lists the heads left untrained.
+
+        Raises:
+            weights.WeightsError: other layers differ in shape. For a
+                checkpoint of this project, the message names the saved
+                settings that differ from this model's configuration.
+        """
+        try:
+            return weights.load_weights(self.keras_model, filepath, by_name=True, exclude=exclude,
+                                        skip_mismatched=weights.CLASS_SPECIFIC_LAYERS)
+        except weights.WeightsError as error:
+            raise weights.WeightsError(f"{error}{self._architecture_hint(filepath)}") from None
+
+    def _architecture_hint(self, filepath):
+        """A sentence naming the saved architecture settings that differ from this model's."""
+        settings = runs.load_run_settings(filepath)
+        if settings is None:
+            return ""
+        ours = self.config.to_dict()
+        differences = [f"{key} {value!r} (this model: {ours.get(key)!r})"
+                       for key, value in settings.architecture().items()
+                       if value is not None and value != ours.get(key)]
+        if not differences:
+            return ""
+        return ("\nThe checkpoint was trained with " + ", ".join(differences) +
+                ": build the model with those settings (runs.load_run_settings(path)"
+                ".architecture()).")
+
+    def resume(self, filepath=None):
+        """Continue a training run from one of its checkpoints.
+
+        Loads every weight (by name) and moves ``log_dir`` and ``epoch`` to
+        the checkpoint's run, so that ``train(..., epochs=N)`` goes on from
+        the next epoch in the same folder.
+
+        Args:
+            filepath: a checkpoint ``<run>/mask_rcnn_<name>_<epoch>.h5``
+                (default: ``find_last()``).
+
+        Returns:
+            The checkpoint's path.
+
+        Raises:
+            FileNotFoundError: no checkpoint to resume.
+            ValueError: ``filepath`` is not a checkpoint of a training run.
+        """
+        filepath = os.fspath(filepath) if filepath is not None else self.find_last()
+        if runs.epoch_from_checkpoint(filepath) is None:
+            raise ValueError(
+                f"{filepath} is not a checkpoint of a training run "
+                "(<run folder>/mask_rcnn_<name>_<epoch>.h5), so there is no run to resume: "
+                "start a new run from it with load_pretrained().")
+        weights.load_weights(self.keras_model, filepath, by_name=True)
+        self.set_log_dir(filepath)
+        return filepath
 
     def get_imagenet_weights(self):
         """Path of the ResNet50 ImageNet weights file (downloaded when missing and online)."""
@@ -238,13 +315,13 @@ class MaskRCNN:
         folder named after NAME and the current time, at epoch 0.
         """
         name = (self.config.NAME or "mrcnn").lower()
-        self.epoch = weights.epoch_from_checkpoint(model_path) if model_path else None
+        self.epoch = runs.epoch_from_checkpoint(model_path) if model_path else None
         if self.epoch is None:
             self.epoch = 0
-            self.log_dir = os.path.join(self.model_dir, weights.log_dir_name(name))
+            self.log_dir = os.path.join(self.model_dir, runs.log_dir_name(name))
         else:
             self.log_dir = os.path.dirname(os.path.abspath(model_path))
-        self.checkpoint_path = weights.checkpoint_path_template(self.log_dir, name)
+        self.checkpoint_path = runs.checkpoint_path_template(self.log_dir, name)
 
     # ------------------------------------------------------------------
     # Training
@@ -304,11 +381,10 @@ class MaskRCNN:
                                           random_rois=random_rois,
                                           steps=self.config.VALIDATION_STEPS, workers=workers)
 
-        os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False),
             keras.callbacks.TerminateOnNaN(),
-            weights.CheckpointSaver(self.checkpoint_path),
+            CheckpointSaver(self.checkpoint_path),
         ] + list(custom_callbacks or [])
 
         print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
@@ -316,92 +392,63 @@ class MaskRCNN:
         self.set_trainable(layer_regex, verbose=verbose)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
 
-        history = self.keras_model.fit(
-            train_generator,
-            initial_epoch=self.epoch,
-            epochs=epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            validation_data=val_generator,
-            validation_steps=self.config.VALIDATION_STEPS if val_generator else None,
-            verbose=verbose,
-        )
+        new_run = not os.path.isdir(self.log_dir)
+        try:
+            runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:])
+            history = self.keras_model.fit(
+                train_generator,
+                initial_epoch=self.epoch,
+                epochs=epochs,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                validation_data=val_generator,
+                validation_steps=self.config.VALIDATION_STEPS if val_generator else None,
+                verbose=verbose,
+            )
+        finally:
+            # A run that wrote no checkpoint (it failed or diverged in its
+            # first epoch) leaves no folder behind.
+            if new_run and not runs.has_checkpoint(self.log_dir):
+                shutil.rmtree(self.log_dir, ignore_errors=True)
         self.epoch = max(self.epoch, epochs)
         return history
+
+    def train_schedule(self, train_dataset, val_dataset, stages, **train_kwargs):
+        """Train through the stages of a schedule (``training.transfer_schedule``).
+
+        Stages that end at or before the current epoch are skipped, so a
+        resumed run goes on where it stopped.
+
+        Args:
+            train_dataset, val_dataset: as for ``train``.
+            stages: [training.TrainingStage(layers, epochs, learning_rate)].
+            **train_kwargs: more arguments of ``train`` (augmentation, ...).
+
+        Returns:
+            The keras History of each stage run.
+        """
+        histories = []
+        for stage in stages:
+            if stage.epochs > self.epoch:
+                print(f"Training {stage.layers} layers up to epoch {stage.epochs}")
+                histories.append(self.train(train_dataset, val_dataset, stage.learning_rate,
+                                            stage.epochs, stage.layers, **train_kwargs))
+        return histories
 
     # ------------------------------------------------------------------
     # Inference
     # ------------------------------------------------------------------
 
     def mold_inputs(self, images):
-        """Resize and normalize images the way the network expects.
-
-        Args:
-            images: list of images [H, W, C] of any size; any dtype or channel
-                count utils.to_rgb8 accepts.
-
-        Returns:
-            molded_images: [N, h, w, 3] float32, resized and mean-subtracted.
-            image_metas: [N, IMAGE_META_SIZE] (see data.compose_image_meta).
-            windows: [N, (y1, x1, y2, x2)] pixel area of each molded image
-                that holds the original image (the rest is padding).
-        """
-        molded_images, image_metas, windows = [], [], []
-        for image in images:
-            image = utils.to_rgb8(image)
-            molded_image, window, scale, padding, crop = utils.resize_image(
-                image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
-                max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
-            molded_image = mold_image(molded_image, self.config)
-            image_meta = compose_image_meta(0, image.shape, molded_image.shape, window, scale,
-                                            np.zeros([self.config.NUM_CLASSES], dtype=np.int32))
-            molded_images.append(molded_image)
-            windows.append(window)
-            image_metas.append(image_meta)
-        if len({image.shape for image in molded_images}) > 1:
-            raise ValueError("After resizing, the images of one batch must share one shape: "
-                             "use IMAGE_RESIZE_MODE 'square' or detect one image at a time.")
-        return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
+        """``transform.mold_inputs(images, self.config)``: molded images [N, h, w, 3]
+        float32, image metas [N, IMAGE_META_SIZE] and windows [N, (y1, x1, y2, x2)]."""
+        return transform.mold_inputs(images, self.config)
 
     def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape, window):
-        """Turn one image's network output into boxes and masks of the original image.
-
-        Args:
-            detections: [N, (y1, x1, y2, x2, class_id, score)] normalized, zero-padded.
-            mrcnn_mask: [N, height, width, num_classes] mask probabilities.
-            original_image_shape: [H, W, C] before resizing.
-            image_shape: [H, W, C] after resizing and padding.
-            window: [y1, x1, y2, x2] pixels of the image inside the padding.
-
-        Returns:
-            boxes [N, (y1, x1, y2, x2)] int32 pixels, class_ids [N] int32,
-            scores [N] float32, masks [H, W, N] bool.
-        """
-        zero_ix = np.where(detections[:, 4] == 0)[0]
-        n = zero_ix[0] if zero_ix.shape[0] > 0 else detections.shape[0]
-
-        boxes = detections[:n, :4]
-        class_ids = detections[:n, 4].astype(np.int32)
-        scores = detections[:n, 5].astype(np.float32)
-        masks = mrcnn_mask[np.arange(n), :, :, class_ids]
-
-        # Boxes are relative to the molded image: shift and scale them to the window.
-        window = utils.norm_boxes(window, image_shape[:2])
-        wy1, wx1, wy2, wx2 = window
-        shift = np.array([wy1, wx1, wy1, wx1])
-        scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
-        boxes = np.divide(boxes - shift, scale)
-        boxes = utils.denorm_boxes(boxes, original_image_shape[:2])
-
-        # Drop boxes of zero area (possible with the window clipping).
-        keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
-        boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
-
-        full_masks = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
-                      for i in range(len(keep))]
-        full_masks = (np.stack(full_masks, axis=-1) if full_masks
-                      else np.zeros(tuple(original_image_shape[:2]) + (0,), dtype=bool))
-        return boxes.astype(np.int32), class_ids, scores, full_masks
+        """``transform.unmold_detections``: one image's boxes [N, (y1, x1, y2, x2)] int32
+        pixels, class_ids [N], scores [N] and masks [H, W, N] bool in the original image."""
+        return transform.unmold_detections(detections, mrcnn_mask, original_image_shape,
+                                           image_shape, window)
 
     def detect(self, images, verbose=0):
         """Detect instances in a list of images.
@@ -462,18 +509,19 @@ class MaskRCNN:
                              "or set GPU_COUNT and IMAGES_PER_GPU in the inference config.")
 
     def get_anchors(self, image_shape):
-        """Anchors of every pyramid level for an image shape.
+        """Anchors of every pyramid level for a molded image shape.
+
+        Also sets ``self.anchors`` to the same anchors in pixels, as the
+        original did (the inspection notebooks pass them to
+        ``build_rpn_targets``).
 
         Returns:
             [num_anchors, (y1, x1, y2, x2)] float32 normalized anchors, cached per shape.
         """
         key = tuple(int(d) for d in image_shape[:2])
+        self.anchors = pyramid_anchors(self.config, image_shape)
         if key not in self._anchor_cache:
-            backbone_shapes = compute_backbone_shapes(self.config, image_shape)
-            anchors = utils.generate_pyramid_anchors(
-                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS, backbone_shapes,
-                self.config.BACKBONE_STRIDES, self.config.RPN_ANCHOR_STRIDE)
-            self._anchor_cache[key] = utils.norm_boxes(anchors, key).astype(np.float32)
+            self._anchor_cache[key] = utils.norm_boxes(self.anchors, key).astype(np.float32)
         return self._anchor_cache[key]
 
     def _batch_anchors(self, image_shape):

@@ -19,20 +19,24 @@ Two ways to use it, both deterministic for a seed and offline:
   of JPEG/PNG images with a VIA 1.x ``via_region_data.json`` (polygons, region
   attribute ``{"name": "pikachu"}``) in the annotated subsets, exactly like a
   dataset annotated by hand, for the pikachu sample's workflow.
+
+The offline demo (``pikachu.py train`` without ``--dataset``) trains on
+``demo_dataset()``, a folder written once into the cache, with the
+configuration overrides ``DEMO_SETTINGS`` for ``DEMO_EPOCHS`` epochs: a model a
+laptop CPU trains from scratch in minutes (``bench/learning.py`` measures the
+same settings). The notebooks and benchmarks use the same names.
 """
 
 import functools
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import scipy.ndimage
 import skimage.measure
 from PIL import Image, ImageDraw
 
-from mrcnn import utils
+from mrcnn import files, utils
 from mrcnn.via import ANNOTATION_FILE
 
 CLASS_NAME = "pikachu"
@@ -45,6 +49,30 @@ MIN_VISIBLE_FRACTION = 0.5
 OCCLUDER_PROBABILITY = 0.3
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 MAX_PLACEMENT_TRIES = 30
+
+# The demo's dataset folder: subset sizes, image side and seed.
+DEMO_SPLIT = {"train": 200, "val": 20, "test": 6, "image_size": 256, "seed": 0}
+DEMO_FOLDER = "pikachu-synthetic"
+# The demo's configuration overrides: a ResNet50 on 128-pixel inputs with a
+# narrow box head, fewer proposals and ROIs, trained from scratch at lr 0.01.
+DEMO_SETTINGS = {
+    "BACKBONE": "resnet50",
+    "IMAGE_MIN_DIM": 128,
+    "IMAGE_MAX_DIM": 128,
+    "IMAGES_PER_GPU": 2,
+    "STEPS_PER_EPOCH": 25,
+    "VALIDATION_STEPS": 4,
+    "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
+    "RPN_TRAIN_ANCHORS_PER_IMAGE": 128,
+    "POST_NMS_ROIS_TRAINING": 500,
+    "POST_NMS_ROIS_INFERENCE": 200,
+    "TRAIN_ROIS_PER_IMAGE": 32,
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
+    "MAX_GT_INSTANCES": 10,
+    "DETECTION_MIN_CONFIDENCE": 0.7,
+    "LEARNING_RATE": 0.01,
+}
+DEMO_EPOCHS = 8
 
 
 def _ellipse(cx, cy, rx, ry, points=24):
@@ -394,18 +422,30 @@ def write_via_dataset(root, train=60, val=12, test=6, image_size=256, seed=0):
         FileExistsError: ``root`` exists.
     """
     root = os.path.abspath(str(root))
-    if os.path.exists(root):
-        raise FileExistsError(f"{root} already exists; remove it or choose another folder.")
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    partial = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=parent)
-    try:
+    with files.atomic_directory(root) as partial:
         subsets = (("train", train), ("val", val), ("test", test))
         for subset_key, (subset, count) in enumerate(subsets, start=1):
             _write_subset(os.path.join(partial, subset), subset, count, image_size, seed,
                           subset_key, annotate=subset != "test")
-        os.rename(partial, root)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    return root
+
+
+def demo_dataset(cache_dir=None):
+    """The demo's dataset folder, ``<cache>/pikachu-synthetic``, written on first use.
+
+    Args:
+        cache_dir: default ``files.default_cache_dir()`` ($MRCNN_CACHE or
+            ~/.cache/mrcnn).
+
+    Returns:
+        The folder's path (``train/``, ``val/``, ``test/``, see ``DEMO_SPLIT``).
+    """
+    root = os.path.join(cache_dir or files.default_cache_dir(), DEMO_FOLDER)
+    if not os.path.isdir(root):
+        print(f"Generating the synthetic pikachu dataset into {root}")
+        try:
+            write_via_dataset(root, **DEMO_SPLIT)
+        except OSError:
+            if not os.path.isdir(root):  # not another process finishing first
+                raise
     return root

@@ -1,18 +1,26 @@
-"""The training model: a functional Keras model that owns its losses.
+"""Training: the model that owns its losses, what to train, checkpoints, schedules.
 
 Keras 3 has no ``model.add_loss(symbolic_tensor)``; instead the training
 graph outputs its five losses (see mrcnn.losses) and ``TrainingModel``
 overrides ``compute_loss`` to weight and sum them with the L2 weight decay,
 as the original did. Each loss also feeds a ``Mean`` metric so that the
 progress bar and the logs show all five (``val_*`` during validation).
+
+Also here: the ``layers=`` presets (``LAYER_REGEX``, ``set_trainable``), the
+callback that writes a checkpoint after each epoch (``CheckpointSaver``),
+and the transfer-learning schedule (``transfer_schedule``).
 """
 
+import math
 import re
+from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from mrcnn.losses import LOSS_NAMES
+from mrcnn import weights
+from mrcnn.config import LOSS_NAMES
 
 # Regular expressions selecting the layers to train for each ``layers`` preset.
 LAYER_REGEX = {
@@ -73,3 +81,72 @@ def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
             if verbose > 0:
                 print(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
     return trained
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves a model's weights in the Keras-2 layout after each epoch.
+
+    Args:
+        checkpoint_path_template: e.g. ``checkpoint_path_template(log_dir, name)``;
+            formatted with ``epoch`` = the 1-based epoch number (Keras counts
+            from 0): ``mask_rcnn_pikachu_0001.h5`` after the first epoch.
+        keras_model: the model to save; default: the model being trained.
+        verbose: print each saved path.
+    """
+
+    def __init__(self, checkpoint_path_template, keras_model=None, verbose=0):
+        super().__init__()
+        template = checkpoint_path_template
+        if not isinstance(template, str) or "{epoch" not in template:
+            raise ValueError(
+                "checkpoint_path_template must be a str with an {epoch} field, e.g. "
+                f"'logs/shapes20260125T1530/mask_rcnn_shapes_{{epoch:04d}}.h5', not "
+                f"{template!r}.")
+        self.checkpoint_path_template = template
+        self.keras_model = keras_model
+        self.verbose = verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.checkpoint_path_template.format(epoch=epoch + 1)
+        if not np.isfinite((logs or {}).get("loss", 0.0)):
+            print(f"\nEpoch {epoch + 1}: the loss is not finite (training diverged); "
+                  f"{path} is not written, the previous checkpoint stays the last one.")
+            return
+        weights.save_weights(self.model if self.keras_model is None else self.keras_model, path)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: saved weights to {path}")
+
+
+class TrainingStage(NamedTuple):
+    """One ``MaskRCNN.train`` call of a schedule: ``layers`` up to epoch ``epochs``."""
+
+    layers: str
+    epochs: int
+    learning_rate: float
+
+
+def transfer_schedule(epochs, learning_rate, layers=None, pretrained=True):
+    """The stages of a training run, the original's transfer-learning recipe by default.
+
+    Args:
+        epochs: the epoch the run ends at.
+        learning_rate: the learning rate of the first stage.
+        layers: train these layers (a ``LAYER_REGEX`` key or a regular
+            expression) for all epochs, in one stage.
+        pretrained: whether the model starts from trained weights. Without
+            them every layer must learn: one stage of "all".
+
+    Returns:
+        [TrainingStage]. With pretrained weights and no ``layers``: the heads
+        for the first half of the epochs (rounded up), then all layers at a
+        tenth of the learning rate.
+    """
+    if layers:
+        return [TrainingStage(layers, epochs, learning_rate)]
+    if not pretrained:
+        return [TrainingStage("all", epochs, learning_rate)]
+    heads_epochs = math.ceil(epochs / 2)
+    stages = [TrainingStage("heads", heads_epochs, learning_rate)]
+    if epochs > heads_epochs:
+        stages.append(TrainingStage("all", epochs, learning_rate / 10))
+    return stages

@@ -12,15 +12,39 @@ Conventions, as in the original implementation:
   anchor/proposal size.
 """
 
+import importlib
 import logging
-import random
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import skimage.transform
 
-from mrcnn.config import RESIZE_MODES
+from mrcnn.errors import InputError
+
+
+
+# Names of the original's utils module that now live in the module of their
+# stage; ``utils.<name>`` still finds them (looked up on first use, so that
+# importing utils stays free of TensorFlow and of import cycles).
+_MOVED = {
+    "resize_image": "mrcnn.transform",
+    "resize_mask": "mrcnn.transform",
+    "unmold_mask": "mrcnn.transform",
+    "generate_anchors": "mrcnn.anchors",
+    "generate_pyramid_anchors": "mrcnn.anchors",
+    "batch_slice": "mrcnn.layers",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_MOVED))
 
 
 ############################################################
@@ -251,6 +275,10 @@ def trim_zeros(x):
 #  Images
 ############################################################
 
+class ImageError(InputError):
+    """An image file that cannot be read; the message names it and what to do."""
+
+
 def to_rgb8(image):
     """Convert an image array of any common layout to [H, W, 3] uint8 RGB.
 
@@ -304,7 +332,7 @@ def read_image(path):
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a readable image.
+        ImageError (a ValueError): if the file is not a readable image.
     """
     try:
         with PIL.Image.open(path) as image:
@@ -314,8 +342,8 @@ def read_image(path):
         raise FileNotFoundError(
             f"Image file not found: {path}. Check the dataset's image "
             f"paths.") from None
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(
             f"Cannot read image file {path}: {error}. Replace the file with "
             f"a valid JPEG or PNG, or remove it from the dataset.") from None
     if image.mode.startswith(("I", "F")):
@@ -347,133 +375,9 @@ def resize(image, output_shape, order=1, mode="constant", cval=0, clip=True,
         anti_aliasing_sigma=anti_aliasing_sigma)
 
 
-def resize_image(image, min_dim=None, max_dim=None, min_scale=None,
-                 mode="square"):
-    """Resize an image, keeping its aspect ratio, and pad or crop it.
-
-    Args:
-        image: [H, W] or [H, W, C] array.
-        min_dim: if given, scale the image up so that its shorter side is at
-            least ``min_dim`` (never down).
-        max_dim: for "square", the side of the result; the longer side is
-            kept within it.
-        min_scale: if given, the image is scaled by at least this factor.
-        mode: one of
-            - "none": no change; returns the image as is.
-            - "square": scale by ``min_dim``/``max_dim``, then pad with zeros
-              to a ``max_dim`` x ``max_dim`` square.
-            - "pad64": scale up by ``min_dim``/``min_scale``, then pad with
-              zeros so that both sides are multiples of 64. ``min_dim``
-              must be a multiple of 64.
-            - "crop": scale up by ``min_dim``/``min_scale``, then take a
-              random ``min_dim`` x ``min_dim`` crop (training only).
-
-    Returns:
-        image: the resized image, of the input dtype (values truncated).
-        window: (y1, x1, y2, x2) of the resized image inside the result;
-            ``(y2, x2)`` are exclusive. Outside it is padding.
-        scale: the factor by which the image was resized.
-        padding: [(top, bottom), (left, right), (0, 0)] pixels added.
-        crop: (y, x, height, width) of the crop in the scaled image, or
-            None when not cropping.
-
-    Raises:
-        ValueError: for an unknown mode, or a "square", "pad64" or "crop"
-            call without the dimension it needs.
-    """
-    if mode not in RESIZE_MODES:
-        raise ValueError(
-            f"Unknown resize mode {mode!r}; use one of {', '.join(RESIZE_MODES)}.")
-    image_dtype = image.dtype
-    h, w = image.shape[:2]
-    window = (0, 0, h, w)
-    scale = 1
-    padding = [(0, 0), (0, 0), (0, 0)]
-    crop = None
-    if mode == "none":
-        return image, window, scale, padding, crop
-
-    if min_dim:
-        scale = max(1, min_dim / min(h, w))
-    if min_scale and scale < min_scale:
-        scale = min_scale
-    if mode == "square":
-        if not max_dim:
-            raise ValueError('resize mode "square" needs max_dim (the side of '
-                             'the square).')
-        image_max = max(h, w)
-        if round(image_max * scale) > max_dim:
-            scale = max_dim / image_max
-    if scale != 1:
-        image = resize(image, (round(h * scale), round(w * scale)),
-                       preserve_range=True)
-
-    h, w = image.shape[:2]
-    if mode == "square":
-        top_pad, bottom_pad = _split_padding(max_dim - h)
-        left_pad, right_pad = _split_padding(max_dim - w)
-    elif mode == "pad64":
-        if not min_dim or min_dim % 64:
-            raise ValueError(f'resize mode "pad64" needs min_dim to be a '
-                             f'multiple of 64, got {min_dim}.')
-        top_pad, bottom_pad = _split_padding(-h % 64)
-        left_pad, right_pad = _split_padding(-w % 64)
-    else:
-        if not min_dim:
-            raise ValueError('resize mode "crop" needs min_dim (the side of '
-                             'the crop).')
-        y = random.randint(0, h - min_dim)
-        x = random.randint(0, w - min_dim)
-        crop = (y, x, min_dim, min_dim)
-        image = image[y:y + min_dim, x:x + min_dim]
-        window = (0, 0, min_dim, min_dim)
-        return image.astype(image_dtype), window, scale, padding, crop
-
-    padding = [(top_pad, bottom_pad), (left_pad, right_pad), (0, 0)]
-    image = np.pad(image, padding[:image.ndim], mode="constant",
-                   constant_values=0)
-    window = (top_pad, left_pad, h + top_pad, w + left_pad)
-    return image.astype(image_dtype), window, scale, padding, crop
-
-
-def _split_padding(total):
-    """Split ``total`` padding pixels into (before, after), before <= after."""
-    before = total // 2
-    return before, total - before
-
-
 ############################################################
 #  Masks
 ############################################################
-
-def resize_mask(mask, scale, padding, crop=None):
-    """Resize, then pad or crop, a mask the way ``resize_image`` did its image.
-
-    Nearest-neighbour sampling on the pixel-centre grid that
-    ``resize_image`` uses, so mask and image stay aligned and the result
-    has exactly the resized image's size.
-
-    Args:
-        mask: [height, width, num_instances] bool.
-        scale, padding, crop: as returned by ``resize_image``.
-
-    Returns:
-        [new_height, new_width, num_instances], same dtype as ``mask``.
-    """
-    h, w = mask.shape[:2]
-    if scale != 1:
-        shape = (round(h * scale), round(w * scale)) + mask.shape[2:]
-        if mask.size:
-            mask = skimage.transform.resize(
-                mask, shape, order=0, mode="constant", preserve_range=True,
-                anti_aliasing=False).astype(mask.dtype)
-        else:
-            mask = np.zeros(shape, dtype=mask.dtype)
-    if crop is not None:
-        y, x, h, w = crop
-        return mask[y:y + h, x:x + w]
-    return np.pad(mask, padding, mode="constant", constant_values=0)
-
 
 def minimize_mask(bbox, mask, mini_shape):
     """Crop each mask to its box and resize it to ``mini_shape``.
@@ -520,87 +424,6 @@ def expand_mask(bbox, mini_mask, image_shape):
         m = resize(mini_mask[:, :, i], (y2 - y1, x2 - x1))
         mask[y1:y2, x1:x2, i] = np.around(m).astype(bool)
     return mask
-
-
-def unmold_mask(mask, bbox, image_shape):
-    """Turn a mask predicted by the mask head into a full-image mask.
-
-    Args:
-        mask: [height, width] float mask (typically 28x28) of probabilities.
-        bbox: (y1, x1, y2, x2) int pixel box the mask fills.
-        image_shape: (height, width, ...) of the image.
-
-    Returns:
-        bool [height, width] of the image: the mask resized to the box and
-        thresholded at 0.5.
-    """
-    threshold = 0.5
-    y1, x1, y2, x2 = bbox
-    mask = resize(mask, (y2 - y1, x2 - x1))
-    full_mask = np.zeros(image_shape[:2], dtype=bool)
-    full_mask[y1:y2, x1:x2] = mask >= threshold
-    return full_mask
-
-
-############################################################
-#  Anchors
-############################################################
-
-def generate_anchors(scales, ratios, shape, feature_stride, anchor_stride):
-    """Anchors of one feature map.
-
-    Args:
-        scales: 1-D array of anchor sides in pixels, e.g. [32, 64, 128].
-        ratios: 1-D array of width/height ratios, e.g. [0.5, 1, 2].
-        shape: (height, width) of the feature map.
-        feature_stride: image pixels per feature-map cell.
-        anchor_stride: place anchors at every ``anchor_stride``-th cell.
-
-    Anchor centres are at ``(row * feature_stride, col * feature_stride)``
-    (the cell's top-left corner, as in the original). Each anchor has area
-    ``scale**2`` and ``width / height == ratio``.
-
-    Returns:
-        float [rows * cols * len(scales) * len(ratios), (y1, x1, y2, x2)],
-        ordered by position (row-major), then by ratio, then by scale.
-    """
-    scales, ratios = np.meshgrid(np.array(scales), np.array(ratios))
-    scales = scales.flatten()
-    ratios = ratios.flatten()
-    heights = scales / np.sqrt(ratios)
-    widths = scales * np.sqrt(ratios)
-
-    shifts_y = np.arange(0, shape[0], anchor_stride) * feature_stride
-    shifts_x = np.arange(0, shape[1], anchor_stride) * feature_stride
-    shifts_x, shifts_y = np.meshgrid(shifts_x, shifts_y)
-
-    box_widths, box_centers_x = np.meshgrid(widths, shifts_x)
-    box_heights, box_centers_y = np.meshgrid(heights, shifts_y)
-    box_centers = np.stack([box_centers_y, box_centers_x], axis=2).reshape([-1, 2])
-    box_sizes = np.stack([box_heights, box_widths], axis=2).reshape([-1, 2])
-    return np.concatenate([box_centers - 0.5 * box_sizes,
-                           box_centers + 0.5 * box_sizes], axis=1)
-
-
-def generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides,
-                             anchor_stride):
-    """Anchors of every level of a feature pyramid.
-
-    Args:
-        scales: one anchor side per level, e.g. (32, 64, 128, 256, 512).
-        ratios: width/height ratios used at every level, e.g. [0.5, 1, 2].
-        feature_shapes: [levels, (height, width)] feature-map shapes.
-        feature_strides: one stride per level, e.g. [4, 8, 16, 32, 64].
-        anchor_stride: see ``generate_anchors``.
-
-    Returns:
-        float [N, (y1, x1, y2, x2)] pixel anchors, level by level (the first
-        level's anchors first), each level ordered as ``generate_anchors``.
-    """
-    return np.concatenate([
-        generate_anchors(scales[i], ratios, feature_shapes[i],
-                         feature_strides[i], anchor_stride)
-        for i in range(len(scales))], axis=0)
 
 
 ############################################################
@@ -749,44 +572,8 @@ def compute_recall(pred_boxes, gt_boxes, iou):
 
 
 ############################################################
-#  TensorFlow and logging helpers
+#  Logging and downloads
 ############################################################
-
-def batch_slice(inputs, graph_fn, batch_size, names=None):
-    """Run ``graph_fn`` on each item of a batch and stack the results.
-
-    For graph code that only works on one item at a time.
-
-    Args:
-        inputs: a tensor or a list of tensors, batch dimension first.
-        graph_fn: called with one slice of each input; returns a tensor or
-            a tuple/list of tensors.
-        batch_size: number of items to slice (batch dimension must be at
-            least this long).
-        names: optional names of the stacked outputs.
-
-    Returns:
-        One stacked tensor per output of ``graph_fn`` (a single tensor when
-        it returns one).
-    """
-    import tensorflow as tf
-
-    if not isinstance(inputs, list):
-        inputs = [inputs]
-
-    outputs = []
-    for i in range(batch_size):
-        output_slice = graph_fn(*[x[i] for x in inputs])
-        if not isinstance(output_slice, (tuple, list)):
-            output_slice = [output_slice]
-        outputs.append(output_slice)
-    outputs = list(zip(*outputs))
-
-    if names is None:
-        names = [None] * len(outputs)
-    result = [tf.stack(o, axis=0, name=n) for o, n in zip(outputs, names)]
-    return result[0] if len(result) == 1 else result
-
 
 def log(text, array=None):
     """Print a text, followed by an array's shape, min, max and dtype.

@@ -34,6 +34,8 @@ import numpy as np
 import skimage.draw
 from PIL import Image
 
+from mrcnn.errors import InputError
+
 ANNOTATION_FILE = "via_region_data.json"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 AREA_SHAPES = ("polygon", "polyline", "rect", "circle", "ellipse")
@@ -45,7 +47,7 @@ EXIF_ORIENTATION_TAG = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
-class ViaError(ValueError):
+class ViaError(InputError):
     """Annotations that cannot be loaded; the message names the file and the fix."""
 
 

@@ -30,7 +30,7 @@ from matplotlib.backends import BackendFilter, backend_registry
 from matplotlib.patches import Polygon
 from skimage.measure import find_contours
 
-from mrcnn import utils
+from mrcnn import transform, utils
 
 _NON_INTERACTIVE_BACKENDS = frozenset(backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE))
 
@@ -288,7 +288,7 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10,
     image: [H, W, 3] RGB.
     rois: [N, (y1, x1, y2, x2)] pixels; refined_rois: [N, (y1, x1, y2, x2)] the same ROIs after
         box refinement.
-    mask: [N, mask_height, mask_width] float mask per ROI (placed with utils.unmold_mask).
+    mask: [N, mask_height, mask_width] float mask per ROI (placed with transform.unmold_mask).
     class_ids: [N] int; 0 marks a negative ROI (gray, no refinement drawn).
     limit: at most this many ROIs, sampled at random when there are more.
     rng: None, an int seed or a numpy Generator for the sampling and colors.
@@ -323,7 +323,7 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10,
             ax.add_line(lines.Line2D([x1, rx1], [y1, ry1], color=color))
             ax.text(rx1, ry1 + 8, class_names[class_id], color="w", size=11,
                     backgroundcolor="none")
-            full_mask = utils.unmold_mask(mask[roi_id], rois[roi_id][:4].astype(np.int32),
+            full_mask = transform.unmold_mask(mask[roi_id], rois[roi_id][:4].astype(np.int32),
                                           image.shape)
             masked_image = apply_mask(masked_image, full_mask, color)
     ax.imshow(masked_image)

@@ -24,18 +24,18 @@ last checkpoint of a training run.
 
 import contextlib
 import dataclasses
-import datetime
 import logging
 import os
 import re
-import secrets
-import sys
 import urllib.request
 import zipfile
 
 import h5py
 import keras
 import numpy as np
+
+from mrcnn import files
+from mrcnn.errors import InputError
 
 COCO_WEIGHTS_URL = (
     "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5")
@@ -46,8 +46,6 @@ IMAGENET_WEIGHTS_URL = (
 # Layers whose weight shapes depend on NUM_CLASSES: exclude them when loading
 # weights trained with another number of classes (e.g. COCO's 81).
 CLASS_SPECIFIC_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
-
-LOG_DIR_TIME_FORMAT = "%Y%m%dT%H%M"
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ def save_weights(keras_model, filepath):
     previous file or the complete new one, never a truncated file.
     """
     layers = model_layers(keras_model)
-    with _atomic_output(filepath) as temp_path, h5py.File(temp_path, "w") as f:
+    with files.atomic_path(filepath) as temp_path, h5py.File(temp_path, "w") as f:
         f.attrs["layer_names"] = _encode_names(layer.name for layer in layers)
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = keras.__version__.encode("utf8")
@@ -117,24 +115,6 @@ def _encode_names(names):
     return np.array([name.encode("utf8") for name in names], dtype="S")
 
 
-@contextlib.contextmanager
-def _atomic_output(filepath):
-    """Yield a temporary path beside ``filepath``; on success, fsync it and
-    rename it to ``filepath``; on error, remove it and leave ``filepath`` as it was."""
-    filepath = os.path.abspath(os.fspath(filepath))
-    folder, basename = os.path.split(filepath)
-    os.makedirs(folder, exist_ok=True)
-    temp_path = os.path.join(folder, f".{basename}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield temp_path
-        with open(temp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temp_path, filepath)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-
-
 # Reading -------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -146,9 +126,15 @@ class LoadResult:
     missing: list     # model layers with weights that the file lacks: unchanged
     unused: list      # file layers with weights that the model lacks: ignored
     excluded: list    # model layers skipped because of ``exclude``: unchanged
+    skipped: list = dataclasses.field(default_factory=list)  # ``skip_mismatched`` layers whose
+    # shapes differ in the file: unchanged
 
 
-def load_weights(keras_model, filepath, by_name=False, exclude=None):
+class WeightsError(InputError):
+    """A weights file or choice that cannot be used; the message names it and the fix."""
+
+
+def load_weights(keras_model, filepath, by_name=False, exclude=None, skip_mismatched=()):
     """Load a Keras-2 HDF5 weights file (the original's or ours) into a model.
 
     Args:
@@ -160,6 +146,9 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None):
         exclude: names of model layers to leave unchanged, e.g.
             ``CLASS_SPECIFIC_LAYERS`` for a model with another class count.
             As in the original, giving ``exclude`` implies ``by_name=True``.
+        skip_mismatched: names of model layers to leave unchanged when their
+            shapes in the file differ (e.g. ``CLASS_SPECIFIC_LAYERS`` when the
+            class count may differ); loaded when they match.
 
     Within a layer, weights are matched by name (``kernel``, ``bias``,
     ``gamma``, ..., and for a nested model ``<sublayer>/kernel``), or, when the
@@ -172,8 +161,9 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None):
 
     Raises:
         FileNotFoundError: no file at ``filepath``.
-        ValueError: the file is not in this layout, or weight counts or shapes
-            differ in layers that ``exclude`` does not cover.
+        WeightsError (a ValueError): the file is not in this layout, or weight
+            counts or shapes differ in layers that ``exclude`` and
+            ``skip_mismatched`` do not cover.
     """
     filepath = os.fspath(filepath)
     weighted_layers = [layer for layer in model_layers(keras_model) if layer.weights]
@@ -184,7 +174,9 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None):
                                           filepath)
         else:
             pairs, result = _pair_by_order(weighted_layers, file_layers, filepath)
-        assignments = _plan_assignments(group, pairs, filepath)
+        assignments, result.skipped = _plan_assignments(group, pairs, filepath,
+                                                        set(skip_mismatched))
+        result.loaded = [name for name in result.loaded if name not in result.skipped]
     for variable, value in assignments:
         variable.assign(value)
     _log_result(result)
@@ -210,12 +202,12 @@ def _open_layout(filepath):
             "the ImageNet ones with get_imagenet_weights() (--weights=imagenet), or the "
             "last checkpoint with find_last_checkpoint() (--weights=last).")
     if zipfile.is_zipfile(filepath):
-        raise ValueError(
+        raise WeightsError(
             f"{filepath} is a Keras 3 '.keras' archive (zip), not a Keras-2 HDF5 weights "
             "file. Load it with keras.saving.load_model(), or write weights for this "
             "project with mrcnn.weights.save_weights().")
     if not h5py.is_hdf5(filepath):
-        raise ValueError(
+        raise WeightsError(
             f"{filepath} is not an HDF5 file (another format, or a truncated download): "
             "delete it and get the file again.")
     with h5py.File(filepath, "r") as f:
@@ -224,7 +216,7 @@ def _open_layout(filepath):
         elif "model_weights" in f and _has_layer_names(f["model_weights"]):
             yield f["model_weights"]
         else:
-            raise ValueError(
+            raise WeightsError(
                 f"{filepath} is an HDF5 file but not in the Keras-2 by-name layout (no "
                 "'layer_names' attribute). Keras 3 '.weights.h5' files, written by "
                 "model.save_weights(), load with keras_model.load_weights() into the same "
@@ -253,7 +245,7 @@ def _read_weighted_layers(group, filepath):
     layers = {}
     for layer_name in _read_names(group.attrs, "layer_names"):
         if layer_name not in group:
-            raise ValueError(
+            raise WeightsError(
                 f"{filepath} lists layer {layer_name!r} in 'layer_names' but has no group "
                 "for it: the file is damaged; get it again.")
         weight_names = _read_names(group[layer_name].attrs, "weight_names")
@@ -279,7 +271,7 @@ def _pair_by_name(weighted_layers, file_layers, exclude, filepath):
 
 def _pair_by_order(weighted_layers, file_layers, filepath):
     if len(weighted_layers) != len(file_layers):
-        raise ValueError(
+        raise WeightsError(
             f"{filepath} has {len(file_layers)} layers with weights and the model has "
             f"{len(weighted_layers)}, so they cannot be paired in order: load by name "
             "(by_name=True) to match layers by their names.")
@@ -288,33 +280,45 @@ def _pair_by_order(weighted_layers, file_layers, filepath):
     return pairs, LoadResult(filepath, [layer.name for layer in weighted_layers], [], [], [])
 
 
-def _plan_assignments(group, pairs, filepath):
-    """[(variable, value)] for every paired layer; one error listing every
-    layer whose weight count or shapes differ."""
-    assignments, count_problems, shape_problems = [], [], []
+def _plan_assignments(group, pairs, filepath, skip_mismatched):
+    """([(variable, value)] for every paired layer, [skipped layer names]).
+
+    Layers in ``skip_mismatched`` whose shapes differ are skipped whole; one
+    error lists every other layer whose weight count or shapes differ.
+    """
+    assignments, skipped, count_problems, shape_problems = [], [], [], []
     for layer, file_layer, file_weight_names in pairs:
         entries = layer_weight_names(layer)
         if len(entries) != len(file_weight_names):
+            if layer.name in skip_mismatched:
+                skipped.append(layer.name)
+                continue
             count_problems.append(
                 f"  {layer.name}: {len(entries)} weights in the model "
                 f"({', '.join(name for name, _ in entries)}), {len(file_weight_names)} in "
                 f"the file ({', '.join(file_weight_names)})")
             continue
         matched = _match_weight_names(layer.name, [name for name, _ in entries], file_weight_names)
+        layer_assignments, layer_problems = [], []
         for (name, variable), file_name in zip(entries, matched):
             value = group[file_layer][file_name][()]
             if tuple(value.shape) != tuple(variable.shape):
-                shape_problems.append((layer.name, name, value.shape, tuple(variable.shape)))
+                layer_problems.append((layer.name, name, value.shape, tuple(variable.shape)))
             else:
-                assignments.append((variable, value))
+                layer_assignments.append((variable, value))
+        if layer_problems and layer.name in skip_mismatched:
+            skipped.append(layer.name)
+        else:
+            assignments += layer_assignments
+            shape_problems += layer_problems
     if count_problems:
-        raise ValueError(
+        raise WeightsError(
             f"Cannot load {filepath}: layers with a different number of weights in the "
             "file and the model:\n" + "\n".join(count_problems) +
             "\nPass exclude=[...] with these layer names to leave them unchanged.")
     if shape_problems:
-        raise ValueError(_shape_mismatch_message(filepath, shape_problems))
-    return assignments
+        raise WeightsError(_shape_mismatch_message(filepath, shape_problems))
+    return assignments, skipped
 
 
 def _match_weight_names(layer_name, model_weight_names, file_weight_names):
@@ -370,22 +374,21 @@ def _log_result(result):
         logger.warning(
             "%d layers of %s are not in the model and were not loaded: %s",
             len(result.unused), result.filepath, ", ".join(result.unused))
+    if result.skipped:
+        logger.info("%d layers of %s have other shapes than the model's and keep their "
+                    "current values: %s", len(result.skipped), result.filepath,
+                    ", ".join(result.skipped))
     logger.info("Loaded %d layers from %s (%d excluded)",
                 len(result.loaded), result.filepath, len(result.excluded))
 
 
 # Downloads -----------------------------------------------------------------
 
-def default_cache_dir():
-    """``$MRCNN_CACHE`` if set, else ``~/.cache/mrcnn``."""
-    return os.environ.get("MRCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mrcnn")
-
-
 def get_coco_weights(path=None, cache_dir=None):
     """Local path of the original's ``mask_rcnn_coco.h5`` (ResNet101, 81 classes).
 
     Returns ``path`` if that file exists, else the file in ``cache_dir``
-    (default ``default_cache_dir()``) if it exists; otherwise downloads
+    (default ``files.default_cache_dir()``) if it exists; otherwise downloads
     ``COCO_WEIGHTS_URL`` to ``path`` (or into the cache folder).
 
     Raises:
@@ -402,7 +405,7 @@ def get_imagenet_weights(cache_dir=None):
 
 
 def _get_weights_file(url, path, cache_dir):
-    cached = os.path.join(cache_dir or default_cache_dir(), url.rsplit("/", 1)[-1])
+    cached = os.path.join(cache_dir or files.default_cache_dir(), url.rsplit("/", 1)[-1])
     for candidate in (path, cached):
         if candidate is not None and os.path.isfile(candidate):
             return os.fspath(candidate)
@@ -419,7 +422,7 @@ def download_file(url, filepath, timeout=60):
     """
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, \
-                _atomic_output(filepath) as temp_path:
+                files.atomic_path(filepath) as temp_path:
             expected = int(response.headers.get("Content-Length") or 0) or None
             received = _copy_with_progress(response, temp_path, expected,
                                            os.path.basename(filepath))
@@ -441,125 +444,8 @@ def download_file(url, filepath, timeout=60):
 
 def _copy_with_progress(response, filepath, expected, label, chunk_size=1 << 20):
     """Copy a response body to ``filepath``; returns the number of bytes."""
-    received = 0
-    with open(filepath, "wb") as f:
+    with open(filepath, "wb") as f, files.ProgressBar(expected, label, unit="bytes") as progress:
         while chunk := response.read(chunk_size):
             f.write(chunk)
-            received += len(chunk)
-            _show_progress(label, received, expected)
-    sys.stderr.write("\n")
-    return received
-
-
-def _show_progress(label, received, expected, width=30):
-    megabytes = received / 1e6
-    if expected:
-        done = int(width * received / expected)
-        bar = "#" * done + "-" * (width - done)
-        sys.stderr.write(f"\r{label} [{bar}] {100 * received // expected:3d}% "
-                         f"{megabytes:.1f}/{expected / 1e6:.1f} MB")
-    else:
-        sys.stderr.write(f"\r{label} {megabytes:.1f} MB")
-    sys.stderr.flush()
-
-
-# Checkpoints ---------------------------------------------------------------
-
-def log_dir_name(name, now=None):
-    """Folder of one training run: ``<name lowercased><YYYYmmddTHHMM>``, e.g.
-    ``pikachu20260125T1530`` (the original's)."""
-    now = now or datetime.datetime.now()
-    return f"{name.lower()}{now:{LOG_DIR_TIME_FORMAT}}"
-
-
-def checkpoint_path_template(log_dir, name):
-    """``<log_dir>/mask_rcnn_<name lowercased>_{epoch:04d}.h5``, the original's
-    checkpoint names; format it with the 1-based epoch number."""
-    return os.path.join(log_dir, f"mask_rcnn_{name.lower()}_{{epoch:04d}}.h5")
-
-
-def find_last_checkpoint(model_dir, name):
-    """The last complete checkpoint of the newest run of ``name`` under ``model_dir``.
-
-    Runs are the folders ``<name><YYYYmmddTHHMM>`` (``log_dir_name``), newest
-    first; in each, the files ``mask_rcnn_<name>_<epoch:04d>.h5`` from the
-    highest epoch down. Files that do not open as HDF5 files of the Keras-2
-    layout (an interrupted write, a partial copy) are skipped with a warning;
-    temporary files never match the pattern.
-
-    Raises:
-        FileNotFoundError: no complete checkpoint; the message says where
-            checkpoints are expected.
-    """
-    name = name.lower()
-    run_pattern = re.compile(re.escape(name) + r"\d{8}T\d{4}")
-    checkpoint_pattern = re.compile(rf"mask_rcnn_{re.escape(name)}_(\d{{4,}})\.h5")
-    runs = sorted((entry for entry in _list_dir(model_dir) if run_pattern.fullmatch(entry)
-                   and os.path.isdir(os.path.join(model_dir, entry))), reverse=True)
-    for run in runs:
-        run_dir = os.path.join(model_dir, run)
-        checkpoints = sorted(
-            (match for match in map(checkpoint_pattern.fullmatch, os.listdir(run_dir)) if match),
-            key=lambda match: int(match.group(1)), reverse=True)
-        for match in checkpoints:
-            path = os.path.join(run_dir, match.group(0))
-            if is_weights_file(path):
-                return path
-            logger.warning("Skipping %s: not a complete weights file", path)
-    raise FileNotFoundError(
-        f"No complete checkpoint of {name!r} under {model_dir}: expected "
-        f"{os.path.join(model_dir, name + 'YYYYmmddTHHMM', f'mask_rcnn_{name}_0001.h5')} "
-        "(written by training). Train first, or load another weights file.")
-
-
-def _list_dir(model_dir):
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(
-            f"Model directory {model_dir} does not exist: no checkpoints to resume from. "
-            "Train first, or load another weights file.")
-    return os.listdir(model_dir)
-
-
-def epoch_from_checkpoint(path):
-    """The epoch number in a checkpoint path, or None for other files.
-
-    ``logs/pikachu20260125T1530/mask_rcnn_pikachu_0003.h5`` -> 3: three epochs
-    were done, so training resumes with Keras ``initial_epoch=3`` (the 4th
-    epoch, saved as ``..._0004.h5``) in the same log folder.
-    """
-    match = re.search(r"[\w-]+\d{8}T\d{4}[/\\]mask_rcnn_[\w-]+_(\d{4,})\.h5$", os.fspath(path))
-    return int(match.group(1)) if match else None
-
-
-class CheckpointSaver(keras.callbacks.Callback):
-    """Saves a model's weights in the Keras-2 layout after each epoch.
-
-    Args:
-        checkpoint_path_template: e.g. ``checkpoint_path_template(log_dir, name)``;
-            formatted with ``epoch`` = the 1-based epoch number (Keras counts
-            from 0): ``mask_rcnn_pikachu_0001.h5`` after the first epoch.
-        keras_model: the model to save; default: the model being trained.
-        verbose: print each saved path.
-    """
-
-    def __init__(self, checkpoint_path_template, keras_model=None, verbose=0):
-        super().__init__()
-        template = checkpoint_path_template
-        if not isinstance(template, str) or "{epoch" not in template:
-            raise ValueError(
-                "checkpoint_path_template must be a str with an {epoch} field, e.g. "
-                f"'logs/shapes20260125T1530/mask_rcnn_shapes_{{epoch:04d}}.h5', not "
-                f"{template!r}.")
-        self.checkpoint_path_template = template
-        self.keras_model = keras_model
-        self.verbose = verbose
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = self.checkpoint_path_template.format(epoch=epoch + 1)
-        if not np.isfinite((logs or {}).get("loss", 0.0)):
-            print(f"\nEpoch {epoch + 1}: the loss is not finite (training diverged); "
-                  f"{path} is not written, the previous checkpoint stays the last one.")
-            return
-        save_weights(self.model if self.keras_model is None else self.keras_model, path)
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: saved weights to {path}")
+            progress.advance(len(chunk))
+    return progress.done

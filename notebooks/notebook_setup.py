@@ -1,8 +1,9 @@
 """What the notebooks share: dataset, configuration and weights, chosen by environment variables.
 
-With none of them set a notebook runs offline: it uses the synthetic pikachu dataset that
-``samples/pikachu/pikachu.py`` writes into its cache, and the newest checkpoint of
-``pikachu.py train`` under the logs folder, training a small model first when there is none.
+With none of them set a notebook runs offline: it uses the synthetic pikachu dataset
+(``mrcnn.synthetic.demo_dataset()``, written into the cache on first use) and the newest
+checkpoint of ``pikachu.py train`` under the logs folder, training a small model first when
+there is none.
 
     MRCNN_DATASET        VIA dataset folder with train/ and val/ (and optionally test/), each
                          holding its images and via_region_data.json.
@@ -16,38 +17,45 @@ With none of them set a notebook runs offline: it uses the synthetic pikachu dat
     MRCNN_NOTEBOOK_FAST  1: everything tiny (128 px, 2 training steps, 4 images per loop),
                          as the tests run the notebooks.
 
-The configuration is ``pikachu.py``'s: the settings saved beside the checkpoint by
-``pikachu.py train``, else its defaults (the CPU-sized ones for the synthetic dataset).
+The configuration is the one training saved beside the checkpoint (``mrcnn.runs``), else the
+synthetic demo's (``mrcnn.synthetic.DEMO_SETTINGS``) or, for your own dataset, the defaults.
 """
 
-import argparse
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # offline: no version check
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
+sys.path.insert(0, ROOT_DIR)
 
-import pikachu  # noqa: E402
-from mrcnn import via  # noqa: E402
+from mrcnn import datasets, runs, synthetic, via  # noqa: E402
+from mrcnn.config import Config  # noqa: E402
+from mrcnn.weights import WeightsError  # noqa: E402
 
+NAME = "pikachu"  # the configuration name of pikachu.py's runs
 FAST = os.environ.get("MRCNN_NOTEBOOK_FAST", "0") not in ("", "0")
 IMAGE_SIZE = int(os.environ.get("MRCNN_IMAGE_SIZE") or (128 if FAST else 0)) or None
 TRAIN_STEPS = int(os.environ.get("MRCNN_TRAIN_STEPS") or (2 if FAST else 100))
 IMAGE_LIMIT = 4 if FAST else None
-LOGS_DIR = os.environ.get("MRCNN_LOGS") or pikachu.DEFAULT_LOGS_DIR
+LOGS_DIR = os.environ.get("MRCNN_LOGS") or os.path.join(ROOT_DIR, "logs")
 CUSTOM_DATASET = os.environ.get("MRCNN_DATASET")
+PIKACHU_SCRIPT = os.path.join(ROOT_DIR, "samples", "pikachu", "pikachu.py")
 
 
 def dataset_dir():
     """MRCNN_DATASET, or the synthetic dataset (generated on first use)."""
-    return CUSTOM_DATASET or pikachu.synthetic_dataset()
+    return CUSTOM_DATASET or synthetic.demo_dataset()
 
 
 def load_dataset(subset, class_names=None):
-    """A prepared PikachuDataset of one subset ("train", "val" or "test") of dataset_dir()."""
-    return pikachu.load_subset(dataset_dir(), subset, None, class_names)
+    """A prepared FolderDataset of one subset ("train", "val" or "test") of dataset_dir()."""
+    dataset = datasets.FolderDataset()
+    dataset.load_subset(dataset_dir(), subset, class_names=class_names)
+    dataset.prepare()
+    print(dataset.summary())
+    return dataset
 
 
 def has_annotations(subset):
@@ -56,32 +64,36 @@ def has_annotations(subset):
 
 
 def make_config(class_count, weights_path=None, inference=False):
-    """The PikachuConfig that trained ``weights_path`` (saved beside it by pikachu.py train).
+    """The configuration that trained ``weights_path`` (saved beside it by training).
 
-    Without saved settings: pikachu.py train's defaults for the dataset. MRCNN_IMAGE_SIZE
-    (or the fast mode) overrides the image size.
+    Without saved settings: the synthetic demo's for the synthetic dataset, the defaults for
+    your own. MRCNN_IMAGE_SIZE (or the fast mode) overrides the image size; inference
+    configurations detect one image at a time.
     """
-    saved = pikachu.saved_settings(weights_path)
-    options = argparse.Namespace(backbone=None, image_size=None, steps_per_epoch=None)
-    settings = saved[0] if saved else pikachu.settings_from_args(options, quick=not CUSTOM_DATASET)
+    saved = runs.load_run_settings(weights_path) if weights_path else None
+    values = dict(saved.config) if saved else dict(
+        {} if CUSTOM_DATASET else synthetic.DEMO_SETTINGS, NAME=NAME)
+    values["NUM_CLASSES"] = 1 + class_count
     if IMAGE_SIZE:
-        settings.update(IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE)
-    return pikachu.make_config(settings, class_count, inference=inference)
+        values.update(IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE)
+    if inference:
+        values.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
+    return Config.from_dict(values)
 
 
 def weights_path():
     """The weights to inspect: MRCNN_WEIGHTS, else the newest checkpoint under LOGS_DIR.
 
     When there is none, trains a small model from scratch for TRAIN_STEPS steps with
-    ``pikachu.py train`` (which also writes the settings beside the checkpoint) and returns
-    its checkpoint.
+    ``pikachu.py train`` (which saves its settings beside the checkpoint) and returns its
+    checkpoint.
     """
     choice = os.environ.get("MRCNN_WEIGHTS")
     if choice:
-        return pikachu.resolve_weights(choice, LOGS_DIR)
+        return runs.resolve_weights(choice, LOGS_DIR, NAME)
     try:
-        return pikachu.resolve_weights("last", LOGS_DIR)
-    except pikachu.CommandError:
+        return runs.resolve_weights("last", LOGS_DIR, NAME)
+    except WeightsError:
         print(f"No checkpoint under {LOGS_DIR}: training a small model for {TRAIN_STEPS} steps.")
     command = ["train", "--weights", "none", "--logs", LOGS_DIR, "--epochs", "1",
                "--steps-per-epoch", str(TRAIN_STEPS)]
@@ -91,9 +103,12 @@ def weights_path():
     elif IMAGE_SIZE:
         command += ["--image-size", str(IMAGE_SIZE)]
     print("pikachu.py " + " ".join(command))
-    if pikachu.main(command) != 0:
-        raise RuntimeError("pikachu.py train failed (its message is above).")
-    return pikachu.resolve_weights("last", LOGS_DIR)
+    result = subprocess.run([sys.executable, PIKACHU_SCRIPT, *command], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"pikachu.py train failed:\n{result.stdout[-2000:]}"
+                           f"{result.stderr[-2000:]}")
+    return runs.resolve_weights("last", LOGS_DIR, NAME)
 
 
 def short_path(path):

@@ -13,7 +13,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no online version chec
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
+
+
+def square_region(name="pikachu"):
+    """A VIA 1.x/2.x polygon region: the square (2, 2)-(20, 20), class attribute ``name``."""
+    return {"shape_attributes": {"name": "polygon", "all_points_x": [2, 20, 20, 2],
+                                 "all_points_y": [2, 2, 20, 20]},
+            "region_attributes": {"name": name}}
 
 
 def box_mask(shape, box):
@@ -22,6 +30,62 @@ def box_mask(shape, box):
     y1, x1, y2, x2 = box
     mask[y1:y2, x1:x2] = True
     return mask
+
+
+def gradient_image(h, w):
+    """uint8 RGB image whose pixels are all distinct-ish and non-zero."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([1 + y * 3 % 250, 1 + x * 5 % 250, 1 + (x + y) % 250], axis=2).astype(np.uint8)
+
+
+SQUARE, CIRCLE = 1, 2
+COLORS = {SQUARE: (220, 30, 30), CIRCLE: (30, 200, 60)}
+
+# (height, width, [(class id, (y1, x1, y2, x2)), ...]) of each test image.
+TWO_SHAPES = (100, 160, [(SQUARE, (10, 20, 40, 60)), (CIRCLE, (50, 100, 90, 150))])
+THREE_SHAPES = (128, 128, [(SQUARE, (0, 0, 30, 30)), (CIRCLE, (60, 60, 120, 120)),
+                           (SQUARE, (70, 10, 100, 40))])
+ONE_CIRCLE = (90, 90, [(CIRCLE, (20, 20, 70, 70))])
+EMPTY = (64, 64, [])
+TWELVE_SQUARES = (128, 128, [(SQUARE, (10 + 30 * (i // 4), 5 + 30 * (i % 4),
+                                       30 + 30 * (i // 4), 25 + 30 * (i % 4)))
+                             for i in range(12)])
+
+
+class ShapesTestDataset(utils.Dataset):
+    """Images with drawn squares and circles (ellipses inscribed in a box)."""
+
+    def __init__(self, specs, source="test"):
+        super().__init__()
+        self.add_class(source, SQUARE, "square")
+        self.add_class(source, CIRCLE, "circle")
+        for i, (height, width, shapes) in enumerate(specs):
+            self.add_image(source, image_id=i, path=None, height=height,
+                           width=width, shapes=shapes)
+        self.prepare()
+
+    def load_image(self, image_id):
+        info = self.image_info[image_id]
+        image = np.full((info["height"], info["width"], 3), 40, dtype=np.uint8)
+        masks, class_ids = self.drawn_masks(image_id)
+        for i, class_id in enumerate(class_ids):
+            image[masks[:, :, i]] = COLORS[class_id]
+        return image
+
+    def load_mask(self, image_id):
+        return self.drawn_masks(image_id)
+
+    def drawn_masks(self, image_id):
+        info = self.image_info[image_id]
+        rows, cols = np.mgrid[:info["height"], :info["width"]] + 0.5
+        masks = np.zeros((info["height"], info["width"], len(info["shapes"])), dtype=bool)
+        for i, (class_id, (y1, x1, y2, x2)) in enumerate(info["shapes"]):
+            if class_id == SQUARE:
+                masks[y1:y2, x1:x2, i] = True
+            else:
+                cy, cx, ry, rx = (y1 + y2) / 2, (x1 + x2) / 2, (y2 - y1) / 2, (x2 - x1) / 2
+                masks[:, :, i] = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1
+        return masks, np.array([c for c, _ in info["shapes"]], dtype=np.int32)
 
 
 class TinyConfig(Config):
@@ -45,6 +109,52 @@ class TinyConfig(Config):
     DETECTION_MIN_CONFIDENCE = 0.0
     STEPS_PER_EPOCH = 10
     VALIDATION_STEPS = 2
+
+
+class ShapesConfig(TinyConfig):
+    """TinyConfig for ShapesTestDataset: two classes, two images a batch, 28x28 mini-masks."""
+
+    NAME = "data_test"
+    NUM_CLASSES = 1 + 2
+    IMAGES_PER_GPU = 2
+    MINI_MASK_SHAPE = (28, 28)
+
+
+def make_shapes_config(**overrides):
+    """A ShapesConfig with ``overrides`` (attribute -> value)."""
+    return type("TestConfig", (ShapesConfig,), overrides)()
+
+
+def iou_matrix(boxes1, boxes2):
+    """IoU [N1, N2] by broadcasting (independent of utils.compute_overlaps)."""
+    b1, b2 = boxes1[:, None, :].astype(float), boxes2[None, :, :].astype(float)
+    height = np.clip(np.minimum(b1[..., 2], b2[..., 2]) - np.maximum(b1[..., 0], b2[..., 0]), 0, None)
+    width = np.clip(np.minimum(b1[..., 3], b2[..., 3]) - np.maximum(b1[..., 1], b2[..., 1]), 0, None)
+    intersection = height * width
+    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+    return intersection / (area1 + area2 - intersection)
+
+
+def boxes_of(masks):
+    """Tight boxes of [H, W, N] masks, x2/y2 exclusive, via np.nonzero."""
+    boxes = []
+    for i in range(masks.shape[-1]):
+        ys, xs = np.nonzero(masks[:, :, i])
+        boxes.append([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+    return np.array(boxes, dtype=np.int32).reshape(-1, 4)
+
+
+@pytest.fixture(scope="session")
+def shapes_config():
+    """ShapesConfig(): two classes, 128 px, ResNet50."""
+    return ShapesConfig()
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset():
+    """Five drawn images of squares and circles, one without instances."""
+    return ShapesTestDataset([TWO_SHAPES, THREE_SHAPES, ONE_CIRCLE, EMPTY, TWELVE_SQUARES])
 
 
 @pytest.fixture(scope="session")

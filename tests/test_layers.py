@@ -416,3 +416,18 @@ def test_box_deltas_cannot_blow_a_box_up_to_infinity():
     assert np.isfinite(refined).all()
     np.testing.assert_allclose(refined[0, 2] - refined[0, 0], 0.2 * 1000 / 16, rtol=1e-4)
     np.testing.assert_allclose(refined[0, 3] - refined[0, 1], 0.2 * np.exp(2.0), rtol=1e-4)
+
+
+def test_batch_slice():
+    a = tf.constant(np.arange(24, dtype=np.float32).reshape(3, 2, 4))
+    b = tf.constant([1.0, 2.0, 3.0])
+
+    def scale_and_sum(x, factor):
+        return x * factor, tf.reduce_sum(x)
+
+    scaled, sums = layers.batch_slice([a, b], scale_and_sum, 3, names=["scaled", "sums"])
+    expected = a.numpy() * np.array([1, 2, 3])[:, None, None]
+    np.testing.assert_allclose(scaled.numpy(), expected)
+    np.testing.assert_allclose(sums.numpy(), a.numpy().sum(axis=(1, 2)))
+    single = layers.batch_slice(a, lambda x: x[0], 2)
+    np.testing.assert_allclose(single.numpy(), a.numpy()[:2, 0])

@@ -7,7 +7,6 @@ import pytest
 
 from mrcnn import model as modellib
 from mrcnn import utils
-from mrcnn.config import Config
 
 from conftest import TinyConfig
 
@@ -199,53 +198,6 @@ def test_train_refuses_an_inference_model(inference_model, synthetic_dataset):
         inference_model.train(synthetic_dataset, None, 0.01, 1, "heads")
 
 
-def test_config_errors_say_what_to_change():
-    from mrcnn.config import ConfigError
-
-    class BadSize(Config):
-        NUM_CLASSES = 2
-        IMAGE_MAX_DIM = 1000
-
-    with pytest.raises(ConfigError, match="divisible by 64.*try 1024"):
-        BadSize()
-
-    class NoClasses(Config):
-        NUM_CLASSES = 1
-
-    with pytest.raises(ConfigError, match="NUM_CLASSES.*>= 2"):
-        NoClasses()
-
-    class BadBackbone(Config):
-        NUM_CLASSES = 2
-        BACKBONE = "resnet18"
-
-    with pytest.raises(ConfigError, match="resnet50, resnet101"):
-        BadBackbone()
-
-    class BadMode(Config):
-        NUM_CLASSES = 2
-        IMAGE_RESIZE_MODE = "stretch"
-
-    with pytest.raises(ConfigError, match="none, square, pad64, crop"):
-        BadMode()
-
-
-def test_config_derived_attributes_and_display(capsys):
-    class Two(Config):
-        NAME = "two"
-        NUM_CLASSES = 3
-        GPU_COUNT = 2
-        IMAGES_PER_GPU = 3
-
-    config = Two()
-    assert config.BATCH_SIZE == 6
-    np.testing.assert_array_equal(config.IMAGE_SHAPE, [1024, 1024, 3])
-    assert config.IMAGE_META_SIZE == 12 + 3
-    config.display()
-    out = capsys.readouterr().out
-    assert "BATCH_SIZE                     6" in out and "NUM_CLASSES                    3" in out
-
-
 def test_heads_train_on_input_rois_without_the_rpn(synthetic_dataset, tmp_path):
     from mrcnn.data import DataGenerator
 
@@ -268,31 +220,6 @@ def test_heads_train_on_input_rois_without_the_rpn(synthetic_dataset, tmp_path):
     assert all(np.isfinite(float(np.ravel(o)[0])) for o in outputs[-5:])
 
 
-def test_config_has_every_original_attribute_with_its_default():
-    defaults = {
-        "BACKBONE": "resnet101", "BACKBONE_STRIDES": [4, 8, 16, 32, 64], "COMPUTE_BACKBONE_SHAPE": None,
-        "FPN_CLASSIF_FC_LAYERS_SIZE": 1024, "TOP_DOWN_PYRAMID_SIZE": 256,
-        "RPN_ANCHOR_SCALES": (32, 64, 128, 256, 512), "RPN_ANCHOR_RATIOS": [0.5, 1, 2],
-        "RPN_ANCHOR_STRIDE": 1, "RPN_NMS_THRESHOLD": 0.7, "RPN_TRAIN_ANCHORS_PER_IMAGE": 256,
-        "PRE_NMS_LIMIT": 6000, "POST_NMS_ROIS_TRAINING": 2000, "POST_NMS_ROIS_INFERENCE": 1000,
-        "USE_MINI_MASK": True, "MINI_MASK_SHAPE": (56, 56), "IMAGE_RESIZE_MODE": "square",
-        "IMAGE_MIN_DIM": 800, "IMAGE_MAX_DIM": 1024, "IMAGE_MIN_SCALE": 0, "IMAGE_CHANNEL_COUNT": 3,
-        "TRAIN_ROIS_PER_IMAGE": 200, "ROI_POSITIVE_RATIO": 0.33, "POOL_SIZE": 7, "MASK_POOL_SIZE": 14,
-        "MASK_SHAPE": [28, 28], "MAX_GT_INSTANCES": 100, "DETECTION_MAX_INSTANCES": 100,
-        "DETECTION_MIN_CONFIDENCE": 0.7, "DETECTION_NMS_THRESHOLD": 0.3, "LEARNING_RATE": 0.001,
-        "LEARNING_MOMENTUM": 0.9, "WEIGHT_DECAY": 0.0001, "USE_RPN_ROIS": True, "TRAIN_BN": False,
-        "GRADIENT_CLIP_NORM": 5.0, "GPU_COUNT": 1, "IMAGES_PER_GPU": 2, "STEPS_PER_EPOCH": 1000,
-        "VALIDATION_STEPS": 50, "NAME": None, "NUM_CLASSES": 1,
-    }
-    for name, value in defaults.items():
-        assert getattr(Config, name) == value, name
-    np.testing.assert_allclose(Config.MEAN_PIXEL, [123.7, 116.8, 103.9])
-    np.testing.assert_allclose(Config.RPN_BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
-    np.testing.assert_allclose(Config.BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
-    assert Config.LOSS_WEIGHTS == dict.fromkeys(
-        ["rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"], 1.0)
-
-
 def test_trainable_layers_resolve_time_distributed_wrappers(inference_model):
     from keras import layers as KL
 
@@ -304,23 +231,170 @@ def test_trainable_layers_resolve_time_distributed_wrappers(inference_model):
     assert all(layer.weights for layer in layers)
 
 
-def test_detect_molded_matches_detect(inference_model):
-    image = np.random.default_rng(1).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+def test_detect_molds_and_unmolds_as_computed_by_hand(inference_model, monkeypatch):
+    """detect() on a 64x128 image against molding and unmolding done here by direct formulas.
+
+    The image fits the 128-pixel square at scale 1 with 32 rows of zeros above and
+    below. The network is replaced by a stub that records its inputs and returns
+    three given detections and masks, so that the expected boxes and masks
+    follow from them independently of mrcnn.transform.
+    """
+    import cv2
+
+    config = inference_model.config
+    image = np.random.default_rng(1).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 50, 100], [0, 0, 64, 128], [30, 5, 41, 17]])  # original pixels
+    molded_boxes = boxes + [32, 0, 32, 0]
+    detections = np.zeros((1, config.DETECTION_MAX_INSTANCES, 6), np.float32)
+    detections[0, :3, :4] = (molded_boxes - [0, 0, 1, 1]) / 127.0
+    detections[0, :3, 4:] = [[1, 0.9], [1, 0.8], [1, 0.7]]
+    rows, cols = np.mgrid[:28, :28] + 0.5
+    disk = np.clip(1.5 - np.hypot(rows - 14, cols - 14) / 10, 0, 1)  # 0.5 at radius 10
+    masks = np.zeros((1, config.DETECTION_MAX_INSTANCES, 28, 28, config.NUM_CLASSES), np.float32)
+    masks[0, :3, :, :, 1] = disk
+    seen = []
+
+    def network(inputs):
+        seen.append(inputs)
+        return [detections, None, None, masks, None, None, None]
+
+    monkeypatch.setattr(inference_model.keras_model, "predict_on_batch", network)
+    (result,) = inference_model.detect([image])
+
+    molded, metas, anchors = seen[0]
+    padded = np.zeros((128, 128, 3), np.float32)
+    padded[32:96] = image
+    np.testing.assert_allclose(molded[0], padded - config.MEAN_PIXEL, atol=1e-4)
+    np.testing.assert_array_equal(metas[0, :12], [0, 64, 128, 3, 128, 128, 3, 32, 0, 96, 128, 1])
+    np.testing.assert_array_equal(anchors[0], inference_model.get_anchors((128, 128)))
+    np.testing.assert_array_equal(result["rois"], boxes)
+    np.testing.assert_array_equal(result["class_ids"], [1, 1, 1])
+    np.testing.assert_allclose(result["scores"], [0.9, 0.8, 0.7])
+    assert result["masks"].shape == (64, 128, 3)
+    for i, (y1, x1, y2, x2) in enumerate(boxes):
+        expected = np.zeros((64, 128), bool)
+        expected[y1:y2, x1:x2] = cv2.resize(disk, (x2 - x1, y2 - y1)) >= 0.5
+        found = result["masks"][:, :, i]
+        assert not found[:y1].any() and not found[y2:].any()  # nothing outside the box
+        assert (expected & found).sum() / (expected | found).sum() > 0.9
+
+
+def test_detect_molded_takes_molded_images_and_metas_from_the_data_path(inference_model,
+                                                                       synthetic_dataset):
+    from mrcnn import data
+
+    image = synthetic_dataset.load_image(2)
+    molded, meta, _, _, _ = data.load_image_gt(synthetic_dataset, inference_model.config, 2)
+    (from_molded,) = inference_model.detect_molded(
+        [modellib.mold_image(molded, inference_model.config)], [meta])
     (direct,) = inference_model.detect([image])
-    molded, metas, _ = inference_model.mold_inputs([image])
-    (molded_result,) = inference_model.detect_molded(molded, metas)
-    for key in ("rois", "class_ids", "scores", "masks"):
-        np.testing.assert_array_equal(molded_result[key], direct[key])
-    assert molded_result["masks"].shape[:2] == (96, 160)
+    np.testing.assert_array_equal(from_molded["rois"], direct["rois"])
+    np.testing.assert_array_equal(from_molded["masks"], direct["masks"])
+
+
+# ---------------------------------------------------------------------------
+# Loading weights: the original's call, transfer learning, resuming
+
+
+def test_load_pretrained_skips_other_class_heads_and_keeps_the_run(trained, tmp_path):
+    model, _ = trained
+
+    class ThreeClasses(TrainConfig):
+        NUM_CLASSES = 3
+
+    fresh = modellib.MaskRCNN("training", ThreeClasses(), str(tmp_path))
+    log_dir, epoch = fresh.log_dir, fresh.epoch
+    report = fresh.load_pretrained(model.find_last())
+    assert set(report.skipped) == {"mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"}
+    assert (fresh.log_dir, fresh.epoch) == (log_dir, epoch)
+    for name in ("conv1", "rpn_model", "mrcnn_class_conv1", "mrcnn_mask_conv1"):
+        for a, b in zip(fresh.keras_model.get_layer(name).weights,
+                        model.keras_model.get_layer(name).weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert fresh.keras_model.get_layer("mrcnn_class_logits").weights[0].shape[-1] == 3
+
+
+def test_load_pretrained_names_the_saved_settings_that_differ(trained, tmp_path):
+    from mrcnn import weights
+
+    model, _ = trained
+
+    class WiderHead(TrainConfig):
+        FPN_CLASSIF_FC_LAYERS_SIZE = 64
+
+    other = modellib.MaskRCNN("training", WiderHead(), str(tmp_path))
+    with pytest.raises(weights.WeightsError, match=r"(?s)mrcnn_class_conv1.*trained with "
+                       r"FPN_CLASSIF_FC_LAYERS_SIZE 128 \(this model: 64\)"):
+        other.load_pretrained(model.find_last())
+
+
+def test_resume_continues_the_run_of_a_checkpoint(trained):
+    model, _ = trained
+    resumed = modellib.MaskRCNN("training", TrainConfig(), model.model_dir)
+    assert resumed.resume() == os.path.join(model.log_dir, "mask_rcnn_tiny_0002.h5")
+    assert (resumed.epoch, resumed.log_dir) == (2, model.log_dir)
+    with pytest.raises(ValueError, match="not a checkpoint of a training run"):
+        resumed.resume(__file__)
+
+
+def test_train_saves_the_run_settings(trained):
+    from mrcnn import runs
+
+    model, _ = trained
+    settings = runs.load_run_settings(model.find_last())
+    assert settings.class_names == ["pikachu"]
+    assert settings.to_config().to_dict() == model.config.to_dict()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(synthetic_dataset, tmp_path):
+    class Unreadable(type(synthetic_dataset)):
+        def load_image(self, image_id):
+            raise OSError("disk gone")
+
+    broken = Unreadable()
+    broken.load_synthetic(2, 128, 128)
+    broken.prepare()
+    model = modellib.MaskRCNN("training", TrainConfig(), str(tmp_path))
+    with pytest.raises(OSError, match="disk gone"):
+        model.train(broken, None, learning_rate=0.01, epochs=1, layers="heads", verbose=0)
+    assert not os.path.exists(model.log_dir)
+
+
+def test_train_schedule_skips_the_stages_already_done(inference_model, monkeypatch):
+    from mrcnn.training import transfer_schedule
+
+    calls = []
+    monkeypatch.setattr(inference_model, "train", lambda *args, **kwargs: calls.append(args[2:5]))
+    monkeypatch.setattr(inference_model, "epoch", 15)
+    inference_model.train_schedule(None, None, transfer_schedule(30, 0.01))
+    assert calls == [(0.001, 30, "all")]
 
 
 def test_the_original_import_paths_keep_working():
     import mrcnn.model as original_modellib
-    from mrcnn import data, layers, utils, visualize  # noqa: F401
+    from mrcnn import anchors, data, layers, targets, transform, utils
 
     assert original_modellib.load_image_gt is data.load_image_gt
-    assert original_modellib.mold_image is data.mold_image
+    assert original_modellib.mold_image is transform.mold_image
+    assert original_modellib.build_rpn_targets is targets.build_rpn_targets
+    assert original_modellib.compute_backbone_shapes is anchors.compute_backbone_shapes
+    assert utils.resize_image is transform.resize_image and utils.resize_mask is transform.resize_mask
+    assert utils.generate_pyramid_anchors is anchors.generate_pyramid_anchors
+    assert utils.batch_slice is layers.batch_slice
     assert original_modellib.data_generator is data.data_generator
     assert original_modellib.log is utils.log
     assert original_modellib.DetectionLayer is layers.DetectionLayer
     assert set(original_modellib.__all__) <= set(dir(original_modellib))
+
+
+def test_importing_mrcnn_keeps_the_matplotlib_backend():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import mrcnn.model, mrcnn.visualize, mrcnn.splash, mrcnn.evaluate, mrcnn.datasets; "
+            "print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "svg"

@@ -2,14 +2,16 @@
 
 The execution tests run a copy of each notebook headless with nbclient in the fast mode
 (MRCNN_NOTEBOOK_FAST=1: 128-pixel images, 2 training steps, 4 images per loop), with a
-synthetic dataset and a logs folder of their own. They run in file order: the model
-notebook trains the checkpoint that the test-images notebook then evaluates.
+synthetic dataset of their own and a logs folder for each test, so that they run in any
+order: the model notebook finds no checkpoint and trains one; the test-images notebook
+finds the checkpoint the test wrote.
 """
 
 import math
 import os
 import re
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -79,16 +81,21 @@ def test_first_cell_documents_the_environment_variables(name):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """Fast mode, and a cache (for the synthetic dataset) and logs folder of the tests' own."""
-    root = tmp_path_factory.mktemp("notebooks")
+def cache_dir(tmp_path_factory):
+    """A cache of the tests' own, for the synthetic dataset the notebooks generate."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def run_dir(tmp_path, cache_dir):
+    """Fast mode, the tests' cache and an empty logs folder of this test's own."""
     with pytest.MonkeyPatch.context() as patch:
         for variable in ENVIRONMENT_VARIABLES:
             patch.delenv(variable, raising=False)
         patch.setenv("MRCNN_NOTEBOOK_FAST", "1")
-        patch.setenv("MRCNN_CACHE", str(root / "cache"))
-        patch.setenv("MRCNN_LOGS", str(root / "logs"))
-        yield root
+        patch.setenv("MRCNN_CACHE", str(cache_dir))
+        patch.setenv("MRCNN_LOGS", str(tmp_path / "logs"))
+        yield tmp_path
 
 
 def execute(name, run_dir):
@@ -108,13 +115,28 @@ def execute(name, run_dir):
     return nb
 
 
-def subset_image_count(run_dir, subset):
-    folder = run_dir / "cache" / "pikachu-synthetic" / subset
+def subset_image_count(subset):
+    folder = os.path.join(os.environ["MRCNN_CACHE"], "pikachu-synthetic", subset)
     return sum(not name.endswith(".json") for name in os.listdir(folder))
 
 
 def checkpoints(run_dir):
     return sorted((run_dir / "logs").glob("pikachu*/mask_rcnn_pikachu_*.h5"))
+
+
+def write_checkpoint(logs):
+    """A checkpoint of the demo's configuration at 128 px (random weights) with its run
+    settings, in a run folder as training writes them; returns its path."""
+    from mrcnn import model as modellib
+    from mrcnn import runs, synthetic, weights
+    from mrcnn.config import Config
+
+    config = Config.from_dict(dict(synthetic.DEMO_SETTINGS, NAME="pikachu", NUM_CLASSES=2))
+    model = modellib.MaskRCNN("training", config, str(logs))
+    path = model.checkpoint_path.format(epoch=1)
+    weights.save_weights(model.keras_model, path)
+    runs.save_run_settings(model.log_dir, config, ["pikachu"])
+    return path
 
 
 @pytest.mark.notebooks
@@ -124,7 +146,7 @@ def test_data_notebook_runs(run_dir):
 
     for subset in ("train", "val"):
         shown = re.search(rf"^{subset}\s*:\s+(\d+) images", text, re.MULTILINE)
-        assert shown and int(shown.group(1)) == subset_image_count(run_dir, subset)
+        assert shown and int(shown.group(1)) == subset_image_count(subset)
     side = FAST_IMAGE_SIZE
     anchors = sum(math.ceil(side / stride) ** 2 * ANCHOR_RATIOS for stride in BACKBONE_STRIDES)
     assert f"total {anchors} anchors" in text
@@ -151,13 +173,13 @@ def test_model_notebook_runs(run_dir):
 
 @pytest.mark.notebooks
 def test_test_images_notebook_runs(run_dir):
-    trained_before = checkpoints(run_dir)
+    checkpoint = write_checkpoint(run_dir / "logs")
     nb = execute("inspect_test_images", run_dir)
     text = text_of(nb)
 
     loaded = re.search(r"^Loading weights (\S+)$", text, re.MULTILINE)
-    assert loaded
-    assert trained_before == [] or os.path.abspath(loaded.group(1)) == str(trained_before[-1])
+    assert loaded and os.path.abspath(loaded.group(1)) == checkpoint
+    assert checkpoints(run_dir) == [Path(checkpoint)]  # nothing trained: the checkpoint was used
     scores = re.search(r"mAP@0\.5: (\d\.\d{3})\s+mAP@\[\.5:\.95\]: (\d\.\d{3})\s+\((\d+) images\)",
                        text)
     assert scores

@@ -8,6 +8,7 @@ import glob
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mrcnn import synthetic, utils, via
+from mrcnn import runs, synthetic, utils, via
+
+from conftest import square_region
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SCRIPT = os.path.join(REPO, "samples", "pikachu", "pikachu.py")
@@ -53,12 +56,6 @@ def assert_bad_input(result, *fragments):
         assert fragment in error_lines[0], error_lines[0]
 
 
-def square_region(name="pikachu"):
-    return {"shape_attributes": {"name": "polygon", "all_points_x": [2, 20, 20, 2],
-                                 "all_points_y": [2, 2, 20, 20]},
-            "region_attributes": {"name": name}}
-
-
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory):
     return synthetic.write_via_dataset(tmp_path_factory.mktemp("data") / "pikachu",
@@ -66,65 +63,38 @@ def small_dataset(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------
-# Library side: dataset, config, recipe
-
-
-def test_pikachu_dataset_loads_masks_from_via(small_dataset):
-    dataset = pikachu.PikachuDataset()
-    dataset.load_pikachu(small_dataset, "train")
-    dataset.prepare()
-    assert dataset.num_images == 4 and dataset.class_names == ["BG", "pikachu"]
-    assert dataset.problems == []
-    for image_id in dataset.image_ids:
-        image = dataset.load_image(image_id)
-        masks, class_ids = dataset.load_mask(image_id)
-        assert image.shape == (64, 64, 3)
-        assert masks.shape[:2] == (64, 64) and masks.dtype == bool and masks.any(axis=(0, 1)).all()
-        np.testing.assert_array_equal(class_ids, np.ones(masks.shape[-1], np.int32))
-        index = int(os.path.basename(dataset.image_reference(image_id))[6:10])
-        _, exact = synthetic.draw_scene(synthetic.scene_rng(3, 1, index), 64, 64)
-        assert masks.shape == exact.shape
-
-
-def test_pikachu_dataset_multi_class(tmp_path):
-    subset = tmp_path / "train"
-    subset.mkdir()
-    Image.new("RGB", (32, 24)).save(subset / "a.png")
-    export = {"a.png1": {"filename": "a.png", "size": 1, "file_attributes": {},
-                         "regions": [square_region("raichu"), square_region("pikachu")]}}
-    (subset / via.ANNOTATION_FILE).write_text(json.dumps(export))
-    dataset = pikachu.PikachuDataset()
-    dataset.load_pikachu(tmp_path, "train")
-    dataset.prepare()
-    assert dataset.class_names == ["BG", "pikachu", "raichu"]
-    masks, class_ids = dataset.load_mask(0)
-    assert masks.shape == (24, 32, 2)
-    np.testing.assert_array_equal(class_ids, [2, 1])
+# Configuration from options and checkpoints
 
 
 def test_config_has_the_original_sample_settings():
     config = pikachu.PikachuConfig()
     assert (config.NAME, config.NUM_CLASSES, config.IMAGES_PER_GPU) == ("pikachu", 2, 2)
     assert (config.STEPS_PER_EPOCH, config.DETECTION_MIN_CONFIDENCE) == (100, 0.9)
-    quick = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=3, inference=True)
-    assert (quick.NUM_CLASSES, quick.BATCH_SIZE, quick.BACKBONE) == (4, 1, "resnet50")
-    assert list(quick.IMAGE_SHAPE) == [128, 128, 3]
+    demo = pikachu.make_config(synthetic.DEMO_SETTINGS, class_count=3, inference=True)
+    assert (demo.NUM_CLASSES, demo.BATCH_SIZE, demo.BACKBONE) == (4, 1, "resnet50")
+    assert list(demo.IMAGE_SHAPE) == [128, 128, 3]
 
 
 def test_backbone_follows_the_starting_weights():
     def settings(*argv):
-        return pikachu.settings_from_args(pikachu.build_parser().parse_args(["train", *argv]), quick=False)
+        return pikachu.option_settings(pikachu.build_parser().parse_args(["train", *argv]))
 
     assert "BACKBONE" not in settings("--weights", "coco")  # PikachuConfig's resnet101
     assert settings("--weights", "imagenet")["BACKBONE"] == "resnet50"
     assert settings("--weights", "imagenet", "--backbone", "resnet101")["BACKBONE"] == "resnet101"
 
 
-def test_training_stages_follow_the_transfer_learning_recipe():
-    assert pikachu.training_stages(None, 30, True, 0.001) == [("heads", 15, 0.001), ("all", 30, 0.0001)]
-    assert pikachu.training_stages(None, 1, True, 0.001) == [("heads", 1, 0.001)]
-    assert pikachu.training_stages(None, 3, False, 0.001) == [("all", 3, 0.001)]
-    assert pikachu.training_stages("4+", 5, True, 0.01) == [("4+", 5, 0.01)]
+def test_checkpoints_of_mrcnn_3_0_keep_their_settings(tmp_path):
+    run = tmp_path / "pikachu20260101T0000"
+    run.mkdir()
+    legacy = {"config": {"BACKBONE": "resnet50", "IMAGE_MAX_DIM": 128, "IMAGE_MIN_DIM": 128},
+              "class_names": ["pikachu", "raichu"], "dataset": "/data"}
+    (run / pikachu.LEGACY_SETTINGS_FILE).write_text(json.dumps(legacy))
+    settings = pikachu.checkpoint_settings(str(run / "mask_rcnn_pikachu_0001.h5"))
+    assert settings.class_names == ["pikachu", "raichu"]
+    config = settings.to_config()
+    assert (config.BACKBONE, config.IMAGE_MAX_DIM, config.NAME) == ("resnet50", 128, "pikachu")
+    assert config.DETECTION_MIN_CONFIDENCE == pikachu.PikachuConfig.DETECTION_MIN_CONFIDENCE
 
 
 # ---------------------------------------------------------------------------
@@ -229,17 +199,17 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     env = dict(os.environ, MRCNN_CACHE=str(root / "cache"))
     logs = root / "logs"
-    runs = {"synthetic": subprocess.Popen(cli_command("train", "--logs", str(logs), *QUICK_RUN),
+    processes = {"synthetic": subprocess.Popen(cli_command("train", "--logs", str(logs), *QUICK_RUN),
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, env=env, cwd=REPO)}
     if os.path.isdir(MUG):
-        runs["mug"] = subprocess.Popen(
+        processes["mug"] = subprocess.Popen(
             cli_command("train", "--dataset", MUG, "--weights", "none", "--logs", str(root / "mug_logs"),
                         "--epochs", "1", "--steps-per-epoch", "1", "--image-size", "128",
                         "--backbone", "resnet50"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-    outputs = {name: run.communicate(timeout=600)[0] for name, run in runs.items()}
-    codes = {name: run.returncode for name, run in runs.items()}
+    outputs = {name: process.communicate(timeout=600)[0] for name, process in processes.items()}
+    codes = {name: process.returncode for name, process in processes.items()}
     return {"root": root, "env": env, "logs": logs, "outputs": outputs, "codes": codes}
 
 
@@ -247,15 +217,17 @@ def test_train_writes_a_checkpoint_and_its_settings(trained):
     output = trained["outputs"]["synthetic"]
     assert trained["codes"]["synthetic"] == 0, output
     assert "Generating the synthetic pikachu dataset" in output
-    split = pikachu.SYNTHETIC_SPLIT
+    split = synthetic.DEMO_SPLIT
     assert f"train: {split['train']} images" in output and f"val: {split['val']} images" in output
     [checkpoint] = glob.glob(str(trained["logs"] / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
     assert f"Last checkpoint: {checkpoint}" in output
-    with open(os.path.join(os.path.dirname(checkpoint), pikachu.SETTINGS_FILE)) as f:
+    with open(os.path.join(os.path.dirname(checkpoint), runs.SETTINGS_FILE)) as f:
         settings = json.load(f)
     assert settings["class_names"] == ["pikachu"]
-    assert settings["config"]["BACKBONE"] == "resnet50" and settings["config"]["IMAGE_MAX_DIM"] == 128
-    assert settings["config"]["STEPS_PER_EPOCH"] == 2
+    config = settings["config"]
+    assert (config["NAME"], config["NUM_CLASSES"], config["BACKBONE"]) == ("pikachu", 2, "resnet50")
+    assert (config["IMAGE_MAX_DIM"], config["STEPS_PER_EPOCH"]) == (128, 2)
+    assert config["FPN_CLASSIF_FC_LAYERS_SIZE"] == synthetic.DEMO_SETTINGS["FPN_CLASSIF_FC_LAYERS_SIZE"]
     for subset in ("train", "val", "test"):
         assert os.path.isdir(trained["root"] / "cache" / "pikachu-synthetic" / subset)
 
@@ -356,7 +328,7 @@ def test_detect_writes_pictures_and_json(trained, tmp_path):
             y1, x1, y2, x2 = instance["box"]
             assert 0 <= y1 < y2 <= 256 and 0 <= x1 < x2 <= 256
             assert instance["class_id"] == 1 and instance["class_name"] == "pikachu"
-            assert pikachu.QUICK_SETTINGS["DETECTION_MIN_CONFIDENCE"] <= instance["score"] <= 1
+            assert synthetic.DEMO_SETTINGS["DETECTION_MIN_CONFIDENCE"] <= instance["score"] <= 1
             rle = dict(instance["mask"], counts=instance["mask"]["counts"].encode())
             mask = mask_utils.decode(rle).astype(bool)
             assert mask.shape == (256, 256)
@@ -377,9 +349,8 @@ def test_mug_dataset_loads_checks_and_trains_a_step(trained):
                           sum(dataset.load_mask(i)[0].shape[-1] for i in dataset.image_ids))
     assert counts == {"train": (60, 70), "val": (10, 11)}
     result = run_cli("check", "--dataset", MUG)
-    assert result.returncode in (0, 1) and "Traceback" not in result.stderr
-    assert result.stdout.splitlines()[-1] in (f"{MUG}: no problem found.",
-                                              f"{len(result.stdout.splitlines()) - 1} problem(s) found in {MUG}.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [f"{MUG}: no problem found."]
     output = trained["outputs"]["mug"]
     assert trained["codes"]["mug"] == 0, output
     assert "train: 60 images, 70 instances, classes mug" in output
@@ -391,7 +362,7 @@ def test_evaluate_prints_map_and_writes_csv_and_curve(trained, tmp_path):
     result = run_cli("evaluate", "--logs", str(trained["logs"]), "--limit", "2",
                      "--output", str(tmp_path), env=trained["env"])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"val: {pikachu.SYNTHETIC_SPLIT['val']} images" in result.stdout
+    assert f"val: {synthetic.DEMO_SPLIT['val']} images" in result.stdout
     [line] = [line for line in result.stdout.splitlines() if line.startswith("mAP@0.5 = ")]
     values = [float(part.split("=")[1]) for part in line.split("   ")]
     assert len(values) == 2 and all(0 <= v <= 1 for v in values)
@@ -403,3 +374,38 @@ def test_evaluate_prints_map_and_writes_csv_and_curve(trained, tmp_path):
     [png_line] = [line for line in result.stdout.splitlines() if line.startswith("Precision-recall curve: ")]
     with open(png_line.split(": ", 1)[1], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def two_class_copy(source, destination):
+    """A copy of a VIA dataset folder whose regions alternate between pikachu and raichu."""
+    shutil.copytree(source, destination)
+    for subset in ("train", "val"):
+        path = destination / subset / via.ANNOTATION_FILE
+        export = json.loads(path.read_text())
+        regions = [region for entry in export.values() for region in entry["regions"].values()]
+        for index, region in enumerate(regions):
+            region["region_attributes"]["name"] = ("pikachu", "raichu")[index % 2]
+        path.write_text(json.dumps(export))
+    return destination
+
+
+def test_fine_tuning_from_a_checkpoint_takes_its_architecture(trained, small_dataset, tmp_path):
+    [checkpoint] = glob.glob(str(trained["logs"] / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
+    dataset = two_class_copy(small_dataset, tmp_path / "bottles")
+    logs = tmp_path / "logs"
+    result = run_cli("train", "--dataset", str(dataset), "--weights", checkpoint, "--epochs", "1",
+                     "--steps-per-epoch", "1", "--logs", str(logs), env=trained["env"], timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "left untrained" in line]
+    assert sorted(line.split(":")[0].strip().split(", ")) == [
+        "mrcnn_bbox_fc", "mrcnn_class_logits", "mrcnn_mask"]
+    [run] = glob.glob(str(logs / "pikachu*"))
+    assert sorted(os.listdir(run)) == ["mask_rcnn_pikachu_0001.h5", runs.SETTINGS_FILE, "train",
+                                       "validation"]
+    saved = runs.load_run_settings(os.path.join(run, "mask_rcnn_pikachu_0001.h5"))
+    assert saved.class_names == ["pikachu", "raichu"] and saved.config["NUM_CLASSES"] == 3
+    demo = runs.load_run_settings(checkpoint)
+    assert saved.architecture() == demo.architecture()
+    assert saved.config["FPN_CLASSIF_FC_LAYERS_SIZE"] == 256 and saved.config["IMAGE_MAX_DIM"] == 128
+    # The demo's own run is untouched.
+    assert glob.glob(str(trained["logs"] / "pikachu*" / "*.h5")) == [checkpoint]

@@ -1,7 +1,6 @@
 """Tests of mrcnn.utils against independent computations."""
 
 import logging
-import random
 
 import numpy as np
 import PIL.Image
@@ -10,7 +9,7 @@ import skimage.transform
 
 from mrcnn import utils
 
-from conftest import box_mask
+from conftest import box_mask, gradient_image
 
 
 def random_boxes(rng, count, size=40, min_side=1):
@@ -163,57 +162,10 @@ def test_trim_zeros():
 #  Anchors
 ############################################################
 
-def test_generate_anchors_positions_sizes_and_order():
-    ratios = [0.5, 1, 2]
-    anchors = utils.generate_anchors(32, ratios, (2, 3), 4, 1)
-    assert anchors.shape == (2 * 3 * 3, 4)
-    expected = []
-    for row in range(2):
-        for col in range(3):
-            cy, cx = row * 4, col * 4
-            for ratio in ratios:
-                h, w = 32 / np.sqrt(ratio), 32 * np.sqrt(ratio)
-                expected.append([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2])
-    np.testing.assert_allclose(anchors, expected)
-
-
-def test_generate_anchors_area_and_ratio():
-    anchors = utils.generate_anchors([16, 64], [0.5, 1, 2], (4, 4), 8, 1)
-    heights = anchors[:, 2] - anchors[:, 0]
-    widths = anchors[:, 3] - anchors[:, 1]
-    assert sorted(set(np.round(heights * widths).astype(int))) == [256, 4096]
-    assert sorted(set(np.round(widths / heights, 6))) == [0.5, 1, 2]
-
-
-def test_generate_anchors_anchor_stride():
-    anchors = utils.generate_anchors(32, [1], (5, 4), 16, 2)
-    centers = (anchors[:, :2] + anchors[:, 2:]) / 2
-    assert anchors.shape == (3 * 2, 4)
-    np.testing.assert_allclose(centers, [[y, x] for y in (0, 32, 64) for x in (0, 32)])
-
-
-def test_generate_pyramid_anchors_counts_and_levels():
-    scales = (32, 64, 128, 256, 512)
-    strides = [4, 8, 16, 32, 64]
-    shapes = np.array([[32, 32], [16, 16], [8, 8], [4, 4], [2, 2]])
-    ratios = [0.5, 1, 2]
-    anchors = utils.generate_pyramid_anchors(scales, ratios, shapes, strides, 1)
-    assert anchors.shape == (sum(h * w * 3 for h, w in shapes), 4)
-    start = 0
-    for scale, stride, (h, w) in zip(scales, strides, shapes):
-        level = anchors[start:start + h * w * 3]
-        np.testing.assert_allclose(level, utils.generate_anchors(scale, ratios, (h, w), stride, 1))
-        start += h * w * 3
-
 
 ############################################################
 #  Images and resizing
 ############################################################
-
-def gradient_image(h, w):
-    """uint8 RGB image whose pixels are all distinct-ish and non-zero."""
-    y, x = np.mgrid[0:h, 0:w]
-    return np.stack([1 + y * 3 % 250, 1 + x * 5 % 250, 1 + (x + y) % 250], axis=2).astype(np.uint8)
 
 
 def test_resize_defaults_are_the_originals():
@@ -232,122 +184,6 @@ def test_resize_interpolates_bool_as_float():
                                         mode="constant", anti_aliasing=False)
     np.testing.assert_allclose(resized, expected, atol=1e-6)
     assert 0 < resized[0, 3] < 1 and 0 < resized[0, 4] < 1
-
-
-def test_resize_image_none():
-    image = gradient_image(50, 70)
-    result, window, scale, padding, crop = utils.resize_image(image, 64, 128, mode="none")
-    assert result is image
-    assert window == (0, 0, 50, 70) and scale == 1 and crop is None
-    assert padding == [(0, 0), (0, 0), (0, 0)]
-
-
-@pytest.mark.parametrize("shape, min_dim, max_dim, scale, window", [
-    ((50, 80), 64, 128, 1.28, (32, 13, 96, 115)),      # scaled up by min_dim
-    ((100, 400), 64, 128, 0.32, (48, 0, 80, 128)),     # capped by max_dim
-    ((128, 96), 64, 128, 1, (0, 16, 128, 112)),        # already fits
-])
-def test_resize_image_square(shape, min_dim, max_dim, scale, window):
-    image = gradient_image(*shape)
-    result, got_window, got_scale, padding, crop = utils.resize_image(image, min_dim, max_dim)
-    assert result.shape == (max_dim, max_dim, 3) and result.dtype == np.uint8
-    assert got_scale == pytest.approx(scale) and got_window == window and crop is None
-    y1, x1, y2, x2 = window
-    assert padding == [(y1, max_dim - y2), (x1, max_dim - x2), (0, 0)]
-    scaled = image if scale == 1 else skimage.transform.resize(
-        image, (y2 - y1, x2 - x1), order=1, mode="constant", preserve_range=True,
-        anti_aliasing=False)
-    np.testing.assert_array_equal(result[y1:y2, x1:x2], scaled.astype(np.uint8))
-    outside = np.ones(result.shape[:2], dtype=bool)
-    outside[y1:y2, x1:x2] = False
-    assert not result[outside].any()
-
-
-def test_resize_image_square_grayscale_2d():
-    result, window, _, _, _ = utils.resize_image(np.full((30, 60), 7, np.uint8), 64, 64)
-    assert result.shape == (64, 64) and window == (16, 0, 48, 64)
-    assert (result[16:48] == 7).all() and not result[:16].any()
-
-
-def test_resize_image_min_scale():
-    _, window, scale, _, _ = utils.resize_image(gradient_image(64, 64), 64, 256, min_scale=2)
-    assert scale == 2 and window == (64, 64, 192, 192)
-
-
-@pytest.mark.parametrize("shape, min_dim, scale, result_shape", [
-    ((50, 130), 64, 1.28, (64, 192)),
-    ((128, 256), 128, 1, (128, 256)),
-    ((200, 100), 64, 1, (256, 128)),
-])
-def test_resize_image_pad64(shape, min_dim, scale, result_shape):
-    image = gradient_image(*shape)
-    result, window, got_scale, padding, crop = utils.resize_image(image, min_dim, 1024,
-                                                                  mode="pad64")
-    assert result.shape[:2] == result_shape and got_scale == pytest.approx(scale)
-    h, w = round(shape[0] * scale), round(shape[1] * scale)
-    top, left = (result_shape[0] - h) // 2, (result_shape[1] - w) // 2
-    assert window == (top, left, top + h, left + w) and crop is None
-    assert padding == [(top, result_shape[0] - h - top), (left, result_shape[1] - w - left), (0, 0)]
-    assert result[top:top + h, left:left + w].all()
-    assert result.sum() == result[top:top + h, left:left + w].sum()
-
-
-def test_resize_image_crop():
-    random.seed(7)
-    image = gradient_image(50, 100)
-    result, window, scale, padding, crop = utils.resize_image(image, 64, None, mode="crop")
-    assert result.shape == (64, 64, 3) and window == (0, 0, 64, 64)
-    assert scale == pytest.approx(1.28) and padding == [(0, 0), (0, 0), (0, 0)]
-    y, x, h, w = crop
-    assert (h, w) == (64, 64) and y == 0 and 0 <= x <= 128 - 64
-    scaled = skimage.transform.resize(image, (64, 128), order=1, mode="constant",
-                                      preserve_range=True, anti_aliasing=False)
-    scaled = scaled.astype(np.uint8)
-    np.testing.assert_array_equal(result, scaled[y:y + h, x:x + w])
-
-
-def test_resize_image_bad_arguments():
-    image = gradient_image(10, 10)
-    with pytest.raises(ValueError, match="Unknown resize mode 'fit'"):
-        utils.resize_image(image, 64, 64, mode="fit")
-    with pytest.raises(ValueError, match="multiple of 64"):
-        utils.resize_image(image, 100, 128, mode="pad64")
-    with pytest.raises(ValueError, match="max_dim"):
-        utils.resize_image(image, 64, None, mode="square")
-    with pytest.raises(ValueError, match="crop.*min_dim"):
-        utils.resize_image(image, None, 64, mode="crop")
-
-
-@pytest.mark.parametrize("mode", ["square", "pad64", "crop"])
-def test_resize_mask_keeps_bool_and_aligns_with_resize_image(mode):
-    random.seed(3)
-    mask = np.zeros((50, 90, 2), dtype=bool)
-    mask[10:30, 20:60, 0] = True
-    mask[35:50, 0:90, 1] = True
-    image = np.repeat(mask[:, :, :1], 3, axis=2).astype(np.uint8) * 255
-    result, window, scale, padding, crop = utils.resize_image(image, 64, 128, mode=mode)
-    resized = utils.resize_mask(mask, scale, padding, crop)
-    assert resized.dtype == bool
-    assert resized.shape == result.shape[:2] + (2,)
-    # The mask's box and the bright region of the image agree to a pixel.
-    from_image = utils.extract_bboxes(result[:, :, :1] > 127)[0]
-    from_mask = utils.extract_bboxes(resized)[0]
-    assert np.abs(from_image - from_mask).max() <= 1
-    assert pixel_iou(result[:, :, 0] > 127, resized[:, :, 0]) > 0.95
-
-
-def test_resize_mask_nearest_neighbour_upscale():
-    mask = np.array([[1, 0], [0, 1]], dtype=bool)[:, :, None]
-    resized = utils.resize_mask(mask, 2, [(1, 0), (0, 1), (0, 0)])
-    expected = np.zeros((5, 5), dtype=bool)
-    expected[1:3, 0:2] = True
-    expected[3:5, 2:4] = True
-    np.testing.assert_array_equal(resized[:, :, 0], expected)
-
-
-def test_resize_mask_without_instances():
-    resized = utils.resize_mask(np.zeros((10, 12, 0), bool), 1.5, [(1, 1), (2, 2), (0, 0)])
-    assert resized.shape == (17, 22, 0) and resized.dtype == bool
 
 
 ############################################################
@@ -376,14 +212,6 @@ def test_minimize_and_expand_mask_round_trip_of_disc():
 def test_minimize_mask_rejects_empty_box():
     with pytest.raises(ValueError, match="area is zero"):
         utils.minimize_mask(np.array([[5, 5, 5, 9]]), np.ones((10, 10, 1), bool), (8, 8))
-
-
-def test_unmold_mask():
-    mask = np.zeros((28, 28), dtype=np.float32)
-    mask[:, :14] = 0.9
-    full = utils.unmold_mask(mask, (10, 20, 30, 60), (50, 70, 3))
-    assert full.shape == (50, 70) and full.dtype == bool
-    np.testing.assert_array_equal(full, box_mask((50, 70), (10, 20, 30, 40)))
 
 
 ############################################################
@@ -503,21 +331,6 @@ def test_compute_recall():
 ############################################################
 #  TensorFlow and logging helpers
 ############################################################
-
-def test_batch_slice():
-    tf = pytest.importorskip("tensorflow")
-    a = tf.constant(np.arange(24, dtype=np.float32).reshape(3, 2, 4))
-    b = tf.constant([1.0, 2.0, 3.0])
-
-    def scale_and_sum(x, factor):
-        return x * factor, tf.reduce_sum(x)
-
-    scaled, sums = utils.batch_slice([a, b], scale_and_sum, 3, names=["scaled", "sums"])
-    expected = a.numpy() * np.array([1, 2, 3])[:, None, None]
-    np.testing.assert_allclose(scaled.numpy(), expected)
-    np.testing.assert_allclose(sums.numpy(), a.numpy().sum(axis=(1, 2)))
-    single = utils.batch_slice(a, lambda x: x[0], 2)
-    np.testing.assert_allclose(single.numpy(), a.numpy()[:2, 0])
 
 
 def test_log(capsys):

@@ -373,7 +373,8 @@ class _Model:
 
 
 def test_display_weight_stats_lists_every_weight_and_flags_dead_and_overflow():
-    keras = pytest.importorskip("keras")
+    import keras
+
     inputs = keras.Input((6, 6, 2))
     rpn_in = keras.Input((6, 6, 3))
     rpn = keras.Model(rpn_in, keras.layers.Conv2D(2, 1, name="rpn_conv_shared")(rpn_in),

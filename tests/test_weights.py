@@ -4,8 +4,8 @@ Weight files are written here directly with h5py in the layout of the original's
 mask_rcnn_coco.h5 (real layer and weight names, random values); nothing is downloaded.
 """
 
-import ast
-import datetime
+import importlib.util
+import json
 import io
 import logging
 import os
@@ -25,6 +25,7 @@ from mrcnn.weights import CLASS_SPECIFIC_LAYERS, load_weights, save_weights
 
 REFERENCE_TSV = (Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
                  / "mask_rcnn_coco_weights.tsv")
+COCO_LAYOUT_SCRIPT = Path(__file__).resolve().parent / "data" / "make_coco_layout.py"
 
 NUM_CLASSES = 3
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -449,93 +450,6 @@ def test_interrupted_save_leaves_the_previous_file_and_no_temp_file(tmp_path, rn
 
 # Checkpoints -------------------------------------------------------------------
 
-def test_checkpoint_names_are_the_originals():
-    now = datetime.datetime(2026, 1, 25, 15, 30)
-    assert weights.log_dir_name("Shapes", now) == "shapes20260125T1530"
-    template = weights.checkpoint_path_template("logs/shapes20260125T1530", "Shapes")
-    assert template.format(epoch=7) == os.path.join("logs/shapes20260125T1530",
-                                                    "mask_rcnn_shapes_0007.h5")
-
-
-def test_epoch_from_checkpoint():
-    assert weights.epoch_from_checkpoint("logs/shapes20260125T1530/mask_rcnn_shapes_0003.h5") == 3
-    windows_path = r"C:\logs\my-data20260125T1530\mask_rcnn_my-data_0120.h5"
-    assert weights.epoch_from_checkpoint(windows_path) == 120
-    assert weights.epoch_from_checkpoint("mask_rcnn_coco.h5") is None
-    assert weights.epoch_from_checkpoint("logs/mask_rcnn_shapes_0003.h5") is None
-
-
-def make_run(model_dir, model, folder, epochs):
-    run_dir = model_dir / folder
-    run_dir.mkdir(parents=True)
-    for epoch in epochs:
-        save_weights(model, run_dir / f"mask_rcnn_shapes_{epoch:04d}.h5")
-    return run_dir
-
-
-def test_find_last_checkpoint_skips_incomplete_and_foreign_files(tmp_path):
-    model = build_model()
-    make_run(tmp_path, model, "shapes20260101T0000", [1, 2])
-    newest = make_run(tmp_path, model, "shapes20260102T0930", [1, 2])
-    complete = (newest / "mask_rcnn_shapes_0002.h5").read_bytes()
-    (newest / "mask_rcnn_shapes_0002.h5").write_bytes(complete[: len(complete) // 2])
-    (newest / "mask_rcnn_shapes_0003.h5").write_bytes(b"\0" * 100)
-    (newest / ".mask_rcnn_shapes_0004.h5.1a2b3c4d.tmp").write_bytes(complete)
-    (newest / "mask_rcnn_shapes_0005.h5.tmp").write_bytes(complete)
-    make_run(tmp_path, model, "other20270101T0000", [])
-    (tmp_path / "other20270101T0000" / "mask_rcnn_shapes_0009.h5").write_bytes(complete)
-
-    last = weights.find_last_checkpoint(tmp_path, "SHAPES")
-    assert last == str(newest / "mask_rcnn_shapes_0001.h5")
-
-    (newest / "mask_rcnn_shapes_0001.h5").unlink()
-    assert weights.find_last_checkpoint(tmp_path, "shapes") == str(
-        tmp_path / "shapes20260101T0000" / "mask_rcnn_shapes_0002.h5")
-
-
-def test_find_last_checkpoint_without_checkpoints_says_where_they_go(tmp_path):
-    (tmp_path / "shapes20260101T0000").mkdir()
-    with pytest.raises(FileNotFoundError, match=re.escape(
-            os.path.join(str(tmp_path), "shapesYYYYmmddTHHMM", "mask_rcnn_shapes_0001.h5"))):
-        weights.find_last_checkpoint(tmp_path, "shapes")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        weights.find_last_checkpoint(tmp_path / "nowhere", "shapes")
-
-
-def test_checkpoint_saver_writes_one_numbered_file_per_epoch(tmp_path):
-    inputs = KL.Input((4,), name="input_features")
-    model = keras.Model(inputs, KL.Dense(2, name="mrcnn_class_logits")(inputs))
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    template = weights.checkpoint_path_template(tmp_path / "shapes20260101T0000", "shapes")
-    x, y = np.ones((8, 4), np.float32), np.zeros((8, 2), np.float32)
-
-    model.fit(x, y, epochs=2, verbose=0, callbacks=[weights.CheckpointSaver(template)])
-
-    assert sorted(os.listdir(tmp_path / "shapes20260101T0000")) == [
-        "mask_rcnn_shapes_0001.h5", "mask_rcnn_shapes_0002.h5"]
-    last = weights.find_last_checkpoint(tmp_path, "shapes")
-    assert weights.epoch_from_checkpoint(last) == 2
-    with h5py.File(last, "r") as f:
-        np.testing.assert_array_equal(f["mrcnn_class_logits/mrcnn_class_logits/kernel:0"][()],
-                                      value_of(model.get_layer("mrcnn_class_logits").kernel))
-
-
-def test_checkpoint_saver_can_save_another_model(tmp_path):
-    inputs = KL.Input((4,), name="input_features")
-    saved = keras.Model(inputs, KL.Dense(2, name="mrcnn_bbox_fc")(inputs))
-    saver = weights.CheckpointSaver(str(tmp_path / "mask_rcnn_shapes_{epoch:04d}.h5"),
-                                    keras_model=saved)
-    saver.on_epoch_end(0)
-    with h5py.File(tmp_path / "mask_rcnn_shapes_0001.h5", "r") as f:
-        assert [n.decode() for n in f.attrs["layer_names"]] == ["input_features", "mrcnn_bbox_fc"]
-
-
-def test_checkpoint_saver_needs_an_epoch_template():
-    with pytest.raises(ValueError, match=r"str with an \{epoch\} field"):
-        weights.CheckpointSaver(build_model(), "logs/mask_rcnn_shapes_{epoch:04d}.h5")
-    with pytest.raises(ValueError, match="mask_rcnn_shapes.h5"):
-        weights.CheckpointSaver("logs/mask_rcnn_shapes.h5")
-
 
 # Downloads ---------------------------------------------------------------------
 
@@ -640,30 +554,30 @@ def test_download_that_is_not_hdf5_is_refused(tmp_path, monkeypatch):
 
 # The released COCO file's layout against the real model ------------------------
 
-def read_reference_tsv():
-    """[(group, weight name, shape)] of the released mask_rcnn_coco.h5."""
-    rows = []
-    for line in REFERENCE_TSV.read_text().splitlines():
-        if line.startswith("#") or line.startswith("layer\t"):
-            continue
-        group, weight_name, shape = line.split("\t")
-        weight_name = re.match(r".*?:\d+", weight_name).group(0)  # one row has junk after ":0"
-        rows.append((group, weight_name, ast.literal_eval(shape)))
-    return rows
+def coco_layout_module():
+    """tests/data/make_coco_layout.py, which wrote the committed layout from the reference."""
+    spec = importlib.util.spec_from_file_location("make_coco_layout", COCO_LAYOUT_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def import_modellib():
-    modellib = pytest.importorskip("mrcnn.model")
-    if not hasattr(modellib, "MaskRCNN"):
-        pytest.skip("mrcnn.model.MaskRCNN does not exist yet")
-    return modellib
+def coco_layout_rows():
+    """[(group, weight name, shape)] of the released mask_rcnn_coco.h5 (committed layout)."""
+    with open(coco_layout_module().LAYOUT_FILE, encoding="utf-8") as f:
+        layers = json.load(f)["layers"]
+    return [(group, name, tuple(shape)) for group, weights_ in layers for name, shape in weights_]
+
+
+@pytest.mark.skipif(not REFERENCE_TSV.exists(), reason=f"{REFERENCE_TSV} is not here")
+def test_committed_coco_layout_is_the_reference_list():
+    module = coco_layout_module()
+    assert coco_layout_rows() == module.read_reference_tsv(REFERENCE_TSV)
 
 
 @pytest.fixture(scope="module")
 def coco_inference_model(tmp_path_factory):
-    if not REFERENCE_TSV.exists():
-        pytest.skip(f"{REFERENCE_TSV} is not here")
-    modellib = import_modellib()
+    from mrcnn import model as modellib
     from mrcnn.config import Config
 
     class CocoConfig(Config):
@@ -676,8 +590,9 @@ def coco_inference_model(tmp_path_factory):
                              model_dir=str(tmp_path_factory.mktemp("logs")))
 
 
-def test_reference_file_loads_completely_into_resnet101_coco_model(coco_inference_model, tmp_path):
-    rows = read_reference_tsv()
+def test_coco_file_layout_loads_completely_into_resnet101_coco_model(coco_inference_model,
+                                                                      tmp_path):
+    rows = coco_layout_rows()
     assert len({group for group, _, _ in rows}) == 233
     assert len({weight_name.split("/")[0] for _, weight_name, _ in rows}) == 235
     assert len(rows) == 690
@@ -702,7 +617,7 @@ def test_reference_file_loads_completely_into_resnet101_coco_model(coco_inferenc
 
 
 def test_training_checkpoint_loads_completely_into_inference_model(tmp_path, rng):
-    modellib = import_modellib()
+    from mrcnn import model as modellib
     from mrcnn.config import Config
 
     class TinyConfig(Config):
@@ -744,11 +659,3 @@ def test_original_download_helper_keeps_working(tmp_path, capsys):
     assert f"COCO weights at {existing}" in capsys.readouterr().out
 
 
-def test_checkpoint_saver_skips_a_diverged_epoch(tmp_path, capsys):
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="dense")])
-    template = str(tmp_path / "run20260101T0000" / "mask_rcnn_run_{epoch:04d}.h5")
-    saver = weights.CheckpointSaver(template, keras_model=model)
-    saver.on_epoch_end(0, {"loss": 1.5})
-    saver.on_epoch_end(1, {"loss": float("nan")})
-    assert os.listdir(tmp_path / "run20260101T0000") == ["mask_rcnn_run_0001.h5"]
-    assert "not finite" in capsys.readouterr().out

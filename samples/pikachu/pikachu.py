@@ -24,18 +24,16 @@ Without ``--dataset``, ``train`` generates a synthetic pikachu dataset into
 ``$MRCNN_CACHE/pikachu-synthetic`` (default ``~/.cache/mrcnn``) and trains a
 CPU-sized model on it in a few minutes, offline; ``splash`` and ``detect``
 without ``--image`` use its test images.
+
+This file only parses arguments and prints: the work is done by the mrcnn
+library (mrcnn.datasets, mrcnn.runs, mrcnn.training, mrcnn.splash, ...).
 """
 
 import argparse
 import datetime
 import json
-import math
 import os
-import secrets
 import sys
-import tempfile
-import urllib.parse
-import urllib.request
 
 ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, ROOT_DIR)
@@ -43,22 +41,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib  # noqa: E402
 
-matplotlib.use("Agg")  # figures are written to files, never shown
+matplotlib.use("Agg")  # this command writes figures to files, never shows them
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from mrcnn import datasets, evaluate, files, images, splash, synthetic, utils, via  # noqa: E402
+from mrcnn.config import Config  # noqa: E402
+from mrcnn.errors import InputError  # noqa: E402
 
-from mrcnn import evaluate, synthetic, utils, via, visualize  # noqa: E402
-from mrcnn.config import Config, ConfigError  # noqa: E402
-
-# TensorFlow (under mrcnn.model and mrcnn.weights) takes seconds to import:
-# the commands that need it import it, so that `check` and --help stay quick.
+# TensorFlow (under mrcnn.model, mrcnn.runs and mrcnn.training) takes seconds
+# to import: the commands that need it import it, so that `check` and --help
+# stay quick.
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
-SETTINGS_FILE = "pikachu_settings.json"
+DEFAULT_EPOCHS = 30
 LAYER_CHOICES = ("heads", "3+", "4+", "5+", "all")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# Written beside checkpoints by the pikachu.py of mrcnn 3.0, before training
+# saved its own run_settings.json: overrides of PikachuConfig.
+LEGACY_SETTINGS_FILE = "pikachu_settings.json"
 
 
 class PikachuConfig(Config):
@@ -71,103 +69,44 @@ class PikachuConfig(Config):
     DETECTION_MIN_CONFIDENCE = 0.9
 
 
-# Overrides of PikachuConfig for the synthetic demo: a model that a laptop CPU
-# trains from scratch in a few minutes (bench/learning.py measures the same
-# settings: about 200 steps give usable masks).
-QUICK_SETTINGS = {
-    "BACKBONE": "resnet50",
-    "IMAGE_MIN_DIM": 128,
-    "IMAGE_MAX_DIM": 128,
-    "IMAGES_PER_GPU": 2,
-    "STEPS_PER_EPOCH": 25,
-    "VALIDATION_STEPS": 4,
-    "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
-    "RPN_TRAIN_ANCHORS_PER_IMAGE": 128,
-    "POST_NMS_ROIS_TRAINING": 500,
-    "POST_NMS_ROIS_INFERENCE": 200,
-    "TRAIN_ROIS_PER_IMAGE": 32,
-    "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
-    "MAX_GT_INSTANCES": 10,
-    "DETECTION_MIN_CONFIDENCE": 0.7,
-    "LEARNING_RATE": 0.01,
-}
-QUICK_EPOCHS = 8
-DEFAULT_EPOCHS = 30
-SYNTHETIC_SPLIT = {"train": 200, "val": 20, "test": 6, "image_size": 256, "seed": 0}
+class PikachuDataset(datasets.FolderDataset):
+    """A subset of a VIA-annotated dataset folder; regions without a class are pikachus."""
+
+    SOURCE = "pikachu"
+    DEFAULT_CLASS = "pikachu"
+
+    def load_pikachu(self, dataset_dir, subset, **options):
+        """``load_subset`` under the original sample's name."""
+        self.load_subset(dataset_dir, subset, **options)
 
 
-class CommandError(Exception):
-    """Bad input: the message names the file or option and what to do."""
-
-
-class PikachuDataset(utils.Dataset):
-    """Images of one subset of a VIA-annotated dataset folder and their masks."""
-
-    def load_pikachu(self, dataset_dir, subset, class_attribute=None, class_names=None,
-                     keep_negatives=False):
-        """Register the images of ``dataset_dir/subset`` and their regions.
-
-        Args:
-            dataset_dir: folder with train/ and val/ (and optionally test/).
-            subset: "train", "val" or "test"; the folder holds the images and
-                ``via_region_data.json``.
-            class_attribute: region attribute naming the class (default: the
-                only text attribute, if any; else every region is "pikachu").
-            class_names: classes to keep, in order (default: those found).
-            keep_negatives: keep images without regions (as negatives).
-
-        Sets ``self.problems`` to the list of via.Problem found on the way.
-
-        Raises:
-            via.ViaError: missing folder or annotation file, malformed file.
-        """
-        subset_dir = os.path.join(dataset_dir, subset)
-        if not os.path.isdir(subset_dir):
-            raise via.ViaError(f"{subset_dir}: no such folder. The dataset folder must hold "
-                               f"train/ and val/, each with its images and {via.ANNOTATION_FILE}.")
-        annotations = via.load_via(os.path.join(subset_dir, via.ANNOTATION_FILE),
-                                   class_attribute=class_attribute, class_names=class_names,
-                                   default_class="pikachu", keep_negatives=keep_negatives)
-        self.problems = annotations.problems
-        for class_id, name in enumerate(annotations.class_names, start=1):
-            self.add_class("pikachu", class_id, name)
-        source_ids = {name: class_id for class_id, name in enumerate(annotations.class_names, 1)}
-        for image in annotations.images:
-            self.add_image("pikachu", image_id=image.filename, path=image.path,
-                           width=image.width, height=image.height, annotation=image,
-                           source_class_ids=[source_ids[r.label] for r in image.regions])
-
-    def load_mask(self, image_id):
-        """Masks bool [height, width, N] and class ids int32 [N] of an image."""
-        info = self.image_info[image_id]
-        if info["source"] != "pikachu":
-            return super().load_mask(image_id)
-        class_ids = [self.map_source_class_id(f"pikachu.{i}") for i in info["source_class_ids"]]
-        return via.image_masks(info["annotation"]), np.array(class_ids, dtype=np.int32)
-
-    def image_reference(self, image_id):
-        """The image's path."""
-        return self.image_info[image_id]["path"]
+class CommandError(InputError):
+    """Bad input to a command: the message names the file or option and what to do."""
 
 
 # ---------------------------------------------------------------------------
-# Settings, weights and models
+# Settings
 
 
-def make_config(settings, class_count, inference=False):
-    """A PikachuConfig with ``settings`` (attribute -> value) and ``class_count`` classes.
+def checkpoint_settings(weights_path):
+    """The ``runs.RunSettings`` of a checkpoint, or None (a file not written by training)."""
+    from mrcnn import runs
 
-    Inference configs detect one image at a time.
-    """
-    attributes = dict(settings, NUM_CLASSES=1 + class_count)
-    if inference:
-        attributes.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
-    return type("RunConfig", (PikachuConfig,), attributes)()
+    if weights_path is None:
+        return None
+    settings = runs.load_run_settings(weights_path)
+    legacy = os.path.join(os.path.dirname(weights_path), LEGACY_SETTINGS_FILE)
+    if settings is None and os.path.isfile(legacy):
+        with open(legacy, encoding="utf-8") as f:
+            saved = json.load(f)
+        config = PikachuConfig.from_dict(saved["config"]).to_dict()
+        settings = runs.RunSettings(config, saved["class_names"], legacy)
+    return settings
 
 
-def settings_from_args(args, quick):
-    """Config overrides from the command line, on top of the demo's when ``quick``."""
-    settings = dict(QUICK_SETTINGS) if quick else {}
+def option_settings(args):
+    """Config overrides given by --backbone, --image-size and --steps-per-epoch."""
+    settings = {}
     if args.backbone:
         settings["BACKBONE"] = args.backbone
     elif getattr(args, "weights", None) == "imagenet":
@@ -176,200 +115,29 @@ def settings_from_args(args, quick):
         settings.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
     steps = getattr(args, "steps_per_epoch", None)
     if steps:
-        validation = settings.get("VALIDATION_STEPS", PikachuConfig.VALIDATION_STEPS)
-        settings.update(STEPS_PER_EPOCH=steps, VALIDATION_STEPS=min(steps, validation))
+        settings.update(STEPS_PER_EPOCH=steps,
+                        VALIDATION_STEPS=min(steps, PikachuConfig.VALIDATION_STEPS))
     return settings
 
 
-def resolve_weights(choice, logs_dir):
-    """Path of the weights file that ``--weights`` names, or None for "none"."""
-    from mrcnn import weights
-
-    if choice == "none":
-        return None
-    if choice in ("coco", "imagenet"):
-        try:
-            if choice == "coco":
-                return weights.get_coco_weights()
-            return weights.get_imagenet_weights()
-        except weights.DownloadError as error:
-            raise CommandError(f"--weights={choice}: {error}") from None
-    if choice == "last":
-        try:
-            return weights.find_last_checkpoint(logs_dir, PikachuConfig.NAME)
-        except FileNotFoundError as error:
-            raise CommandError(f"--weights=last: {error}") from None
-    if not os.path.isfile(choice):
-        raise CommandError(f"{choice}: no such weights file. Give a .h5 file, or --weights "
-                           "coco, imagenet, last or none.")
-    if not weights.is_weights_file(choice):
-        raise CommandError(f"{choice}: not a Keras HDF5 weights file (a Mask R-CNN .h5 with "
-                           "layer_names). Give a checkpoint written by training, the original's "
-                           "mask_rcnn_coco.h5, or --weights coco.")
-    return os.path.abspath(choice)
-
-
-def saved_settings(weights_path):
-    """(config settings, class names) saved by ``train`` beside a checkpoint, or None."""
-    if weights_path is None:
-        return None
-    path = os.path.join(os.path.dirname(weights_path), SETTINGS_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    return saved["config"], saved["class_names"]
-
-
-def load_model_weights(model, weights_path, class_count):
-    """Load a weights file by name; heads of another class count are left out."""
-    from mrcnn import weights
-
-    if weights_path is None:
-        return
-    print(f"Loading weights {weights_path}")
+def make_config(settings, class_count, inference=False):
+    """A PikachuConfig with ``settings`` and ``class_count`` object classes."""
+    values = dict(settings, NUM_CLASSES=1 + class_count)
+    if inference:
+        values.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
     try:
-        model.load_weights(weights_path, by_name=True)
-    except ValueError:
-        print(f"  its class-specific heads do not fit {class_count} class(es): "
-              "they start untrained")
-        model.load_weights(weights_path, by_name=True, exclude=weights.CLASS_SPECIFIC_LAYERS)
-
-
-def inference_setup(args):
-    """(weights path, config settings, class names) for splash/detect/evaluate.
-
-    The settings and class names are those ``train`` saved beside the
-    checkpoint (else the defaults and "pikachu"), with --backbone and
-    --image-size on top.
-    """
-    weights_path = resolve_weights(args.weights, args.logs)
-    settings, class_names = saved_settings(weights_path) or ({}, ["pikachu"])
-    settings.update(settings_from_args(args, quick=False))
-    return weights_path, settings, class_names
-
-
-def inference_model(args, weights_path, settings, class_names):
-    """A MaskRCNN in inference mode with its weights loaded."""
-    from mrcnn import model as modellib
-
-    config = make_config(settings, len(class_names), inference=True)
-    model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
-    load_model_weights(model, weights_path, len(class_names))
-    return model
-
-
-# ---------------------------------------------------------------------------
-# Files
-
-
-def write_atomically(path, write):
-    """Call ``write(temporary_path)`` and rename the result to ``path`` when complete.
-
-    The temporary file sits beside ``path`` and keeps its extension (so that
-    writers choosing the format from the name work); it is removed on failure.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    stem, extension = os.path.splitext(name)
-    temporary = os.path.join(directory, f".{stem}.{secrets.token_hex(4)}.partial{extension}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
-
-
-def synthetic_dataset():
-    """The synthetic dataset folder in the cache, generated on first use."""
-    from mrcnn import weights
-
-    root = os.path.join(weights.default_cache_dir(), "pikachu-synthetic")
-    if not os.path.isdir(root):
-        print(f"Generating the synthetic pikachu dataset into {root}")
-        try:
-            synthetic.write_via_dataset(root, **SYNTHETIC_SPLIT)
-        except OSError:
-            if not os.path.isdir(root):  # not another process finishing first
-                raise
-    return root
-
-
-def image_paths(image_arg):
-    """Image files named by ``--image``: a file, a folder (its images) or an http(s) URL.
-
-    The header of each file is read so that unreadable images stop the command
-    before any output is written.
-    """
-    if image_arg is None:
-        test_dir = os.path.join(synthetic_dataset(), "test")
-        return [os.path.join(test_dir, sorted(os.listdir(test_dir))[0])]
-    if urllib.parse.urlparse(image_arg).scheme in ("http", "https"):
-        return [download_image(image_arg)]
-    if os.path.isdir(image_arg):
-        paths = [os.path.join(image_arg, f) for f in sorted(os.listdir(image_arg))
-                 if f.lower().endswith(via.IMAGE_EXTENSIONS)]
-        if not paths:
-            raise CommandError(f"{image_arg}: the folder holds no image "
-                               f"({', '.join(via.IMAGE_EXTENSIONS)}).")
-    elif os.path.isfile(image_arg):
-        paths = [image_arg]
-    else:
-        raise CommandError(f"{image_arg}: no such file or folder. Give an image, a folder of "
-                           "images or an http(s) URL.")
-    for path in paths:
-        try:
-            via.displayed_size(path)
-        except OSError as error:
-            raise CommandError(f"{path}: cannot read image ({error}). Re-save it as JPEG or "
-                               "PNG, or leave it out.") from None
-    return paths
-
-
-def download_image(url):
-    """Download an image URL into a temporary file; its path."""
-    suffix = os.path.splitext(urllib.parse.urlparse(url).path)[1] or ".jpg"
-    handle, path = tempfile.mkstemp(prefix="pikachu-", suffix=suffix)
-    os.close(handle)
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(path, "wb") as f:
-            f.write(response.read())
-        via.displayed_size(path)
-    except (OSError, ValueError) as error:
-        os.remove(path)
-        raise CommandError(f"{url}: cannot download an image ({error}). Download it yourself "
-                           "and pass the file with --image.") from None
-    return path
-
-
-def read_image(path):
-    """[H, W, 3] uint8 RGB of an image file, EXIF orientation applied."""
-    try:
-        return utils.read_image(path)
-    except (OSError, ValueError) as error:
-        raise CommandError(f"{path}: cannot read image ({error}). "
-                           "Re-save it as JPEG or PNG.") from None
-
-
-def timestamp():
-    return f"{datetime.datetime.now():%Y%m%dT%H%M%S}"
-
-
-# ---------------------------------------------------------------------------
-# Commands
+        return PikachuConfig.from_dict(values)
+    except InputError as error:
+        raise CommandError(f"{error} (options --backbone, --image-size)") from None
 
 
 def load_subset(dataset_dir, subset, class_attribute, class_names=None):
     """A prepared PikachuDataset, with a summary and its problems printed."""
     dataset = PikachuDataset()
-    dataset.load_pikachu(dataset_dir, subset, class_attribute=class_attribute,
-                         class_names=class_names)
+    dataset.load_subset(dataset_dir, subset, class_attribute=class_attribute,
+                        class_names=class_names)
     dataset.prepare()
-    regions = sum(len(info["source_class_ids"]) for info in dataset.image_info)
-    print(f"{subset}: {dataset.num_images} images, {regions} instances, "
-          f"classes {', '.join(dataset.class_names[1:])}")
+    print(dataset.summary())
     for problem in dataset.problems[:5]:
         print(f"  warning: {problem}")
     if len(dataset.problems) > 5:
@@ -380,21 +148,34 @@ def load_subset(dataset_dir, subset, class_attribute, class_names=None):
     return dataset
 
 
-def training_stages(layers, epochs, pretrained, learning_rate):
-    """[(layers, up-to-epoch, learning rate)]: the transfer-learning recipe by default.
+def inference_model(args):
+    """(MaskRCNN in inference mode with its weights, class names with "BG" first, weights path)."""
+    from mrcnn import model as modellib
+    from mrcnn import runs
 
-    With pretrained weights: the heads for the first half of the epochs, then
-    all layers at a tenth of the learning rate. From scratch: all layers.
-    """
-    if layers:
-        return [(layers, epochs, learning_rate)]
-    if not pretrained:
-        return [("all", epochs, learning_rate)]
-    heads_epochs = math.ceil(epochs / 2)
-    stages = [("heads", heads_epochs, learning_rate)]
-    if epochs > heads_epochs:
-        stages.append(("all", epochs, learning_rate / 10))
-    return stages
+    weights_path = runs.resolve_weights(args.weights, args.logs, PikachuConfig.NAME)
+    saved = checkpoint_settings(weights_path)
+    settings = dict(saved.config) if saved else {}
+    class_names = saved.class_names if saved else [PikachuDataset.DEFAULT_CLASS]
+    settings.update(option_settings(args))
+    config = make_config(settings, len(class_names), inference=True)
+    model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
+    load_weights(model, weights_path)
+    return model, ["BG"] + class_names, weights_path
+
+
+def load_weights(model, weights_path):
+    """Load starting weights by name; say which class-specific heads start untrained."""
+    if weights_path is None:
+        return
+    print(f"Loading weights {weights_path}")
+    report = model.load_pretrained(weights_path)
+    if report.skipped:
+        print(f"  {', '.join(report.skipped)}: other class count in the file, left untrained")
+
+
+def timestamp():
+    return f"{datetime.datetime.now():%Y%m%dT%H%M%S}"
 
 
 def augmentation():
@@ -408,158 +189,112 @@ def augmentation():
     ])
 
 
+def demo_image():
+    """The first test image of the synthetic dataset."""
+    test_dir = os.path.join(synthetic.demo_dataset(), "test")
+    return os.path.join(test_dir, sorted(os.listdir(test_dir))[0])
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
 def command_train(args):
-    quick = args.dataset is None
-    dataset_dir = synthetic_dataset() if quick else args.dataset
+    from mrcnn import model as modellib
+    from mrcnn import runs
+    from mrcnn.training import transfer_schedule
+
+    demo = args.dataset is None
+    dataset_dir = synthetic.demo_dataset() if demo else args.dataset
     if not os.path.isdir(dataset_dir):
         raise CommandError(f"{dataset_dir}: no such dataset folder. Give the folder that holds "
                            "train/ and val/.")
     train_set = load_subset(dataset_dir, "train", args.class_attribute)
     class_names = train_set.class_names[1:]
     val_set = load_subset(dataset_dir, "val", args.class_attribute, class_names)
-    settings = settings_from_args(args, quick)
+    choice = args.weights or ("none" if demo else "coco")
+    weights_path = runs.resolve_weights(choice, args.logs, PikachuConfig.NAME)
+    resume = choice == "last"
+
+    # A checkpoint of ours fixes the architecture (backbone, head widths,
+    # anchors, image size); resuming also keeps every other setting.
+    saved = checkpoint_settings(weights_path)
+    settings = dict(synthetic.DEMO_SETTINGS) if demo else {}
+    if saved:
+        settings.update(saved.config if resume else saved.architecture())
+    settings.update(option_settings(args))
     config = make_config(settings, len(class_names))
-    weights_path = resolve_weights(args.weights or ("none" if quick else "coco"), args.logs)
     config.display()
 
-    from mrcnn import model as modellib
-
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
-    load_model_weights(model, weights_path, len(class_names))
-    os.makedirs(model.log_dir, exist_ok=True)
-    write_atomically(os.path.join(model.log_dir, SETTINGS_FILE), lambda path: _write_json(
-        path, {"config": settings, "class_names": class_names,
-               "dataset": os.path.abspath(dataset_dir)}))
-    epochs = args.epochs or (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
-    for layers, up_to_epoch, learning_rate in training_stages(
-            args.layers, epochs, weights_path is not None, config.LEARNING_RATE):
-        if up_to_epoch > model.epoch:
-            print(f"Training {layers} layers up to epoch {up_to_epoch}")
-            model.train(train_set, val_set, learning_rate=learning_rate, epochs=up_to_epoch,
-                        layers=layers, augmentation=augmentation() if args.augment else None)
+    if resume:
+        print(f"Resuming {model.resume(weights_path)}")
+    else:
+        load_weights(model, weights_path)
+    epochs = args.epochs or (synthetic.DEMO_EPOCHS if demo else DEFAULT_EPOCHS)
+    stages = transfer_schedule(epochs, config.LEARNING_RATE, args.layers,
+                               pretrained=weights_path is not None)
+    model.train_schedule(train_set, val_set, stages,
+                         augmentation=augmentation() if args.augment else None)
     print(f"Last checkpoint: {model.find_last()}")
     return 0
 
 
-def _write_json(path, data, indent=1):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=indent)
-
-
 def command_splash(args):
-    if args.video:
-        if not os.path.isfile(args.video):
-            raise CommandError(f"{args.video}: no such video file.")
-        paths = []
-    else:
-        paths = image_paths(args.image)
-    setup = inference_setup(args)
-    os.makedirs(args.output, exist_ok=True)
-    model = inference_model(args, *setup)
-    if args.video:
-        print(splash_video(model, args.video, args.output))
-        return 0
+    if args.video and not os.path.isfile(args.video):
+        raise CommandError(f"{args.video}: no such video file.")
+    paths = [] if args.video else images.image_files(args.image or demo_image())
+    model, _, _ = inference_model(args)
     stamp = timestamp()
+    if args.video:
+        output = os.path.join(args.output, f"splash_{stamp}.mp4")
+        frames = splash.splash_video(model, args.video, output)
+        print(f"{args.video}: {frames} frames -> {output}")
+        return 0
     for path in paths:
-        image = read_image(path)
-        masks = model.detect([image], verbose=0)[0]["masks"]
+        image = utils.read_image(path)
+        picture, result = splash.splash_image(model, image)
         name = f"splash_{stamp}.png" if len(paths) == 1 else \
             f"splash_{stamp}_{os.path.splitext(os.path.basename(path))[0]}.png"
-        splash = visualize.color_splash(image, masks)
-        out = write_atomically(os.path.join(args.output, name),
-                               lambda tmp: _save_png(tmp, splash))
-        print(f"{path}: {masks.shape[-1]} instance(s) -> {out}")
+        out = splash.save_image(os.path.join(args.output, name), picture)
+        print(f"{path}: {len(result['class_ids'])} instance(s) -> {out}")
     return 0
 
 
-def _save_png(path, image):
-    Image.fromarray(image).save(path, format="PNG")
-
-
-def splash_video(model, video_path, output_dir):
-    """Color splash of every frame of a video; the path of the .mp4 written."""
-    import cv2
-
-    capture = cv2.VideoCapture(video_path)
-    if not capture.isOpened():
-        raise CommandError(f"{video_path}: OpenCV cannot open this video. "
-                           "Convert it to MP4 (H.264).")
-    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25
-
-    def write(path):
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-        count = 0
-        try:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                rgb = frame[..., ::-1].copy()
-                masks = model.detect([rgb], verbose=0)[0]["masks"]
-                writer.write(visualize.color_splash(rgb, masks)[..., ::-1].copy())
-                count += 1
-        finally:
-            writer.release()
-            capture.release()
-        if not count:
-            raise CommandError(f"{video_path}: no frame could be read.")
-        print(f"{video_path}: {count} frames")
-
-    return write_atomically(os.path.join(output_dir, f"splash_{timestamp()}.mp4"), write)
-
-
 def command_detect(args):
-    paths = image_paths(args.image)
-    weights_path, settings, class_names = inference_setup(args)
-    os.makedirs(args.output, exist_ok=True)
-    model = inference_model(args, weights_path, settings, class_names)
-    class_names = ["BG"] + class_names
+    import matplotlib.pyplot as plt
+
+    from mrcnn import visualize
+
+    paths = images.image_files(args.image or demo_image())
+    model, class_names, weights_path = inference_model(args)
     records = []
     for path in paths:
-        image = read_image(path)
+        image = utils.read_image(path)
         r = model.detect([image], verbose=0)[0]
         stem = os.path.splitext(os.path.basename(path))[0]
         figure = visualize.display_instances(image, r["rois"], r["masks"], r["class_ids"],
                                              class_names, r["scores"], title=os.path.basename(path))
-        picture = write_atomically(os.path.join(args.output, f"{stem}_detections.png"),
-                                   lambda tmp: figure.savefig(tmp, bbox_inches="tight"))
+        picture = files.write_atomically(os.path.join(args.output, f"{stem}_detections.png"),
+                                         lambda tmp: figure.savefig(tmp, bbox_inches="tight"))
         plt.close(figure)
-        records.append(detection_record(path, image.shape, r, class_names))
+        records.append(splash.detection_record(path, image.shape, r, class_names))
         print(f"{path}: {len(r['class_ids'])} instance(s) -> {picture}")
-    out = write_atomically(os.path.join(args.output, "detections.json"), lambda tmp: _write_json(
-        tmp, {"weights": weights_path, "class_names": class_names[1:], "images": records},
-        indent=None))
+    out = files.write_json(os.path.join(args.output, "detections.json"),
+                           {"weights": weights_path, "class_names": class_names[1:],
+                            "images": records}, indent=None)
     print(out)
     return 0
 
 
-def detection_record(path, shape, result, class_names):
-    """One image's detections for the JSON: boxes [y1, x1, y2, x2] pixels, RLE masks."""
-    return {
-        "image": os.path.abspath(path),
-        "height": int(shape[0]),
-        "width": int(shape[1]),
-        "instances": [
-            {"box": [int(v) for v in box], "class_id": int(class_id),
-             "class_name": class_names[class_id], "score": round(float(score), 4), "mask": rle}
-            for box, class_id, score, rle in zip(
-                result["rois"], result["class_ids"], result["scores"],
-                evaluate.encode_masks(result["masks"]))],
-    }
-
-
 def command_evaluate(args):
-    dataset_dir = args.dataset or synthetic_dataset()
-    weights_path, settings, class_names = inference_setup(args)
-    dataset = load_subset(dataset_dir, args.subset, args.class_attribute, class_names)
-    model = inference_model(args, weights_path, settings, class_names)
+    dataset_dir = args.dataset or synthetic.demo_dataset()
+    model, class_names, _ = inference_model(args)
+    dataset = load_subset(dataset_dir, args.subset, args.class_attribute, class_names[1:])
     image_ids = dataset.image_ids[:args.limit] if args.limit else dataset.image_ids
     result = evaluate.evaluate_model(model, dataset, image_ids)
     print(result.summary())
     print(f"mAP@0.5 = {result.mAP50:.3f}   mAP@[.5:.95] = {result.mAP:.3f}")
-    os.makedirs(args.output, exist_ok=True)
     stem = os.path.join(args.output, f"evaluation_{args.subset}_{timestamp()}")
     print(f"Per-image results: {result.to_csv(stem + '.csv')}")
     print(f"Precision-recall curve: {evaluate.save_precision_recall_plot(result, stem + '_pr.png')}")
@@ -597,12 +332,12 @@ def add_model_options(parser, weights_default, weights_help):
     parser.add_argument("--logs", default=DEFAULT_LOGS_DIR, metavar="DIR",
                         help="folder of the training runs and checkpoints (default: %(default)s)")
     parser.add_argument("--backbone", choices=("resnet50", "resnet101"),
-                        help="backbone network (default: the one the weights were trained with; "
-                             "resnet101 for coco, resnet50 for imagenet and the synthetic demo)")
+                        help="backbone network (default: the checkpoint's; resnet101 for coco, "
+                             "resnet50 for imagenet and the synthetic demo)")
     parser.add_argument("--image-size", type=positive_int, metavar="PIXELS",
-                        help="resize images to PIXELS x PIXELS, a multiple of 64 "
-                             "(default: 1024, or 128 for the synthetic demo; smaller is faster "
-                             "on CPU)")
+                        help="resize images to PIXELS x PIXELS, a multiple of 64 (default: the "
+                             "checkpoint's, else 1024, or 128 for the synthetic demo; smaller is "
+                             "faster on CPU)")
 
 
 def build_parser():
@@ -624,13 +359,16 @@ def build_parser():
                             "via_region_data.json (default: the synthetic dataset)")
     add_model_options(train, None, "starting weights: coco (default; downloaded once), imagenet, "
                                    "last (resume the newest run), none (from scratch, the "
-                                   "synthetic demo's default) or the path of a .h5 file")
+                                   "synthetic demo's default) or the path of a .h5 file (a "
+                                   "new run starts from it; a checkpoint of this project "
+                                   "brings its architecture, only the classes change)")
     train.add_argument("--epochs", type=positive_int, metavar="N",
                        help=f"train up to epoch N (default: {DEFAULT_EPOCHS}, "
-                            f"or {QUICK_EPOCHS} for the synthetic demo)")
+                            f"or {synthetic.DEMO_EPOCHS} for the synthetic demo)")
     train.add_argument("--steps-per-epoch", type=positive_int, metavar="N",
                        help=f"training steps per epoch (default: {PikachuConfig.STEPS_PER_EPOCH}, "
-                            f"or {QUICK_SETTINGS['STEPS_PER_EPOCH']} for the synthetic demo)")
+                            f"or {synthetic.DEMO_SETTINGS['STEPS_PER_EPOCH']} for the synthetic "
+                            "demo)")
     train.add_argument("--layers", choices=LAYER_CHOICES,
                        help="layers to train (default: the heads for the first half of the "
                             "epochs, then all layers at a tenth of the learning rate; all layers "
@@ -644,17 +382,17 @@ def build_parser():
 
     image_help = ("image file, folder of images or http(s) URL "
                   "(default: a test image of the synthetic dataset)")
-    splash = commands.add_parser(
+    splash_parser = commands.add_parser(
         "splash", help="color splash: grayscale picture, color kept on the detected objects",
         description="Write splash_<timestamp>.png (or .mp4 for --video) into --output and "
                     "print its path.")
-    source = splash.add_mutually_exclusive_group()
+    source = splash_parser.add_mutually_exclusive_group()
     source.add_argument("--image", metavar="PATH|URL", help=image_help)
     source.add_argument("--video", metavar="FILE", help="video file (MP4, AVI, ...)")
-    add_model_options(splash, "last", inference_weights_help)
-    splash.add_argument("--output", default=".", metavar="DIR",
-                        help="folder for the splash files (default: the current folder)")
-    splash.set_defaults(run=command_splash)
+    add_model_options(splash_parser, "last", inference_weights_help)
+    splash_parser.add_argument("--output", default=".", metavar="DIR",
+                               help="folder for the splash files (default: the current folder)")
+    splash_parser.set_defaults(run=command_splash)
 
     detect = commands.add_parser(
         "detect", help="pictures with masks, boxes and scores, and a JSON of the detections",
@@ -666,24 +404,24 @@ def build_parser():
                         help="folder for the pictures and detections.json (default: %(default)s)")
     detect.set_defaults(run=command_detect)
 
-    evaluate = commands.add_parser(
+    evaluate_parser = commands.add_parser(
         "evaluate", help="mAP@0.5 and mAP@[.5:.95] on a subset",
         description="Detect on DIR/SUBSET and compare with its annotations: the original's "
                     "mAP@0.5 and mAP@[.5:.95] (mask IoU) and the COCO metrics; write the per-image "
                     "results as CSV and the precision-recall curve as PNG.")
-    evaluate.add_argument("--dataset", metavar="DIR",
-                          help="dataset folder (default: the synthetic dataset)")
-    evaluate.add_argument("--subset", default="val", choices=("train", "val"),
-                          help="subset to evaluate (default: %(default)s)")
-    evaluate.add_argument("--limit", type=positive_int, metavar="N",
-                          help="evaluate the first N images only")
-    evaluate.add_argument("--class-attribute", metavar="NAME",
-                          help="region attribute that names the class")
-    add_model_options(evaluate, "last", inference_weights_help)
-    evaluate.add_argument("--output", default="evaluation", metavar="DIR",
-                          help="folder for the per-image CSV and the precision-recall PNG "
-                               "(default: %(default)s)")
-    evaluate.set_defaults(run=command_evaluate)
+    evaluate_parser.add_argument("--dataset", metavar="DIR",
+                                 help="dataset folder (default: the synthetic dataset)")
+    evaluate_parser.add_argument("--subset", default="val", choices=("train", "val"),
+                                 help="subset to evaluate (default: %(default)s)")
+    evaluate_parser.add_argument("--limit", type=positive_int, metavar="N",
+                                 help="evaluate the first N images only")
+    evaluate_parser.add_argument("--class-attribute", metavar="NAME",
+                                 help="region attribute that names the class")
+    add_model_options(evaluate_parser, "last", inference_weights_help)
+    evaluate_parser.add_argument("--output", default="evaluation", metavar="DIR",
+                                 help="folder for the per-image CSV and the precision-recall PNG "
+                                      "(default: %(default)s)")
+    evaluate_parser.set_defaults(run=command_evaluate)
 
     check = commands.add_parser(
         "check", help="list the problems of a dataset folder before training",
@@ -706,7 +444,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (CommandError, via.ViaError, ConfigError) as error:
+    except InputError as error:
         print(f"pikachu.py {args.command}: error: {error}", file=sys.stderr)
         return 2
 
