@@ -21,6 +21,12 @@ from mrcnn.targets import CROWD_IOU, ROI_POSITIVE_IOU
 
 # ---------------------------------------------------------------------------
 # Graph helpers
+#
+# norm_boxes_graph, apply_box_deltas_graph, box_refinement_graph and
+# overlaps_graph are the TensorFlow twins of the numpy functions of
+# mrcnn.utils: the same arithmetic, kept apart on purpose, as in the
+# original, because the graph needs TensorFlow ops and the data path numpy.
+# The tests check each twin against the other.
 # ---------------------------------------------------------------------------
 
 def norm_boxes_graph(boxes, shape):
