@@ -7,10 +7,13 @@ The public API of the original implementation is kept::
     model.load_weights("mask_rcnn_coco.h5", by_name=True)
     results = model.detect([image])
 
-The data-path functions of the original module (``load_image_gt``,
-``mold_image``, ``data_generator``, ...) live in :mod:`mrcnn.data`, the graph
-layers in :mod:`mrcnn.layers`; they are re-exported here so that the old
-``modellib.<name>`` paths keep working.
+The original module's other names now live with their stage: the data
+path in :mod:`mrcnn.data` (``load_image_gt``, ``data_generator``), the
+pre- and post-processing in :mod:`mrcnn.transform` (``mold_image``,
+``compose_image_meta``, ...), the numpy targets in :mod:`mrcnn.targets`, the
+anchors in :mod:`mrcnn.anchors` and the graph layers in :mod:`mrcnn.layers`;
+they are re-exported here so that the old ``modellib.<name>`` paths keep
+working. Training runs (folders, checkpoints, settings) are :mod:`mrcnn.runs`.
 """
 
 import functools

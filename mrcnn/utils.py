@@ -1,4 +1,9 @@
-"""Numpy utilities of Mask R-CNN: boxes, masks, anchors, resizing, AP, Dataset.
+"""Numpy utilities of Mask R-CNN: boxes, masks, image reading, AP, Dataset.
+
+The original's resizing and anchor functions (``resize_image``,
+``generate_pyramid_anchors``, ...) now live in :mod:`mrcnn.transform` and
+:mod:`mrcnn.anchors`, and ``batch_slice`` (TensorFlow) in :mod:`mrcnn.layers`;
+``utils.<name>`` still finds them.
 
 Conventions, as in the original implementation:
 

@@ -18,8 +18,9 @@ saves keep the same layout under a ``model_weights`` group.
 
 This module reads and writes that layout with h5py, so the original's files
 load into this port and the checkpoints this port writes load into the
-original. It also fetches the COCO and ImageNet weight files and finds the
-last checkpoint of a training run.
+original. It also fetches the COCO and ImageNet weight files. Run folders
+and their checkpoints are :mod:`mrcnn.runs`; the callback that writes a
+checkpoint each epoch is ``training.CheckpointSaver``.
 """
 
 import contextlib
