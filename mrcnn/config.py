@@ -20,6 +20,8 @@ as in the original.
 JSON; training saves it beside its checkpoints (see :mod:`mrcnn.runs`).
 """
 
+import math
+
 import numpy as np
 
 from mrcnn.errors import InputError
@@ -262,24 +264,33 @@ class Config:
         512})`` overrides some settings of a subclass.
 
         Raises:
-            ConfigError: an unknown attribute, or a value that cannot work.
+            ConfigError: an unknown attribute, a value of another type than
+                the default's (text where a number belongs, NaN, ...), or a
+                value that cannot work.
         """
         attributes = {}
         for key, value in values.items():
             if key in DERIVED_ATTRIBUTES:
                 continue
-            if not key.isupper() or not hasattr(cls, key):
+            if not isinstance(key, str) or not key.isupper() or not hasattr(cls, key):
                 raise ConfigError(f"Unknown configuration setting {key!r}: settings are the "
                                   "upper-case attributes of mrcnn.config.Config.")
             default = getattr(cls, key)
             if value is None and callable(default):
                 continue
+            _check_type(key, value, default)
             if isinstance(default, np.ndarray):
                 value = np.array(value, dtype=default.dtype)
             elif isinstance(default, tuple) and isinstance(value, list):
                 value = tuple(value)
             attributes[key] = value
-        return type(name, (cls,), attributes)()
+        try:
+            return type(name, (cls,), attributes)()
+        except (TypeError, ValueError, ArithmeticError, IndexError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"These settings cannot work together ({error}); check the "
+                              f"values of {', '.join(sorted(attributes))}.") from None
 
     def display(self):
         """Print the configuration values, one per line."""
@@ -287,6 +298,37 @@ class Config:
         for name, value in self.to_dict().items():
             print(f"{name:30} {value}")
         print("\n")
+
+
+def _is_number(value):
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _check_type(key, value, default):
+    """Raise ConfigError unless ``value`` has the kind of ``default`` (None always passes)."""
+    if value is None or default is None or callable(default):
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):
+        ok, kind = _is_number(value), "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "text"
+    elif isinstance(default, dict):
+        ok, kind = (isinstance(value, dict) and all(map(_is_number, value.values())),
+                    "a mapping of names to numbers")
+    else:
+        ok, kind = (isinstance(value, (list, tuple, np.ndarray)) and
+                    all(map(_is_number, np.asarray(value, dtype=object).ravel())),
+                    "a list of numbers")
+    if not ok:
+        raise ConfigError(f"{key} is {value!r}: it must be {kind}, like the default "
+                          f"{_plain(default)!r}.")
 
 
 def _plain(value):

@@ -40,13 +40,15 @@ class FolderDataset(utils.Dataset):
             images, regions outside the image, ...); the images and regions
             concerned are left out.
         subset_dir: the folder loaded.
+        class_attribute: the region attribute that named the classes (None:
+            none did); pass it and ``class_names[1:]`` to the other subsets.
     """
 
     SOURCE = "folder"
     DEFAULT_CLASS = "object"
 
     def load_subset(self, dataset_dir, subset, class_attribute=None, class_names=None,
-                    keep_negatives=False):
+                    keep_negatives=False, follow_links=False):
         """Register the images of ``dataset_dir/subset`` and their regions.
 
         Args:
@@ -61,6 +63,13 @@ class FolderDataset(utils.Dataset):
                 validation subset so that class ids agree.
             keep_negatives: keep images without regions (as negatives)
                 instead of skipping them like the original.
+            follow_links: accept files that are symbolic links out of the
+                subset folder (by default they are reported and skipped).
+
+        Every image is checked before use (``images.check_image``: a regular
+        file, a readable header within the pixel limit, pixel data that
+        decodes to the end); the ones that fail are left out and listed in
+        ``problems``, so that training never meets a bad file.
 
         Raises:
             via.ViaError: missing folder or annotation file, malformed file.
@@ -72,9 +81,10 @@ class FolderDataset(utils.Dataset):
         annotations = via.load_via(os.path.join(subset_dir, via.ANNOTATION_FILE),
                                    class_attribute=class_attribute, class_names=class_names,
                                    default_class=self.DEFAULT_CLASS,
-                                   keep_negatives=keep_negatives)
+                                   keep_negatives=keep_negatives, follow_links=follow_links)
         self.subset_dir = subset_dir
         self.problems = annotations.problems
+        self.class_attribute = annotations.class_attribute
         for class_id, name in enumerate(annotations.class_names, start=1):
             self.add_class(self.SOURCE, class_id, name)
         source_ids = {name: class_id for class_id, name in enumerate(annotations.class_names, 1)}

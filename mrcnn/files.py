@@ -1,10 +1,20 @@
-"""Writing files safely and showing progress: the one place for both.
+"""Reading and writing files safely, and showing progress: the one place for each.
 
-Every file mrcnn writes (checkpoints, run settings, splash pictures and
-videos, evaluation reports, downloads, generated datasets) goes through
+Reading: every file that a dataset, an option or a download names goes
+through :func:`regular_file` first, which refuses what is not a regular file
+(a folder, a device such as ``/dev/zero``, a FIFO: reading them never ends or
+blocks) and, for a file inside a dataset folder, a symbolic link whose target
+lies outside that folder.
+
+Writing: every file mrcnn writes (checkpoints, run settings, splash pictures
+and videos, evaluation reports, downloads, generated datasets) goes through
 :func:`atomic_path` or :func:`atomic_directory`: the content is written under
 a temporary name beside the target and renamed over it only when complete, so
 an interrupted run leaves the previous file (or nothing), never half a file.
+A command that writes several files checks its output folder first
+(:func:`check_output_folder`) and writes them through :func:`staged_outputs`,
+so that a failure leaves the folder as it was, with no empty folder created.
+
 Long loops (detection over a dataset, downloads) report with
 :class:`ProgressBar`. Downloads and generated data are cached in
 ``default_cache_dir()``.
@@ -15,8 +25,166 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
+
+from mrcnn.errors import InputError
+
+
+class FileError(InputError):
+    """A path mrcnn will not read or write; the message names it and the fix.
+
+    Attributes:
+        path: the path.
+        reason: what is wrong with it, e.g. "no such image".
+        fix: what to do; callers that know better may word their own.
+    """
+
+    def __init__(self, path, reason, fix=""):
+        super().__init__(f"{path}: {reason}." + (f" {fix}" if fix else ""))
+        self.path, self.reason, self.fix = path, reason, fix
+
+
+# Reading -------------------------------------------------------------------
+
+def regular_file(path, folder=None, follow_links=False, what="file"):
+    """``path``, after checking that it is a regular file mrcnn may read.
+
+    Args:
+        path: the file.
+        folder: the folder the file belongs to (a dataset's subset folder),
+            or None for a file a user named directly.
+        follow_links: accept a file inside ``folder`` whose real location
+            (symbolic links resolved) is outside it.
+        what: what the file is, for messages ("image", "annotation file", ...).
+
+    Raises:
+        FileError: nothing there (or a dangling link), a folder, a device,
+            FIFO or socket (reading /dev/zero or a FIFO never ends), or, when
+            ``folder`` is given and ``follow_links`` is False, a link out of
+            ``folder``.
+    """
+    path = os.fspath(path)
+    give = f"Give {_article(what)} {what} instead."
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileError(path, f"no such {what}", "Check the path.") from None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise FileError(path, f"cannot access this {what} ({reason})") from None
+    if stat.S_ISDIR(mode):
+        raise FileError(path, f"a folder, not {_article(what)} {what}", give)
+    if not stat.S_ISREG(mode):
+        raise FileError(path, "not a regular file (a device, FIFO or socket), so it is not "
+                              "read", give)
+    if folder is not None and not follow_links and not is_inside(path, folder):
+        raise FileError(path, f"a symbolic link to {os.path.realpath(path)}, outside {folder}, "
+                              "so it is not read",
+                        "Copy the file into the folder, or allow links out of it "
+                        "(follow_links=True; command line: --follow-links).")
+    return path
+
+
+def _article(noun):
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
+def is_inside(path, folder):
+    """Whether ``path``'s real location (symbolic links resolved) is inside ``folder``'s."""
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, base]) == base
+
+
+# Writing -------------------------------------------------------------------
+
+def missing_folders(path):
+    """The folders from ``path`` up that do not exist yet, innermost first.
+
+    ``missing_folders("out/a/b")`` is ``[".../out/a/b", ".../out/a"]`` when
+    only ``out`` exists: the folders that writing into ``out/a/b`` creates.
+    """
+    path = os.path.abspath(os.fspath(path))
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def remove_empty_folders(folders):
+    """Remove each folder of ``folders`` (innermost first) that exists and is empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def check_output_folder(path, option=None):
+    """Check, before any work, that files can be written into folder ``path``.
+
+    Nothing is created: ``path`` may be missing, then its nearest existing
+    parent must be a folder that takes new files (tried with a nameless
+    temporary file). ``option`` (e.g. "--output") names the path in messages.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileError: ``path`` or a parent is an existing file, or the folder
+            cannot be written to.
+    """
+    path = os.fspath(path)
+    label = f"{option} {path}" if option else path
+    missing = missing_folders(path)
+    existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(path)
+    if not os.path.isdir(existing):
+        where = "" if existing == os.path.abspath(path) else f"{existing}, a part of it, is "
+        raise FileError(label, f"{where}an existing file, not a folder",
+                        "Give a folder (it is created if missing).")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise FileError(label, f"cannot write into {existing} ({error.strerror or error})",
+                        "Choose a folder you can write to.") from None
+    return path
+
+
+@contextlib.contextmanager
+def staged_outputs(folder):
+    """Yield a temporary folder for a command's output files; move them into ``folder`` when done.
+
+    The temporary folder is hidden inside ``folder`` (or inside its nearest
+    existing parent), on the same disk. When the block succeeds, ``folder``
+    is created if missing and every file of the temporary folder is moved
+    into it, replacing files of the same name. When it fails, the temporary
+    folder is removed and ``folder`` is left as it was (not even created):
+    a command that fails half-way leaves no partial output.
+
+    Example::
+
+        with staged_outputs("detections") as staging:
+            for ...:
+                save(os.path.join(staging, name))
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    missing = missing_folders(folder)
+    parent = os.path.dirname(missing[-1]) if missing else folder
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.partial-", dir=parent)
+    try:
+        yield staging
+        os.makedirs(folder, exist_ok=True)
+        for name in sorted(os.listdir(staging)):
+            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+    except BaseException:
+        remove_empty_folders(missing)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def default_cache_dir():
@@ -32,8 +200,8 @@ def atomic_path(path):
     The temporary file sits in the same folder (created if needed) and keeps
     ``path``'s extension, so writers that choose the format from the name
     (``savefig``, OpenCV's VideoWriter, h5py) work. On success the file is
-    flushed to disk and renamed over ``path``; on any error it is removed and
-    ``path`` is left as it was.
+    flushed to disk and renamed over ``path``; on any error it is removed, so
+    are the folders created for it, and ``path`` is left as it was.
 
     Example::
 
@@ -43,6 +211,7 @@ def atomic_path(path):
     path = os.path.abspath(os.fspath(path))
     folder, name = os.path.split(path)
     stem, extension = os.path.splitext(name)
+    created = missing_folders(folder)
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".{stem}.{secrets.token_hex(4)}.partial{extension}")
     try:
@@ -50,9 +219,11 @@ def atomic_path(path):
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    finally:
+    except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
+        remove_empty_folders(created)
+        raise
 
 
 def write_atomically(path, write):
@@ -83,13 +254,14 @@ def atomic_directory(path):
     """Yield a temporary folder to fill; rename it to ``path`` when done.
 
     ``path`` must not exist (FileExistsError otherwise). On error the
-    temporary folder and everything in it are removed, so ``path`` either
-    does not exist or is complete.
+    temporary folder and everything in it are removed (and the parent
+    folders created for it), so ``path`` either does not exist or is complete.
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path):
         raise FileExistsError(f"{path} already exists; remove it or choose another folder.")
     parent, name = os.path.split(path)
+    created = missing_folders(parent)
     os.makedirs(parent, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
     try:
@@ -97,6 +269,7 @@ def atomic_directory(path):
         os.rename(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
+        remove_empty_folders(created)
         raise
 
 

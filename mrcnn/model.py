@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import runs, transform, utils, weights
+from mrcnn import files, runs, transform, utils, weights
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import fpn_graph, resnet_graph
 from mrcnn.data import DataGenerator, data_generator, load_image_gt
@@ -259,21 +259,21 @@ class MaskRCNN:
         try:
             return weights.load_weights(self.keras_model, filepath, by_name=True, exclude=exclude,
                                         skip_mismatched=weights.CLASS_SPECIFIC_LAYERS)
-        except weights.WeightsError as error:
-            raise weights.WeightsError(f"{error}{self._architecture_hint(filepath)}") from None
+        except weights.WeightShapeError as error:
+            raise weights.WeightsError(f"Cannot start from {filepath}: {error.summary()}. "
+                                       f"{self._architecture_hint(filepath)}") from None
 
     def _architecture_hint(self, filepath):
         """A sentence naming the saved architecture settings that differ from this model's."""
         settings = runs.load_run_settings(filepath)
-        if settings is None:
-            return ""
         ours = self.config.to_dict()
         differences = [f"{key} {value!r} (this model: {ours.get(key)!r})"
-                       for key, value in settings.architecture().items()
+                       for key, value in (settings.architecture() if settings else {}).items()
                        if value is not None and value != ours.get(key)]
         if not differences:
-            return ""
-        return ("\nThe checkpoint was trained with " + ", ".join(differences) +
+            return ("The file holds another architecture (backbone, head sizes): start from "
+                    "weights made for this model's, or build the model to match the file.")
+        return ("The checkpoint was trained with " + ", ".join(differences) +
                 ": build the model with those settings (runs.load_run_settings(path)"
                 ".architecture()).")
 
@@ -395,7 +395,7 @@ class MaskRCNN:
         self.set_trainable(layer_regex, verbose=verbose)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
 
-        new_run = not os.path.isdir(self.log_dir)
+        created = files.missing_folders(self.log_dir)  # a new run: its folder, maybe model_dir
         try:
             runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:])
             history = self.keras_model.fit(
@@ -410,9 +410,10 @@ class MaskRCNN:
             )
         finally:
             # A run that wrote no checkpoint (it failed or diverged in its
-            # first epoch) leaves no folder behind.
-            if new_run and not runs.has_checkpoint(self.log_dir):
+            # first epoch) leaves no folder behind, nor a model_dir made for it.
+            if created and not runs.has_checkpoint(self.log_dir):
                 shutil.rmtree(self.log_dir, ignore_errors=True)
+                files.remove_empty_folders(created[1:])
         self.epoch = max(self.epoch, epochs)
         return history
 

@@ -23,6 +23,8 @@ import logging
 import os
 import re
 
+import h5py
+
 from mrcnn import files, weights
 from mrcnn.config import Config, ConfigError
 
@@ -106,8 +108,9 @@ def _checkpoints(run_dir, name_pattern):
 
 def _list_dir(model_dir):
     if not os.path.isdir(model_dir):
+        what = "is not a folder" if os.path.lexists(model_dir) else "does not exist"
         raise FileNotFoundError(
-            f"Model directory {model_dir} does not exist: no checkpoints to resume from. "
+            f"Model directory {model_dir} {what}: no checkpoints to resume from. "
             "Train first, or load another weights file.")
     return os.listdir(model_dir)
 
@@ -184,16 +187,33 @@ def load_run_settings(weights_path):
         ConfigError: a settings file that cannot be read; the message names it.
     """
     path = os.path.join(os.path.dirname(os.path.abspath(weights_path)), SETTINGS_FILE)
-    if not os.path.isfile(path):
-        return None
+    return read_settings(path) if os.path.lexists(path) else None
+
+
+def read_settings(path):
+    """The ``RunSettings`` of a settings file ``{"config": {...}, "class_names": [...]}``.
+
+    Raises:
+        ConfigError: not a regular file, malformed JSON, no ``config``
+            object or no non-empty ``class_names`` list of text; the message
+            names the file.
+    """
     try:
+        files.regular_file(path, what="run settings file")
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return RunSettings(dict(data["config"]), list(data["class_names"]), path)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"{path}: cannot read the run settings ({error}). Restore the file "
+        config, class_names = data["config"], data["class_names"]
+        if not isinstance(config, dict):
+            raise TypeError("'config' is not an object")
+        if not (isinstance(class_names, list) and class_names and
+                all(isinstance(name, str) and name for name in class_names)):
+            raise TypeError("'class_names' is not a list of class names")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        reason = str(error).removeprefix(f"{path}: ").rstrip(".")
+        raise ConfigError(f"{path}: cannot read the run settings ({reason}). Restore the file "
                           "written by training, or delete it to use the default "
                           "configuration.") from None
+    return RunSettings(dict(config), list(class_names), path)
 
 
 # Starting weights ----------------------------------------------------------
@@ -216,30 +236,37 @@ def resolve_weights(choice, model_dir, name):
         The file's absolute path, or None for "none".
 
     Raises:
-        weights.WeightsError: the file does not exist, is not a weights file
-            of the Keras-2 layout, cannot be downloaded, or there is no
-            checkpoint; the message says what to do.
+        weights.WeightsError: the file does not exist, is not a regular file
+            or not a weights file of the Keras-2 layout, is damaged
+            (``weights.check_weights_file``), cannot be downloaded, or there
+            is no checkpoint; the message says what to do.
     """
     if choice == "none":
         return None
     if choice in ("coco", "imagenet"):
         try:
-            return os.path.abspath(weights.get_coco_weights() if choice == "coco"
+            path = os.path.abspath(weights.get_coco_weights() if choice == "coco"
                                    else weights.get_imagenet_weights())
         except weights.DownloadError as error:
             raise weights.WeightsError(f"--weights={choice}: {error}") from None
+        weights.check_weights_file(path)
+        return path
     if choice == "last":
         try:
-            return find_last_checkpoint(model_dir, name)
+            path = find_last_checkpoint(model_dir, name)
         except FileNotFoundError as error:
             raise weights.WeightsError(f"--weights=last: {error}") from None
-    if not os.path.isfile(choice):
-        raise weights.WeightsError(
-            f"{choice}: no such weights file. Give a .h5 file, or one of "
-            f"{', '.join(WEIGHTS_CHOICES)}.")
-    if not weights.is_weights_file(choice):
+        weights.check_weights_file(path)
+        return path
+    try:
+        files.regular_file(choice, what="weights file")
+    except files.FileError as error:
+        raise weights.WeightsError(f"{choice}: {error.reason}. Give a .h5 weights file, or one "
+                                   f"of {', '.join(WEIGHTS_CHOICES)}.") from None
+    if not h5py.is_hdf5(choice):
         raise weights.WeightsError(
             f"{choice}: not a Keras HDF5 weights file (a Mask R-CNN .h5 with layer_names). "
             "Give a checkpoint written by training, the original's mask_rcnn_coco.h5, or "
             "--weights coco.")
+    weights.check_weights_file(choice)
     return os.path.abspath(choice)

@@ -52,13 +52,11 @@ def splash_video(model, video_path, output_path, progress=True):
 
     Raises:
         VideoError: the video cannot be opened or has no readable frame.
+        files.FileError: ``video_path`` is not a regular file.
     """
     import cv2
 
-    capture = cv2.VideoCapture(os.fspath(video_path))
-    if not capture.isOpened():
-        raise VideoError(f"{video_path}: OpenCV cannot open this video. Convert it to MP4 "
-                         "(H.264).")
+    capture = _open_video(video_path)
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25
@@ -89,6 +87,32 @@ def splash_video(model, video_path, output_path, progress=True):
     finally:
         capture.release()
     return count
+
+
+def check_video(video_path):
+    """Raise VideoError (or files.FileError) unless a video file opens and has a first frame.
+
+    Commands call it before loading a model, so that a bad video stops them
+    early.
+    """
+    capture = _open_video(video_path)
+    try:
+        if not capture.read()[0]:
+            raise VideoError(f"{video_path}: no frame could be read. Convert it to MP4 (H.264).")
+    finally:
+        capture.release()
+
+
+def _open_video(video_path):
+    """An opened cv2.VideoCapture of a regular file; VideoError when OpenCV cannot open it."""
+    import cv2
+
+    files.regular_file(video_path, what="video")
+    capture = cv2.VideoCapture(os.fspath(video_path))
+    if not capture.isOpened():
+        raise VideoError(f"{video_path}: OpenCV cannot open this video. Convert it to MP4 "
+                         "(H.264).")
+    return capture
 
 
 def detection_record(path, shape, result, class_names):

@@ -439,9 +439,15 @@ def demo_dataset(cache_dir=None):
 
     Returns:
         The folder's path (``train/``, ``val/``, ``test/``, see ``DEMO_SPLIT``).
+
+    Raises:
+        files.FileError: the dataset must be written and the cache folder
+            cannot take it (a file, or a folder without write access).
     """
-    root = os.path.join(cache_dir or files.default_cache_dir(), DEMO_FOLDER)
+    cache_dir = cache_dir or files.default_cache_dir()
+    root = os.path.join(cache_dir, DEMO_FOLDER)
     if not os.path.isdir(root):
+        files.check_output_folder(cache_dir, "the cache folder ($MRCNN_CACHE)")
         print(f"Generating the synthetic pikachu dataset into {root}")
         try:
             write_via_dataset(root, **DEMO_SPLIT)

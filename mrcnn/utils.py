@@ -344,13 +344,11 @@ def read_image(path):
             image = PIL.ImageOps.exif_transpose(image)
             image.load()
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"Image file not found: {path}. Check the dataset's image "
-            f"paths.") from None
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageError(
-            f"Cannot read image file {path}: {error}. Replace the file with "
-            f"a valid JPEG or PNG, or remove it from the dataset.") from None
+        raise FileNotFoundError(f"{path}: no such image file.") from None
+    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as error:
+        raise ImageError(f"{path}: cannot read image ({error}). Re-save it as JPEG or "
+                         "PNG, or leave it out.") from None
     if image.mode.startswith(("I", "F")):
         return to_rgb8(np.asarray(image))
     return np.asarray(image.convert("RGB"))

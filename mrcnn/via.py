@@ -17,14 +17,23 @@ pixels of the image as the browser showed it, that is after its EXIF
 orientation is applied, x to the right and y down. Shapes reaching outside the
 image are clipped to it.
 
-Everything that is odd but not fatal (missing image files, points outside the
-image, regions without a class, ...) is collected as :class:`Problem` items
-``(file, message)``; what makes loading impossible raises :class:`ViaError`
-with a message that names the file and the fix.
+Every field of a region is validated before use: coordinates must be JSON
+numbers (not text, not booleans), finite and within ``COORDINATE_LIMIT``
+pixels; radii, widths and heights positive; polygons need as many x as y
+coordinates, at least 3 points. A region that fails is reported and skipped.
+Image files are checked by ``images.check_image`` (regular files inside their
+folder, readable header, pixel limit, pixel data decoded to the end).
+
+Everything that is odd but not fatal (missing or unreadable image files,
+points outside the image, regions of the wrong type or without a class, ...)
+is collected as :class:`Problem` items ``(file, message)``; what makes loading
+impossible raises :class:`ViaError` with a message that names the file and
+the fix. Nothing else escapes, whatever the file holds.
 """
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -32,19 +41,34 @@ from typing import NamedTuple
 
 import numpy as np
 import skimage.draw
-from PIL import Image
 
+from mrcnn import files
 from mrcnn.errors import InputError
+from mrcnn.images import IMAGE_EXTENSIONS, check_image
 
 ANNOTATION_FILE = "via_region_data.json"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 AREA_SHAPES = ("polygon", "polyline", "rect", "circle", "ellipse")
 NO_AREA_SHAPES = ("point", "line")
 VIA3_SHAPES = {1: "point", 2: "rect", 3: "circle", 4: "ellipse", 5: "line",
                6: "polyline", 7: "polygon", 8: "extreme_rectangle", 9: "extreme_circle"}
 VIA3_IMAGE_FILE_TYPE = 2
-EXIF_ORIENTATION_TAG = 0x0112
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+# The number of coordinates after the shape id of each VIA 3.x shape.
+VIA3_COORDINATE_COUNTS = {"point": (2,), "rect": (4,), "circle": (3,), "ellipse": (4, 5)}
+# The fields of each shape (VIA 2.x shape_attributes) and whether they must be
+# positive; theta, the ellipse's rotation, may be left out (0).
+SHAPE_FIELDS = {
+    "rect": (("x", False), ("y", False), ("width", True), ("height", True)),
+    "circle": (("cx", False), ("cy", False), ("r", True)),
+    "ellipse": (("cx", False), ("cy", False), ("rx", True), ("ry", True), ("theta", False)),
+    "point": (("cx", False), ("cy", False)),
+}
+OPTIONAL_FIELDS = ("theta",)
+POLYGON_FIELDS = ("all_points_x", "all_points_y")
+# Coordinates and sizes beyond this many pixels are refused: no photo is that large.
+COORDINATE_LIMIT = 1e6
+# Annotation files larger than this are refused before parsing (VIA exports
+# of thousands of photos are a few MB).
+MAX_ANNOTATION_BYTES = 256 * 2**20
 
 
 class ViaError(InputError):
@@ -104,32 +128,57 @@ class ViaImage:
 
 @dataclass
 class ViaAnnotations:
-    """Result of :func:`load_via`: usable images, class names, problems found."""
+    """Result of :func:`load_via`: usable images, class names, problems found,
+    and the region attribute that named the classes (None: no attribute)."""
 
     images: list
     class_names: list
     problems: list
     version: str
+    class_attribute: str = None
 
 
 # ---------------------------------------------------------------------------
 # Reading the JSON of any VIA version
 
 
-def read_json(path):
-    """Parse a JSON file; malformed JSON raises ViaError naming line and column."""
+def read_json(path, follow_links=False):
+    """Parse a JSON annotation file.
+
+    The file must be a regular file no larger than ``MAX_ANNOTATION_BYTES``;
+    a symbolic link to a file outside its folder is refused unless
+    ``follow_links``.
+
+    Raises:
+        ViaError: missing, refused, unreadable or malformed (naming line and
+            column) file.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise ViaError(f"{path}: file not found. Export the annotations from VIA "
+                       f"(Annotation > Export as JSON) and save them there.")
+    try:
+        files.regular_file(path, os.path.dirname(os.path.abspath(path)), follow_links,
+                           what="annotation file")
+    except files.FileError as error:
+        raise ViaError(str(error)) from None
+    if os.path.getsize(path) > MAX_ANNOTATION_BYTES:
+        raise ViaError(f"{path}: larger than {MAX_ANNOTATION_BYTES // 2**20} MB, which no VIA "
+                       "export is. Give the VIA export (Annotation > Export as JSON).")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except FileNotFoundError:
-        raise ViaError(f"{path}: file not found. Export the annotations from VIA "
-                       f"(Annotation > Export as JSON) and save them there.") from None
     except UnicodeDecodeError as error:
         raise ViaError(f"{path}: not a UTF-8 text file ({error.reason}). "
                        "Save the VIA export as JSON again.") from None
     except json.JSONDecodeError as error:
         raise ViaError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: "
                        f"{error.msg}. Fix the file there or export it from VIA again.") from None
+    except (ValueError, RecursionError) as error:  # e.g. a 5000-digit number, deep nesting
+        raise ViaError(f"{path}: unreadable JSON ({error}). Export it from VIA again.") from None
+    except OSError as error:
+        raise ViaError(f"{path}: cannot read the file ({error.strerror or error}). Check "
+                       "its permissions.") from None
 
 
 def parse_via(data, source):
@@ -142,97 +191,180 @@ def parse_via(data, source):
     Returns:
         (version, images, problems): version is "1.x", "2.x" or "3.x"; images is
         a list of :class:`ViaImage` without path or size; problems a list of
-        :class:`Problem` for regions that could not be read.
+        :class:`Problem` for entries and regions that could not be read
+        (skipped).
+
+    Raises:
+        ViaError: the file is not a VIA file, or its top-level structure is
+            broken.
     """
-    try:
-        if isinstance(data, dict) and "_via_img_metadata" in data:
-            images, problems = _parse_image_entries(data["_via_img_metadata"], source)
-            return "2.x", images, problems
-        if isinstance(data, dict) and {"project", "file", "metadata"} <= set(data):
-            images, problems = _parse_via3(data, source)
-            return "3.x", images, problems
-        if isinstance(data, dict) and all(isinstance(e, dict) and "filename" in e
-                                          for e in data.values()):
-            images, problems = _parse_image_entries(data, source)
-            regions = [e.get("regions") for e in data.values()]
-            version = "2.x" if any(isinstance(r, list) for r in regions) else "1.x"
-            return version, images, problems
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as error:
-        raise ViaError(f"{source}: unexpected structure in a VIA file ({type(error).__name__}: "
-                       f"{error}). Export the annotations from VIA again.") from None
+    if isinstance(data, dict) and "_via_img_metadata" in data:
+        entries = _mapping(data["_via_img_metadata"], "_via_img_metadata", source)
+        images, problems = _parse_image_entries(entries, source)
+        return "2.x", images, problems
+    if isinstance(data, dict) and {"project", "file", "metadata"} <= set(data):
+        images, problems = _parse_via3(data, source)
+        return "3.x", images, problems
+    if isinstance(data, dict) and (not data or any(_is_image_entry(e) for e in data.values())):
+        images, problems = _parse_image_entries(data, source)
+        regions = [e.get("regions") for e in data.values() if _is_image_entry(e)]
+        version = "2.x" if any(isinstance(r, list) for r in regions) else "1.x"
+        return version, images, problems
     raise ViaError(
         f"{source}: not a VIA annotation file. Expected a VIA 1.x/2.x export "
         "({key: {filename, regions}}), a VIA 2.x project (_via_img_metadata) or a VIA 3.x "
         "project (project, file, metadata). In VIA, use Annotation > Export as JSON.")
 
 
+def _is_image_entry(entry):
+    return isinstance(entry, dict) and "filename" in entry
+
+
+def _mapping(value, name, source):
+    """``value`` if it is a JSON object ({} for null); ViaError otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ViaError(f"{source}: '{name}' is {_short(value)}, not an object. Export the "
+                       "annotations from VIA again.")
+    return value
+
+
+def _valid_filename(filename):
+    return isinstance(filename, str) and filename.strip() and "\0" not in filename
+
+
 def _parse_image_entries(entries, source):
     """VIA 1.x/2.x entries ``{key: {filename, regions}}`` -> images, problems."""
     images, problems = [], []
-    for entry in entries.values():
-        filename = entry.get("filename")
-        if not isinstance(filename, str) or not filename:
-            problems.append(Problem(source, f"an entry has no filename ({_short(entry)}); skipped"))
+    for key, entry in entries.items():
+        if not isinstance(entry, dict):
+            problems.append(Problem(source, f"entry {_short(key)} is {_short(entry)}, not an "
+                                            "image entry; skipped"))
             continue
-        raw_regions = entry.get("regions") or []
+        filename = entry.get("filename")
+        if not _valid_filename(filename):
+            problems.append(Problem(source, f"an entry has no valid filename ({_short(entry)}); "
+                                            "skipped"))
+            continue
+        raw_regions = entry.get("regions")
         if isinstance(raw_regions, dict):
             raw_regions = list(raw_regions.values())
+        elif raw_regions is None:
+            raw_regions = []
+        elif not isinstance(raw_regions, list):
+            problems.append(Problem(source, f"{filename}: 'regions' is {_short(raw_regions)}, "
+                                            "not a list; its regions are skipped"))
+            raw_regions = []
         regions = []
         for index, raw in enumerate(raw_regions):
-            shape_attributes = dict(raw.get("shape_attributes") or {})
-            shape = shape_attributes.pop("name", None)
-            if not shape:
-                problems.append(Problem(source, f"{filename}: region {index} has no shape "
-                                                "name; skipped"))
-                continue
-            attributes = dict(raw.get("region_attributes") or {})
-            regions.append(Region(shape, shape_attributes, attributes))
+            region, error = _parse_region(raw)
+            if error:
+                problems.append(Problem(source, f"{filename}: region {index} {error}; skipped"))
+            else:
+                regions.append(region)
         images.append(ViaImage(filename, regions))
     return _merge_duplicates(images, source, problems), problems
 
 
+def _parse_region(raw):
+    """(Region, None) of a VIA 1.x/2.x region, or (None, why it cannot be read)."""
+    if not isinstance(raw, dict):
+        return None, f"is {_short(raw)}, not an object"
+    shape_attributes = raw.get("shape_attributes")
+    if not isinstance(shape_attributes, dict):
+        return None, f"has shape_attributes {_short(shape_attributes)}, not an object"
+    shape = shape_attributes.get("name")
+    if not isinstance(shape, str) or not shape:
+        return None, "has no shape name"
+    attributes = raw.get("region_attributes")
+    if attributes is None:
+        attributes = {}
+    if not isinstance(attributes, dict):
+        return None, f"has region_attributes {_short(attributes)}, not an object"
+    geometry = {key: value for key, value in shape_attributes.items() if key != "name"}
+    return Region(shape, geometry, dict(attributes)), None
+
+
 def _parse_via3(data, source):
     """VIA 3.x project -> images, problems."""
-    attributes = data.get("attribute") or {}
-    views = data.get("view") or {}
-    files = {str(fid): f for fid, f in (data.get("file") or {}).items()
-             if f.get("type", VIA3_IMAGE_FILE_TYPE) == VIA3_IMAGE_FILE_TYPE}
-    problems = [Problem(source, f"file {fid} has no fname; skipped")
-                for fid, f in files.items() if not (f.get("fname") or f.get("src"))]
-    images = {fid: ViaImage(f.get("fname") or f.get("src"), []) for fid, f in files.items()
-              if f.get("fname") or f.get("src")}
-    for metadata_id, item in (data.get("metadata") or {}).items():
-        xy = item.get("xy") or []
-        if not xy or item.get("z"):
-            continue  # file-level or temporal metadata: no spatial region
-        fid_list = (views.get(str(item.get("vid"))) or {}).get("fid_list") or []
-        image = images.get(str(fid_list[0])) if fid_list else None
-        if image is None:
-            problems.append(Problem(source, f"metadata {metadata_id} refers to view "
-                                            f"{item.get('vid')!r} that holds no image; skipped"))
+    attributes = _mapping(data.get("attribute"), "attribute", source)
+    views = _mapping(data.get("view"), "view", source)
+    images, problems = {}, []
+    for fid, entry in _mapping(data.get("file"), "file", source).items():
+        if not isinstance(entry, dict):
+            problems.append(Problem(source, f"file {_short(fid)} is {_short(entry)}, not an "
+                                            "object; skipped"))
             continue
-        shape = VIA3_SHAPES.get(int(xy[0]), f"shape id {xy[0]}")
-        region_attributes = {}
-        for attribute_id, value in (item.get("av") or {}).items():
-            definition = attributes.get(str(attribute_id)) or {}
-            options = definition.get("options") or {}
-            name = definition.get("aname", str(attribute_id))
-            region_attributes[name] = options.get(value, value) if isinstance(value, str) else value
-        image.regions.append(Region(shape, _via3_geometry(shape, xy[1:]), region_attributes))
+        if entry.get("type", VIA3_IMAGE_FILE_TYPE) != VIA3_IMAGE_FILE_TYPE:
+            continue
+        filename = entry.get("fname") or entry.get("src")
+        if not _valid_filename(filename):
+            problems.append(Problem(source, f"file {_short(fid)} has no valid fname; skipped"))
+            continue
+        images[str(fid)] = ViaImage(filename, [])
+    for metadata_id, item in _mapping(data.get("metadata"), "metadata", source).items():
+        region, error = _parse_via3_region(item, views, images, attributes)
+        if error:
+            problems.append(Problem(source, f"metadata {_short(metadata_id)} {error}; skipped"))
+        elif region is not None:
+            region[0].regions.append(region[1])
     return _merge_duplicates(list(images.values()), source, problems), problems
 
 
+def _parse_via3_region(item, views, images, attributes):
+    """((ViaImage, Region), None) of a VIA 3.x metadata item, (None, None) for one
+    without a spatial region, or (None, why it cannot be read)."""
+    if not isinstance(item, dict):
+        return None, f"is {_short(item)}, not an object"
+    xy = item.get("xy")
+    if not xy or item.get("z"):
+        return None, None  # file-level or temporal metadata: no spatial region
+    if not isinstance(xy, list):
+        return None, f"has xy {_short(xy)}, not a list"
+    view = views.get(str(item.get("vid")))
+    fid_list = view.get("fid_list") if isinstance(view, dict) else None
+    image = images.get(str(fid_list[0])) if isinstance(fid_list, list) and fid_list else None
+    if image is None:
+        return None, f"refers to view {_short(item.get('vid'))} that holds no image"
+    shape = _via3_shape(xy[0])
+    coords = xy[1:]
+    expected = VIA3_COORDINATE_COUNTS.get(shape)
+    if expected and len(coords) not in expected:
+        return None, (f"is a {shape} with {len(coords)} coordinates "
+                      f"(expected {' or '.join(map(str, expected))})")
+    av = item.get("av")
+    if av is None:
+        av = {}
+    if not isinstance(av, dict):
+        return None, f"has av {_short(av)}, not an object"
+    region_attributes = {}
+    for attribute_id, value in av.items():
+        definition = attributes.get(str(attribute_id))
+        definition = definition if isinstance(definition, dict) else {}
+        options = definition.get("options")
+        options = options if isinstance(options, dict) else {}
+        name = definition.get("aname")
+        name = name if isinstance(name, str) and name else str(attribute_id)
+        region_attributes[name] = options.get(value, value) if isinstance(value, str) else value
+    return (image, Region(shape, _via3_geometry(shape, coords), region_attributes)), None
+
+
+def _via3_shape(shape_id):
+    """The shape name of a VIA 3.x shape id, e.g. 7 -> "polygon"."""
+    if isinstance(shape_id, float) and shape_id.is_integer():
+        shape_id = int(shape_id)
+    if isinstance(shape_id, int) and not isinstance(shape_id, bool) and shape_id in VIA3_SHAPES:
+        return VIA3_SHAPES[shape_id]
+    return f"shape id {_short(shape_id)}"
+
+
 def _via3_geometry(shape, coords):
-    """VIA 3.x coordinates of a shape -> VIA 2.x shape attributes."""
-    coords = [float(v) for v in coords]
-    if shape == "rect" and len(coords) == 4:
-        return dict(zip(("x", "y", "width", "height"), coords))
-    if shape == "circle" and len(coords) == 3:
-        return dict(zip(("cx", "cy", "r"), coords))
-    if shape == "ellipse" and len(coords) >= 4:
-        return dict(zip(("cx", "cy", "rx", "ry", "theta"), coords + [0.0]))
-    if shape == "point" and len(coords) == 2:
-        return dict(zip(("cx", "cy"), coords))
+    """VIA 3.x coordinates of a shape -> VIA 2.x shape attributes (values unchecked)."""
+    names = {"rect": ("x", "y", "width", "height"), "circle": ("cx", "cy", "r"),
+             "ellipse": ("cx", "cy", "rx", "ry", "theta"), "point": ("cx", "cy")}.get(shape)
+    if names:
+        return dict(zip(names, coords))
     return {"all_points_x": coords[0::2], "all_points_y": coords[1::2]}
 
 
@@ -250,7 +382,11 @@ def _merge_duplicates(images, source, problems):
 
 
 def _short(value, limit=80):
-    text = json.dumps(value)
+    """``value`` as short JSON text, for messages."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = type(value).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -275,38 +411,15 @@ def image_path(image_dir, filename, source):
     return os.path.join(image_dir, *[p for p in parts if p not in ("", ".")])
 
 
-def exif_orientation(image):
-    """EXIF orientation (1..8) of an open PIL image; 1 when absent."""
-    try:
-        return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
-    except (ValueError, TypeError, SyntaxError):
-        return 1
-
-
-def displayed_size(path):
-    """(height, width, orientation) of an image as displayed.
-
-    Reads only the header. Height and width are those after the EXIF
-    orientation is applied (swapped for orientations 5-8), as VIA shows the
-    photo and as utils.Dataset.load_image returns it.
-
-    Raises:
-        OSError: the file cannot be opened as an image.
-    """
-    with Image.open(path) as image:
-        width, height = image.size
-        orientation = exif_orientation(image)
-    if orientation in TRANSPOSING_ORIENTATIONS:
-        height, width = width, height
-    return height, width, orientation
-
-
 # ---------------------------------------------------------------------------
 # Geometry
 
 
 def shape_points(region):
-    """Vertices of a polygon or polyline region: float arrays (xs, ys)."""
+    """Vertices of a polygon or polyline region: float arrays (xs, ys).
+
+    The geometry of every function below must have passed ``geometry_error``.
+    """
     xs = np.asarray(region.geometry.get("all_points_x") or [], dtype=np.float64)
     ys = np.asarray(region.geometry.get("all_points_y") or [], dtype=np.float64)
     return xs, ys
@@ -328,28 +441,70 @@ def shape_extent(region):
     return g["cx"] - half_w, g["cy"] - half_h, g["cx"] + half_w, g["cy"] + half_h
 
 
+def number_problem(value, name, positive=False, limit=COORDINATE_LIMIT):
+    """Why a JSON value is not a usable coordinate or size, or None when it is.
+
+    A usable value is a JSON number (int or float; not a bool, not text),
+    finite, of magnitude at most ``limit``, and > 0 when ``positive``.
+
+    Example: ``number_problem("40", "x")`` -> ``'x is "40", not a number'``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} is {_short(value)}, not a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} is {value}, not a finite number"
+    if abs(value) > limit:
+        try:
+            text = f"{value:g}"
+        except OverflowError:
+            text = "an integer too large for a float"
+        return f"{name} is {text}, beyond the limit of {limit:g}"
+    if positive and value <= 0:
+        return f"{name} is {value:g}, not positive"
+    return None
+
+
 def geometry_error(region):
-    """Why a region cannot become a mask, or None when it can."""
-    if region.shape in NO_AREA_SHAPES:
-        return f"{region.shape} region has no area; skipped (use polygon, rect, circle or ellipse)"
-    if region.shape not in AREA_SHAPES:
-        return f"unknown shape {region.shape!r}; skipped (use polygon, rect, circle or ellipse)"
-    keys = {"rect": ("x", "y", "width", "height"), "circle": ("cx", "cy", "r"),
-            "ellipse": ("cx", "cy", "rx", "ry")}.get(region.shape, ())
-    try:
-        if any(not np.isfinite(float(region.geometry[k])) for k in keys):
-            return f"{region.shape} region has a non-finite coordinate; skipped"
-        if region.shape in ("polygon", "polyline"):
-            xs, ys = shape_points(region)
-            if len(xs) != len(ys):
-                return (f"{region.shape} region has {len(xs)} x but {len(ys)} y "
-                        "coordinates; skipped")
-            if len(xs) < 3:
-                return f"{region.shape} region has {len(xs)} points, fewer than 3; skipped"
-            if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
-                return f"{region.shape} region has a non-finite coordinate; skipped"
-    except (KeyError, TypeError, ValueError):
-        return f"{region.shape} region lacks coordinates ({_short(region.geometry)}); skipped"
+    """Why a region cannot become a mask, or None when it can.
+
+    Checks each field of the shape (``SHAPE_FIELDS``, ``POLYGON_FIELDS``) with
+    ``number_problem``: types, finiteness, range, positive sizes, the lengths
+    of the point lists.
+    """
+    shape, g = region.shape, region.geometry
+    if shape in NO_AREA_SHAPES:
+        return f"{shape} region has no area; skipped (use polygon, rect, circle or ellipse)"
+    if shape not in AREA_SHAPES:
+        return f"unknown shape {shape!r}; skipped (use polygon, rect, circle or ellipse)"
+    if shape in ("polygon", "polyline"):
+        return _points_error(shape, g)
+    missing = [name for name, _ in SHAPE_FIELDS[shape]
+               if name not in g and name not in OPTIONAL_FIELDS]
+    if missing:
+        return f"{shape} region lacks {', '.join(missing)} ({_short(g)}); skipped"
+    for name, positive in SHAPE_FIELDS[shape]:
+        problem = number_problem(g[name], name, positive) if name in g else None
+        if problem:
+            return f"{problem}; skipped"
+    return None
+
+
+def _points_error(shape, geometry):
+    """Why a polygon's or polyline's point lists cannot make a mask, or None."""
+    lists = [geometry.get(name) for name in POLYGON_FIELDS]
+    for name, values in zip(POLYGON_FIELDS, lists):
+        if not isinstance(values, list):
+            return f"{name} is {_short(values)}, not a list of numbers; skipped"
+    xs, ys = lists
+    if len(xs) != len(ys):
+        return f"{shape} region has {len(xs)} x but {len(ys)} y coordinates; skipped"
+    if len(xs) < 3:
+        return f"{shape} region has {len(xs)} points, fewer than 3; skipped"
+    for name, values in zip(POLYGON_FIELDS, lists):
+        for index, value in enumerate(values):
+            problem = number_problem(value, f"{name}[{index}]")
+            if problem:
+                return f"{problem}; skipped"
     return None
 
 
@@ -404,14 +559,15 @@ def image_masks(image):
 def class_value(attributes, class_attribute):
     """Class name given by a region's attribute, or None.
 
-    Text, dropdown and radio values are strings; a VIA 2.x checkbox is a dict
-    ``{option: True}`` and names a class when exactly one option is ticked.
+    Text, dropdown and radio values are strings (an integer is taken as its
+    text); a VIA 2.x checkbox is a dict ``{option: True}`` and names a class
+    when exactly one option is ticked. Other values name no class.
     """
     value = attributes.get(class_attribute)
     if isinstance(value, dict):
         ticked = [option for option, on in value.items() if on]
         value = ticked[0] if len(ticked) == 1 else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         return None
@@ -476,7 +632,8 @@ def assign_labels(images, class_attribute, class_names, default_class, source):
 
 
 def load_via(annotation_path, image_dir=None, class_attribute=None, class_names=None,
-             default_class="object", keep_negatives=False, warn=True):
+             default_class="object", keep_negatives=False, warn=True, follow_links=False,
+             decode=True):
     """Load a VIA file and the sizes of its images.
 
     Args:
@@ -490,11 +647,19 @@ def load_via(annotation_path, image_dir=None, class_attribute=None, class_names=
         keep_negatives: keep images without regions (as negatives) instead of
             skipping them like the original.
         warn: issue a ViaWarning listing the missing image files.
+        follow_links: accept image files (and an annotation file) that are
+            symbolic links to files outside their folder; by default they are
+            reported and skipped.
+        decode: decode every image to the end, so that a truncated or corrupt
+            file is reported and skipped now rather than failing training
+            (``images.check_image``); False reads the headers only.
 
     Returns:
         :class:`ViaAnnotations`. Each image has ``path``, ``height`` and
         ``width`` (as displayed, EXIF orientation applied) and its usable
-        regions, each with a ``label`` from ``class_names``.
+        regions, each with a ``label`` from ``class_names``. Images that are
+        missing, refused (not a regular file, a link out of ``image_dir``) or
+        unreadable are left out and listed in ``problems``.
 
     Raises:
         ViaError: unreadable or malformed file, ambiguous or absent class
@@ -502,7 +667,7 @@ def load_via(annotation_path, image_dir=None, class_attribute=None, class_names=
     """
     source = str(annotation_path)
     image_dir = os.path.dirname(os.path.abspath(source)) if image_dir is None else str(image_dir)
-    version, images, problems = parse_via(read_json(source), source)
+    version, images, problems = parse_via(read_json(source, follow_links), source)
     if class_attribute is None:
         class_attribute = find_class_attribute(images, source)
     elif images and not any(class_value(r.attributes, class_attribute)
@@ -516,14 +681,15 @@ def load_via(annotation_path, image_dir=None, class_attribute=None, class_names=
     usable, missing = [], []
     for image in images:
         image.path = image_path(image_dir, image.filename, source)
-        if not os.path.isfile(image.path):
+        if not os.path.lexists(image.path):
             missing.append(image.filename)
             problems.append(Problem(image.path, "image file is missing"))
             continue
         try:
-            image.height, image.width, _ = displayed_size(image.path)
-        except OSError as error:
-            problems.append(Problem(image.path, f"cannot read image ({error}); skipped"))
+            image.height, image.width, _ = check_image(image.path, image_dir, follow_links,
+                                                       decode=decode)
+        except InputError as error:
+            problems.append(Problem(image.path, _skipped(error, image.path)))
             continue
         image.regions, region_problems = _usable_regions(image)
         problems += region_problems
@@ -535,7 +701,12 @@ def load_via(annotation_path, image_dir=None, class_attribute=None, class_names=
     if missing and warn:
         warnings.warn(f"{source}: {len(missing)} image file(s) missing from {image_dir}, "
                       f"skipped: {', '.join(missing)}", ViaWarning, stacklevel=2)
-    return ViaAnnotations(usable, class_names, problems, version)
+    return ViaAnnotations(usable, class_names, problems, version, class_attribute)
+
+
+def _skipped(error, path):
+    """The message of an error about ``path``, without the path, ending in "; skipped"."""
+    return str(error).removeprefix(f"{path}: ").rstrip(".") + "; skipped"
 
 
 def _usable_regions(image):
@@ -563,16 +734,30 @@ def _usable_regions(image):
 
 
 def check_dataset(dataset_dir, subsets=("train", "val"), optional_subsets=("test",),
-                  annotation_name=ANNOTATION_FILE, class_attribute=None, class_names=None):
+                  annotation_name=ANNOTATION_FILE, class_attribute=None, class_names=None,
+                  default_class="object", follow_links=False):
     """Every problem of a dataset folder, before training.
 
     The folder holds one sub-folder per subset, each with its images and
     ``annotation_name``. Reported: missing subset folders or annotation files,
-    malformed JSON, filenames outside the folder, missing or unreadable
-    images, images in the folder that the export does not list, EXIF-rotated
-    photos, regions outside the image, with fewer than 3 points, of unknown
-    shape or class, duplicate images (same content) and subsets without any
-    annotated instance.
+    malformed JSON, filenames outside the folder, missing, unreadable,
+    truncated or too large images, files that are not regular files or are
+    links out of their folder, images in the folder that the export does not
+    list, EXIF-rotated photos, regions of the wrong type or range, outside
+    the image, with fewer than 3 points, of unknown shape or class, duplicate
+    images (same content) and subsets without any annotated instance.
+
+    The subsets are read the way training reads them: the first one finds the
+    class attribute and the class names (unless given) and the others are
+    read with those, so a class that only the validation subset uses is
+    reported. An empty list therefore means that training can load the
+    dataset.
+
+    Args:
+        default_class: the class of regions that name none (a dataset
+            class's ``DEFAULT_CLASS``).
+        follow_links: accept files that are symbolic links out of their
+            subset folder (see ``load_via``).
 
     Returns:
         list of :class:`Problem`, empty when the dataset is clean.
@@ -582,14 +767,21 @@ def check_dataset(dataset_dir, subsets=("train", "val"), optional_subsets=("test
     """
     dataset_dir = str(dataset_dir)
     if not os.path.isdir(dataset_dir):
-        raise ViaError(f"{dataset_dir}: no such dataset folder. Give the folder that holds "
+        what = "not a folder" if os.path.lexists(dataset_dir) else "no such dataset folder"
+        raise ViaError(f"{dataset_dir}: {what}. Give the folder that holds "
                        f"{'/, '.join(subsets)}/ with the images and {annotation_name}.")
     problems, digests = [], {}
-    for subset in list(subsets) + [s for s in optional_subsets
-                                   if os.path.isdir(os.path.join(dataset_dir, s))]:
-        problems += _check_subset(os.path.join(dataset_dir, subset), annotation_name,
-                                  class_attribute, class_names, digests,
-                                  required=subset in subsets)
+    options = dict(class_attribute=class_attribute, class_names=class_names,
+                   default_class=default_class, follow_links=follow_links)
+    present = [s for s in optional_subsets if os.path.isdir(os.path.join(dataset_dir, s))]
+    for index, subset in enumerate(list(subsets) + present):
+        subset_problems, annotations = _check_subset(os.path.join(dataset_dir, subset),
+                                                     annotation_name, options, digests,
+                                                     required=subset in subsets)
+        problems += subset_problems
+        if index == 0 and annotations is not None:
+            options.update(class_attribute=annotations.class_attribute,
+                           class_names=annotations.class_names)
     for paths in digests.values():
         if len(paths) > 1:
             problems += [Problem(path, f"same image as {paths[0]} (duplicate file)")
@@ -597,54 +789,69 @@ def check_dataset(dataset_dir, subsets=("train", "val"), optional_subsets=("test
     return problems
 
 
-def _check_subset(subset_dir, annotation_name, class_attribute, class_names, digests, required):
-    """Problems of one subset folder; fills ``digests`` (content hash -> paths)."""
+def _check_subset(subset_dir, annotation_name, options, digests, required):
+    """(problems, ViaAnnotations or None) of one subset folder.
+
+    ``options`` are ``load_via``'s; fills ``digests`` (content hash -> paths).
+    """
     if not os.path.isdir(subset_dir):
-        return [Problem(subset_dir, "subset folder is missing")]
+        return [Problem(subset_dir, "subset folder is missing")], None
     annotation_path = os.path.join(subset_dir, annotation_name)
-    listed = set()
-    problems = []
-    if os.path.isfile(annotation_path):
+    annotations, problems = None, []
+    if os.path.lexists(annotation_path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ViaWarning)
-                annotations = load_via(annotation_path, class_attribute=class_attribute,
-                                       class_names=class_names, keep_negatives=True)
+                annotations = load_via(annotation_path, keep_negatives=True, **options)
             problems += annotations.problems
-            listed = {os.path.abspath(image.path) for image in annotations.images}
-            listed |= {os.path.abspath(p.file) for p in annotations.problems}
             if not any(image.regions for image in annotations.images):
                 problems.append(Problem(annotation_path, "subset has no annotated instance"))
         except ViaError as error:
-            message = str(error).removeprefix(f"{annotation_path}: ")
-            problems.append(Problem(annotation_path, message))
+            problems.append(Problem(annotation_path,
+                                    str(error).removeprefix(f"{annotation_path}: ")))
     elif required:
         problems.append(Problem(annotation_path, "annotation file is missing; export the "
                                                  "regions from VIA as JSON under this name"))
-    images = sorted(f for f in os.listdir(subset_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not images:
+    loaded = {os.path.abspath(image.path) for image in annotations.images} if annotations else set()
+    reported = {os.path.abspath(p.file) for p in annotations.problems} if annotations else set()
+    try:
+        names = sorted(f for f in os.listdir(subset_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+    except OSError as error:
+        return problems + [Problem(subset_dir, f"cannot list the folder ({error.strerror})")], \
+            annotations
+    if not names:
         problems.append(Problem(subset_dir, "subset has no image"))
-    for name in images:
+    for name in names:
         path = os.path.join(subset_dir, name)
-        problems += _check_image_file(path, digests)
-        if listed and os.path.abspath(path) not in listed:
+        key = os.path.abspath(path)
+        if key in reported and key not in loaded:
+            continue  # load_via said why it skipped this file
+        file_problems, readable = _check_image_file(path, digests, subset_dir,
+                                                    options["follow_links"],
+                                                    decode=key not in loaded)
+        problems += file_problems
+        if annotations and readable and key not in loaded | reported:
             problems.append(Problem(path, f"image is not listed in {annotation_name}; "
                                           "annotate it in VIA or move it out"))
-    return problems
+    return problems, annotations
 
 
-def _check_image_file(path, digests):
-    """Problems of one image file: unreadable, EXIF-rotated. Records its digest."""
-    with open(path, "rb") as f:
-        digests.setdefault(hashlib.sha1(f.read()).hexdigest(), []).append(path)
+def _check_image_file(path, digests, folder, follow_links, decode):
+    """(problems, readable) of one image file: refused, unreadable, EXIF-rotated.
+
+    Records the digest of a readable one.
+    """
     try:
-        with Image.open(path) as image:
-            orientation = exif_orientation(image)
-            image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        return [Problem(path, f"cannot read image ({error}); re-save it as JPEG or PNG")]
+        _, _, orientation = check_image(path, folder, follow_links, decode=decode)
+    except InputError as error:
+        return [Problem(path, str(error).removeprefix(f"{path}: "))], False
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digests.setdefault(digest.hexdigest(), []).append(path)
     if orientation != 1:
         return [Problem(path, f"photo is EXIF-rotated (orientation {orientation}); VIA and "
                               "mrcnn show it rotated, so check that its regions were drawn on the "
-                              "rotated view, or save it upright without the EXIF tag")]
-    return []
+                              "rotated view, or save it upright without the EXIF tag")], True
+    return [], True

@@ -135,6 +135,29 @@ class WeightsError(InputError):
     """A weights file or choice that cannot be used; the message names it and the fix."""
 
 
+class WeightShapeError(WeightsError):
+    """Weights of a file whose shapes differ from the model's.
+
+    Attributes:
+        filepath: the file.
+        mismatches: [(layer name, weight name, shape in the file, shape in
+            the model)].
+    """
+
+    def __init__(self, filepath, mismatches):
+        super().__init__(_shape_mismatch_message(filepath, mismatches))
+        self.filepath, self.mismatches = filepath, mismatches
+
+    def summary(self, limit=3):
+        """One line: the layers that differ, with the shapes of the first ``limit``."""
+        layers = list(dict.fromkeys(layer for layer, _, _, _ in self.mismatches))
+        shown = [f"{layer} {name.split('/')[-1]} is {file_shape} in the file, {model_shape} in "
+                 "the model" for layer, name, file_shape, model_shape in self.mismatches[:limit]]
+        more = len(self.mismatches) - limit
+        return (f"weight shapes differ in {len(layers)} layer(s) ({'; '.join(shown)}"
+                f"{f'; and {more} more' if more > 0 else ''})")
+
+
 def load_weights(keras_model, filepath, by_name=False, exclude=None, skip_mismatched=()):
     """Load a Keras-2 HDF5 weights file (the original's or ours) into a model.
 
@@ -162,9 +185,11 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None, skip_mismat
 
     Raises:
         FileNotFoundError: no file at ``filepath``.
-        WeightsError (a ValueError): the file is not in this layout, or weight
-            counts or shapes differ in layers that ``exclude`` and
-            ``skip_mismatched`` do not cover.
+        WeightsError (a ValueError): the file is not in this layout, is
+            damaged (missing or non-numeric weights, NaN or infinite values),
+            or weight counts differ in layers that ``exclude`` and
+            ``skip_mismatched`` do not cover; WeightShapeError (a
+            WeightsError) when shapes differ there.
     """
     filepath = os.fspath(filepath)
     weighted_layers = [layer for layer in model_layers(keras_model) if layer.weights]
@@ -182,6 +207,27 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None, skip_mismat
         variable.assign(value)
     _log_result(result)
     return result
+
+
+def check_weights_file(filepath):
+    """Raise WeightsError unless ``filepath`` is a complete, undamaged weights file.
+
+    Reads the whole file: the Keras-2 layout (``layer_names``, a group per
+    layer, ``weight_names``), then every weight, which must be a numeric
+    array that reads to its end without NaN or infinite values. Shapes can
+    only be compared with a model's, when loading (``load_weights``).
+    Commands call it before they build a model, so that a bad file stops
+    them early.
+
+    Raises:
+        FileNotFoundError: no file at ``filepath``.
+        WeightsError: the message names the file, what is wrong and the fix.
+    """
+    filepath = os.fspath(filepath)
+    with _open_layout(filepath) as group:
+        for layer_name, weight_names in _read_weighted_layers(group, filepath).items():
+            for weight_name in weight_names:
+                _read_weight(group[layer_name], weight_name, filepath)
 
 
 def is_weights_file(filepath):
@@ -211,7 +257,13 @@ def _open_layout(filepath):
         raise WeightsError(
             f"{filepath} is not an HDF5 file (another format, or a truncated download): "
             "delete it and get the file again.")
-    with h5py.File(filepath, "r") as f:
+    try:
+        f = h5py.File(filepath, "r")
+    except OSError as error:
+        raise WeightsError(
+            f"{filepath} is a damaged HDF5 file ({error}), e.g. a truncated download or an "
+            "interrupted copy: delete it and get the file again.") from None
+    with f:
         if _has_layer_names(f):
             yield f
         elif "model_weights" in f and _has_layer_names(f["model_weights"]):
@@ -228,28 +280,49 @@ def _has_layer_names(group):
     return "layer_names" in group.attrs or "layer_names0" in group.attrs
 
 
-def _read_names(attributes, name):
+def _read_names(attributes, name, filepath):
     """A list of str from a bytes-array attribute, also when Keras 2 split it
     into chunks ``name0``, ``name1``, ... (attributes larger than 64 KB)."""
-    if name in attributes:
-        values = list(attributes[name])
-    else:
-        values, index = [], 0
-        while f"{name}{index}" in attributes:
-            values.extend(attributes[f"{name}{index}"])
-            index += 1
-    return [value.decode("utf8") if isinstance(value, bytes) else str(value) for value in values]
+    chunks = [name]
+    if name not in attributes:
+        chunks = []
+        while f"{name}{len(chunks)}" in attributes:
+            chunks.append(f"{name}{len(chunks)}")
+    values = []
+    for chunk in chunks:
+        value = attributes[chunk]
+        if not (isinstance(value, np.ndarray) and value.ndim == 1 and
+                all(isinstance(v, (bytes, str)) for v in value)):
+            raise WeightsError(f"{filepath}: the attribute {name!r} is not a list of names: "
+                               "the file is damaged or not a weights file; get it again.")
+        values.extend(value)
+    try:
+        return [value.decode("utf8") if isinstance(value, bytes) else value for value in values]
+    except UnicodeDecodeError:
+        raise WeightsError(f"{filepath}: the attribute {name!r} holds names that are not UTF-8 "
+                           "text: the file is damaged; get it again.") from None
 
 
 def _read_weighted_layers(group, filepath):
-    """{layer name: [weight name, ...]} for the file's layers that have weights, in order."""
+    """{layer name: [weight name, ...]} for the file's layers that have weights, in order.
+
+    Every listed layer must be a group holding each of its weights as a
+    numeric dataset; WeightsError names the first that is not.
+    """
     layers = {}
-    for layer_name in _read_names(group.attrs, "layer_names"):
-        if layer_name not in group:
+    for layer_name in _read_names(group.attrs, "layer_names", filepath):
+        layer = group.get(layer_name)
+        if not isinstance(layer, h5py.Group):
             raise WeightsError(
                 f"{filepath} lists layer {layer_name!r} in 'layer_names' but has no group "
                 "for it: the file is damaged; get it again.")
-        weight_names = _read_names(group[layer_name].attrs, "weight_names")
+        weight_names = _read_names(layer.attrs, "weight_names", filepath)
+        for weight_name in weight_names:
+            weight = layer.get(weight_name)
+            if not isinstance(weight, h5py.Dataset) or weight.dtype.kind not in "fiu":
+                raise WeightsError(
+                    f"{filepath}: layer {layer_name!r} lists the weight {weight_name!r} but "
+                    "holds no numeric array under that name: the file is damaged; get it again.")
         if weight_names:
             layers[layer_name] = weight_names
     return layers
@@ -295,14 +368,14 @@ def _plan_assignments(group, pairs, filepath, skip_mismatched):
                 skipped.append(layer.name)
                 continue
             count_problems.append(
-                f"  {layer.name}: {len(entries)} weights in the model "
+                f"{layer.name}: {len(entries)} weights in the model "
                 f"({', '.join(name for name, _ in entries)}), {len(file_weight_names)} in "
                 f"the file ({', '.join(file_weight_names)})")
             continue
         matched = _match_weight_names(layer.name, [name for name, _ in entries], file_weight_names)
         layer_assignments, layer_problems = [], []
         for (name, variable), file_name in zip(entries, matched):
-            value = group[file_layer][file_name][()]
+            value = _read_weight(group[file_layer], file_name, filepath)
             if tuple(value.shape) != tuple(variable.shape):
                 layer_problems.append((layer.name, name, value.shape, tuple(variable.shape)))
             else:
@@ -315,11 +388,25 @@ def _plan_assignments(group, pairs, filepath, skip_mismatched):
     if count_problems:
         raise WeightsError(
             f"Cannot load {filepath}: layers with a different number of weights in the "
-            "file and the model:\n" + "\n".join(count_problems) +
-            "\nPass exclude=[...] with these layer names to leave them unchanged.")
+            f"file and the model: {'; '.join(count_problems)}. Pass exclude=[...] with these "
+            "layer names to leave them unchanged.")
     if shape_problems:
-        raise WeightsError(_shape_mismatch_message(filepath, shape_problems))
+        raise WeightShapeError(filepath, shape_problems)
     return assignments, skipped
+
+
+def _read_weight(layer_group, weight_name, filepath):
+    """A weight's array; WeightsError for unreadable data or NaN and infinite values."""
+    try:
+        value = layer_group[weight_name][()]
+    except OSError as error:
+        raise WeightsError(f"{filepath}: cannot read {layer_group.name[1:]}/{weight_name} "
+                           f"({error}): the file is damaged; get it again.") from None
+    if not np.isfinite(value).all():
+        raise WeightsError(
+            f"{filepath}: {layer_group.name[1:]}/{weight_name} holds NaN or infinite values "
+            "(a diverged training run?). Use an earlier checkpoint or another weights file.")
+    return value
 
 
 def _match_weight_names(layer_name, model_weight_names, file_weight_names):

@@ -1,6 +1,7 @@
 """Tests of mrcnn.config: the original's defaults, validation, JSON round trip."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -116,3 +117,23 @@ def test_from_dict_overrides_a_subclass_and_checks_the_values():
         Pikachu.from_dict({"IMAGE_SIZE": 128})
     with pytest.raises(ConfigError, match="IMAGE_MAX_DIM is 100"):
         Pikachu.from_dict({"IMAGE_MAX_DIM": 100})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"IMAGE_MAX_DIM": "512"}, "IMAGE_MAX_DIM is '512': it must be a finite number, like the "
+                               "default 1024."),
+    ({"LEARNING_RATE": float("nan")}, "LEARNING_RATE is nan: it must be a finite number"),
+    ({"STEPS_PER_EPOCH": 10 ** 400}, "STEPS_PER_EPOCH is 1000"),
+    ({"USE_MINI_MASK": "yes"}, "USE_MINI_MASK is 'yes': it must be true or false"),
+    ({"BACKBONE": 50}, "BACKBONE is 50: it must be text, like the default 'resnet101'."),
+    ({"MEAN_PIXEL": ["a", 1, 2]}, "MEAN_PIXEL is ['a', 1, 2]: it must be a list of numbers"),
+    ({"RPN_ANCHOR_SCALES": [[8], 16]}, "RPN_ANCHOR_SCALES is [[8], 16]: it must be a list of numbers"),
+    ({"LOSS_WEIGHTS": {"rpn_class_loss": None}}, "LOSS_WEIGHTS is {'rpn_class_loss': None}: it "
+                                                 "must be a mapping of names to numbers"),
+    ({"IMAGE_MAX_DIM": None}, "These settings cannot work together"),
+])
+def test_from_dict_refuses_values_of_the_wrong_type(values, message):
+    # What an edited or damaged run_settings.json holds: a ConfigError naming the
+    # setting, never a TypeError from deep inside.
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Config.from_dict(values)

@@ -4,6 +4,7 @@ import functools
 import http.server
 import os
 import threading
+import warnings
 
 import pytest
 from PIL import Image
@@ -57,3 +58,98 @@ def test_an_image_url_is_downloaded(server, tmp_path):
         with pytest.raises(images.ImageError, match="cannot download an image"):
             images.image_files(url, download_dir=downloads)
     assert os.listdir(downloads) == [os.path.basename(path)]
+
+
+# ---------------------------------------------------------------------------
+# check_image: the one check of every image file before use
+
+
+def jpeg_bytes(height=48, width=64):
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def png_header(width, height):
+    """A PNG that declares width x height pixels (and holds no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_check_image_gives_the_displayed_size_and_decodes_to_the_end(tmp_path):
+    data = jpeg_bytes(48, 64)
+    (tmp_path / "good.jpg").write_bytes(data)
+    assert images.check_image(tmp_path / "good.jpg") == (48, 64, 1)
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    assert images.check_image(tmp_path / "cut.jpg", decode=False) == (48, 64, 1)  # header only
+    with pytest.raises(images.ImageError, match=f"^{tmp_path / 'cut.jpg'}: image data is truncated "
+                                                r"or corrupt \(image file is truncated"):
+        images.check_image(tmp_path / "cut.jpg")
+    Image.new("RGB", (30, 20), "red").save(tmp_path / "good.png")
+    png = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(png[:len(png) - 30])
+    with pytest.raises(images.ImageError, match="image data is truncated or corrupt"):
+        images.check_image(tmp_path / "cut.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(images.ImageError, match=f"{tmp_path / 'empty.jpg'}: cannot read image"):
+        images.check_image(tmp_path / "empty.jpg")
+
+
+@pytest.mark.parametrize("width, height", [(30000, 30000), (10000, 10000)])
+def test_images_beyond_the_pixel_limit_are_refused_before_decoding(tmp_path, width, height):
+    # 30000^2 is beyond twice Pillow's limit (DecompressionBombError in Image.open);
+    # 10000^2 is between once and twice (Pillow only warns): both are refused.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(width, height))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(images.ImageError) as error:
+            images.check_image(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "PIL.Image.MAX_IMAGE_PIXELS" in message
+    assert "Downscale the image" in message
+
+
+def test_check_image_refuses_links_out_of_its_folder_and_special_files(tmp_path):
+    folder = tmp_path / "train"
+    folder.mkdir()
+    (tmp_path / "outside.jpg").write_bytes(jpeg_bytes())
+    (folder / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    with pytest.raises(images.files.FileError, match="outside"):
+        images.check_image(folder / "link.jpg", folder)
+    assert images.check_image(folder / "link.jpg", folder, follow_links=True) == (48, 64, 1)
+    with pytest.raises(images.files.FileError, match="not a regular file"):
+        images.check_image(folder / "zero.jpg", folder, follow_links=True)
+
+
+def test_image_files_checks_every_image_of_a_folder_before_use(folder):
+    data = jpeg_bytes()
+    (folder / "z.jpg").write_bytes(data[:len(data) // 2])
+    with pytest.raises(images.ImageError, match=f"{folder / 'z.jpg'}: image data is truncated"):
+        images.image_files(folder)
+    (folder / "z.jpg").unlink()
+    os.mkfifo(folder / "y.png")
+    with pytest.raises(images.files.FileError, match=f"{folder / 'y.png'}: not a regular file"):
+        images.image_files(folder)
+    with pytest.raises(images.files.FileError, match="/dev/zero: not a regular file"):
+        images.image_files("/dev/zero")
+
+
+def test_a_download_larger_than_the_limit_is_refused(server, tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with pytest.raises(images.ImageError, match="more than 0 MB, too large for an image"):
+        images.download_image(f"{server}/b.png", downloads, max_bytes=10)
+    assert os.listdir(downloads) == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn import utils, via
+from mrcnn import images, utils, via
 
 MUG = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "mug")
 H, W = 40, 60
@@ -203,7 +203,7 @@ def test_degenerate_regions_are_reported(shapes_dir):
     messages = [p.message for p in annotations.problems]
     assert messages[0] == "region 0 (polygon): polygon region has 2 points, fewer than 3; skipped"
     assert messages[1].startswith("region 1 (freehand): unknown shape 'freehand'")
-    assert messages[2].startswith("region 2 (rect): rect region lacks coordinates")
+    assert messages[2] == 'region 2 (rect): rect region lacks y, width, height ({"x": 1}); skipped'
 
 
 @pytest.mark.parametrize("filename", ["../secret.png", "sub/../../secret.png", "/etc/passwd",
@@ -256,7 +256,7 @@ def test_exif_rotated_photo_mask_lands_on_the_object(tmp_path, orientation, to_r
     raw = Image.fromarray(upright).transpose(to_raw)
     assert raw.size == (64, 40)  # stored landscape
     exif = Image.Exif()
-    exif[via.EXIF_ORIENTATION_TAG] = orientation
+    exif[images.EXIF_ORIENTATION_TAG] = orientation
     raw.save(tmp_path / "photo.jpg", exif=exif, quality=95, subsampling=0)
     path = write_json(tmp_path / "via.json",
                       via1({"photo.jpg": [(polygon([4, 19, 19, 4], [8, 8, 23, 23]), {})]}))
@@ -319,6 +319,208 @@ def test_regions_without_attributes_take_the_default_class(shapes_dir):
 
 
 # ---------------------------------------------------------------------------
+# Hostile fields: every field of every shape, of every wrong type and range
+
+GOOD_SHAPES = {
+    "polygon": {"name": "polygon", "all_points_x": [2, 20, 20, 2], "all_points_y": [2, 2, 20, 20]},
+    "polyline": {"name": "polyline", "all_points_x": [2, 20, 11], "all_points_y": [2, 2, 20]},
+    "rect": {"name": "rect", "x": 2, "y": 3, "width": 10, "height": 12},
+    "circle": {"name": "circle", "cx": 20, "cy": 20, "r": 5},
+    "ellipse": {"name": "ellipse", "cx": 20, "cy": 20, "rx": 5, "ry": 3, "theta": 0.3},
+}
+# (value, what the problem says about it)
+BAD_NUMBERS = [("40", 'is "40", not a number'), (None, "is null, not a number"),
+               (True, "is true, not a number"), ([1], "is [1], not a number"),
+               ({"a": 1}, 'is {"a": 1}, not a number'), ("text", 'is "text", not a number'),
+               (float("nan"), "is nan, not a finite number"),
+               (float("inf"), "is inf, not a finite number"),
+               (-float("inf"), "is -inf, not a finite number"),
+               (1e308, "is 1e+308, beyond the limit of 1e+06"),
+               (-1e308, "is -1e+308, beyond the limit of 1e+06"),
+               (10 ** 30, "is 1e+30, beyond the limit of 1e+06"),
+               (10 ** 400, "is an integer too large for a float, beyond the limit of 1e+06")]
+BAD_SIZES = [(0, "is 0, not positive"), (-5, "is -5, not positive"),
+             (-0.5, "is -0.5, not positive")]
+
+
+def hostile_field_cases():
+    for shape, good in GOOD_SHAPES.items():
+        for field in good:
+            if field == "name":
+                continue
+            positive = field in ("width", "height", "r", "rx", "ry")
+            if field.startswith("all_points"):
+                for value, said in BAD_NUMBERS:
+                    values = list(good[field])
+                    values[1] = value
+                    yield shape, field, values, f"{field}[1] {said}"
+                yield shape, field, "2,20,20", f'{field} is "2,20,20", not a list of numbers'
+                yield shape, field, None, f"{field} is null, not a list of numbers"
+                yield shape, field, good[field][:-1], "x but"  # lengths differ
+                continue
+            for value, said in BAD_NUMBERS + (BAD_SIZES if positive else []):
+                yield shape, field, value, f"{field} {said}"
+            if field != "theta":
+                yield shape, field, "<missing>", f"{shape} region lacks {field}"
+
+
+@pytest.mark.parametrize("shape, field, value, said", list(hostile_field_cases()))
+def test_every_field_of_every_shape_is_validated(shapes_dir, shape, field, value, said):
+    geometry = dict(GOOD_SHAPES[shape])
+    if value == "<missing>":
+        del geometry[field]
+    else:
+        geometry[field] = value
+    regions = [(geometry, {"name": "pikachu"}), (GOOD_SHAPES["rect"], {"name": "pikachu"})]
+    path = shapes_dir / "via.json"
+    path.write_text(json.dumps(via2({"a.png": regions})))  # NaN and Infinity as JSON allows
+    annotations = via.load_via(path)
+    [image] = annotations.images
+    assert len(image.regions) == 1  # the good rect; the hostile region is skipped
+    [problem] = annotations.problems
+    assert problem.file == str(shapes_dir / "a.png")
+    assert problem.message.startswith(f"region 0 ({shape}): ") and said in problem.message
+    assert problem.message.endswith("; skipped")
+
+
+def test_point_lists_of_other_lengths_are_reported(shapes_dir):
+    regions = [(polygon([1, 9, 9], [1, 1]), {}), (polygon([1, 9], [1, 9]), {})]
+    annotations = via.load_via(write_json(shapes_dir / "via.json", via2({"a.png": regions})))
+    assert annotations.images == []
+    assert [p.message for p in annotations.problems] == [
+        "region 0 (polygon): polygon region has 3 x but 2 y coordinates; skipped",
+        "region 1 (polygon): polygon region has 2 points, fewer than 3; skipped"]
+
+
+def test_shapes_of_the_largest_accepted_size_are_drawn_clipped(shapes_dir):
+    limit = via.COORDINATE_LIMIT
+    regions = [({"name": "circle", "cx": 20, "cy": 20, "r": limit}, {}),
+               ({"name": "ellipse", "cx": 0, "cy": 0, "rx": limit, "ry": limit, "theta": limit}, {}),
+               (polygon([-limit, limit, limit], [-limit, -limit, limit]), {}),
+               ({"name": "rect", "x": -limit / 2, "y": -limit / 2, "width": limit,
+                 "height": limit}, {})]
+    annotations = via.load_via(write_json(shapes_dir / "via.json", via2({"a.png": regions})))
+    masks = via.image_masks(annotations.images[0])
+    assert masks.shape == (H, W, 4) and masks[..., [0, 1, 3]].all()
+    ys, xs = centre_grid()
+    np.testing.assert_array_equal(masks[..., 2], xs >= ys)  # the polygon's diagonal
+
+
+@pytest.mark.parametrize("regions, message", [
+    (["junk"], 'a.png: region 0 is "junk", not an object; skipped'),
+    ([{"shape_attributes": 4}], "a.png: region 0 has shape_attributes 4, not an object; skipped"),
+    ([{"shape_attributes": {"name": 5}}], "a.png: region 0 has no shape name; skipped"),
+    ([{"shape_attributes": {"name": ["rect"]}}], "a.png: region 0 has no shape name; skipped"),
+    ([{"shape_attributes": GOOD_SHAPES["rect"], "region_attributes": [1]}],
+     "a.png: region 0 has region_attributes [1], not an object; skipped"),
+    ("all", 'a.png: \'regions\' is "all", not a list; its regions are skipped'),
+])
+def test_regions_of_the_wrong_type_are_reported_and_skipped(shapes_dir, regions, message):
+    export = {"a.png1": {"filename": "a.png", "regions": regions},
+              "b": "not an entry", "c": {"filename": 7}, "d": {"filename": "x\u0000.png"}}
+    annotations = via.load_via(write_json(shapes_dir / "via.json", export), keep_negatives=True)
+    assert [image.filename for image in annotations.images] == ["a.png"]
+    messages = [p.message for p in annotations.problems]
+    assert messages[0] == message
+    assert messages[1] == 'entry "b" is "not an entry", not an image entry; skipped'
+    assert messages[2].startswith("an entry has no valid filename")
+    assert messages[3].startswith("an entry has no valid filename")
+
+
+def test_hostile_via3_items_are_reported_and_skipped(shapes_dir):
+    metadata = {
+        "ok": {"vid": "1", "z": [], "xy": [2, 2, 20, 8, 6], "av": {"1": "0"}},
+        "text_id": {"vid": "1", "z": [], "xy": ["x", 1, 2, 3, 4], "av": {}},
+        "nan_id": {"vid": "1", "z": [], "xy": [float("nan"), 1, 2, 3, 4], "av": {}},
+        "short_rect": {"vid": "1", "z": [], "xy": [2, 1, 2, 3], "av": {}},
+        "text_coordinate": {"vid": "1", "z": [], "xy": [3, "30", 28, 6], "av": {}},
+        "no_view": {"vid": "9", "z": [], "xy": [3, 30, 28, 6], "av": {}},
+        "xy_text": {"vid": "1", "z": [], "xy": "3,30,28,6", "av": {}},
+        "av_list": {"vid": "1", "z": [], "xy": [3, 30, 28, 6], "av": [1]},
+        "not_object": 5,
+    }
+    files = {"1": {"fid": "1", "fname": "a.png", "type": 2}, "2": "junk", "3": {"fname": 4}}
+    path = write_json(shapes_dir / "via3.json", via3_project(metadata, files))
+    annotations = via.load_via(path)
+    [image] = annotations.images
+    assert [r.shape for r in image.regions] == ["rect"]
+    messages = {p.message for p in annotations.problems}
+    assert messages == {
+        'file "2" is "junk", not an object; skipped',
+        'file "3" has no valid fname; skipped',
+        'metadata "short_rect" is a rect with 3 coordinates (expected 4); skipped',
+        'metadata "no_view" refers to view "9" that holds no image; skipped',
+        'metadata "xy_text" has xy "3,30,28,6", not a list; skipped',
+        'metadata "av_list" has av [1], not an object; skipped',
+        'metadata "not_object" is 5, not an object; skipped',
+        'region 1 (shape id "x"): unknown shape \'shape id "x"\'; skipped (use polygon, rect, '
+        'circle or ellipse)',
+        "region 2 (shape id NaN): unknown shape 'shape id NaN'; skipped (use polygon, rect, "
+        "circle or ellipse)",
+        'region 3 (circle): cx is "30", not a number; skipped',
+    }
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100000 + "]" * 100000, "unreadable JSON"),
+    ('{"a.png": {"filename": "a.png", "size": 1' + "0" * 5000 + "}}", "unreadable JSON"),
+    ("\xff\xfe{}", "not a UTF-8 text file"),
+])
+def test_unreadable_json_is_a_via_error(tmp_path, content, message):
+    path = tmp_path / "via.json"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(via.ViaError, match=f"^{path}: {message}"):
+        via.load_via(path)
+
+
+def test_annotation_files_that_are_not_regular_files_are_never_read(tmp_path, monkeypatch):
+    subset = tmp_path / "train"
+    subset.mkdir()
+    (tmp_path / "elsewhere.json").write_text(json.dumps(via1({"gone.png": []})))
+    (subset / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    (subset / "zero.json").symlink_to("/dev/zero")
+    os.mkfifo(subset / "fifo.json")
+    with pytest.raises(via.ViaError, match="outside .*--follow-links"):
+        via.load_via(subset / "link.json")
+    with pytest.raises(via.ViaError, match="none of its 1 image files are in"):
+        via.load_via(subset / "link.json", follow_links=True)  # read, then its image is missing
+    for name in ("zero.json", "fifo.json"):
+        with pytest.raises(via.ViaError, match=f"{subset / name}: not a regular file"):
+            via.load_via(subset / name)
+    monkeypatch.setattr(via, "MAX_ANNOTATION_BYTES", 10)
+    with pytest.raises(via.ViaError, match="larger than 0 MB"):
+        via.load_via(tmp_path / "elsewhere.json")
+
+
+def test_image_files_are_checked_and_bad_ones_skipped(tmp_path):
+    subset = tmp_path / "train"
+    subset.mkdir()
+    square = [(polygon([1, 9, 9, 1], [1, 1, 9, 9]), {})]
+    write_image(subset / "good.png")
+    write_image(tmp_path / "outside.png")
+    write_image(subset / "cut.png", color=(1, 2, 3))
+    (subset / "cut.png").write_bytes((subset / "cut.png").read_bytes()[:-40])
+    (subset / "link.png").symlink_to(tmp_path / "outside.png")
+    (subset / "zero.png").symlink_to("/dev/zero")
+    (subset / "folder.png").mkdir()
+    os.mkfifo(subset / "fifo.png")
+    names = ["good.png", "cut.png", "link.png", "zero.png", "folder.png", "fifo.png"]
+    path = write_json(subset / via.ANNOTATION_FILE, via1({name: square for name in names}))
+    annotations = via.load_via(path)
+    assert [image.filename for image in annotations.images] == ["good.png"]
+    said = {os.path.basename(p.file): p.message for p in annotations.problems}
+    assert said["cut.png"].startswith("image data is truncated or corrupt")
+    assert said["link.png"].startswith(f"a symbolic link to {tmp_path / 'outside.png'}")
+    assert said["zero.png"].startswith("not a regular file") and said["fifo.png"] == said["zero.png"]
+    assert said["folder.png"].startswith("a folder, not an image")
+    assert all(message.endswith("; skipped") for message in said.values())
+    linked = via.load_via(path, follow_links=True)
+    assert [image.filename for image in linked.images] == ["good.png", "link.png"]
+    headers_only = via.load_via(path, decode=False)
+    assert [image.filename for image in headers_only.images] == ["good.png", "cut.png"]
+
+
+# ---------------------------------------------------------------------------
 # check_dataset
 
 
@@ -333,7 +535,7 @@ def test_check_finds_every_planted_problem(tmp_path):
     write_image(train / "unlisted.png", color=(1, 2, 3))
     (train / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     exif = Image.Exif()
-    exif[via.EXIF_ORIENTATION_TAG] = 6
+    exif[images.EXIF_ORIENTATION_TAG] = 6
     write_image(train / "rotated.jpg", exif=exif)
     write_image(val / "copy.png")  # same bytes as train/good.png
     write_json(train / via.ANNOTATION_FILE, via1({
@@ -394,6 +596,53 @@ def test_check_of_a_clean_folder_is_empty(tmp_path):
         write_json(tmp_path / subset / via.ANNOTATION_FILE,
                    via1({f"{subset}.png": [(polygon([1, 9, 9, 1], [1, 1, 9, 9]), {"name": "pikachu"})]}))
     assert via.check_dataset(tmp_path) == []
+
+
+def test_check_reads_the_subsets_as_training_does(tmp_path):
+    for subset, names in (("train", ["pikachu"]), ("val", ["pikachu", "raichu"])):
+        (tmp_path / subset).mkdir()
+        for index, name in enumerate(names):
+            write_image(tmp_path / subset / f"{name}.png", color=(len(subset), index, 9))
+        write_json(tmp_path / subset / via.ANNOTATION_FILE, via1({
+            f"{name}.png": [(polygon([1, 9, 9, 1], [1, 1, 9, 9]), {"name": name})]
+            for name in names}))
+    problems = via.check_dataset(tmp_path)
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / 'val' / via.ANNOTATION_FILE}: raichu.png: region 0 has unknown class "
+        "'raichu' (known: pikachu); skipped"]
+    # A validation subset whose regions are all of a class train lacks has nothing to use.
+    (tmp_path / "val" / "pikachu.png").unlink()
+    write_json(tmp_path / "val" / via.ANNOTATION_FILE, via1({
+        "raichu.png": [(polygon([1, 9, 9, 1], [1, 1, 9, 9]), {"name": "raichu"})]}))
+    messages = [(os.path.relpath(p.file, tmp_path), p.message) for p in via.check_dataset(tmp_path)]
+    assert ("val/via_region_data.json", "subset has no annotated instance") in messages
+
+
+def test_check_reports_bad_files_in_the_folder_without_reading_them(tmp_path):
+    for subset in ("train", "val"):
+        (tmp_path / subset).mkdir()
+        write_image(tmp_path / subset / "a.png", color=(len(subset), 0, 0))
+        write_json(tmp_path / subset / via.ANNOTATION_FILE,
+                   via1({"a.png": [(polygon([1, 9, 9, 1], [1, 1, 9, 9]), {})]}))
+    write_image(tmp_path / "secret.png", color=(5, 5, 5))
+    train = tmp_path / "train"
+    (train / "zero.jpg").symlink_to("/dev/zero")
+    (train / "out.png").symlink_to(tmp_path / "secret.png")
+    os.mkfifo(train / "fifo.png")
+    (train / "folder.png").mkdir()
+    write_image(train / "cut.png", color=(7, 7, 7))
+    (train / "cut.png").write_bytes((train / "cut.png").read_bytes()[:-40])
+    found = {os.path.basename(p.file): p.message for p in via.check_dataset(tmp_path)}
+    assert found["zero.jpg"].startswith("not a regular file")
+    assert found["fifo.png"].startswith("not a regular file")
+    assert found["folder.png"].startswith("a folder, not an image")
+    assert found["out.png"].startswith(f"a symbolic link to {tmp_path / 'secret.png'}")
+    assert found["cut.png"].startswith("image data is truncated or corrupt")
+    assert len(found) == 5  # and none of them is also "not listed" or a duplicate
+    followed = {os.path.basename(p.file): p.message
+                for p in via.check_dataset(tmp_path, follow_links=True)}
+    assert followed["out.png"] == "image is not listed in via_region_data.json; annotate it in " \
+                                  "VIA or move it out"
 
 
 # ---------------------------------------------------------------------------

@@ -542,14 +542,14 @@ def test_short_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
     expected_message = f"stopped after {len(body)} of {len(body) + 1000} bytes"
     with pytest.raises(weights.DownloadError, match=expected_message):
         weights.get_coco_weights(cache_dir=tmp_path / "cache")
-    assert os.listdir(tmp_path / "cache") == []
+    assert not os.path.exists(tmp_path / "cache")  # nor the folder made for it
 
 
 def test_download_that_is_not_hdf5_is_refused(tmp_path, monkeypatch):
     serve(monkeypatch, b"<html>Sign in to continue</html>")
     with pytest.raises(weights.DownloadError, match="did not return an HDF5 file"):
         weights.get_coco_weights(cache_dir=tmp_path / "cache")
-    assert os.listdir(tmp_path / "cache") == []
+    assert not os.path.exists(tmp_path / "cache")  # nor the folder made for it
 
 
 # The released COCO file's layout against the real model ------------------------
@@ -659,3 +659,77 @@ def test_original_download_helper_keeps_working(tmp_path, capsys):
     assert f"COCO weights at {existing}" in capsys.readouterr().out
 
 
+
+
+# Damaged and hostile files ---------------------------------------------------
+
+def _replace(group, name, **dataset):
+    del group[name]
+    group.create_dataset(name, **dataset)
+
+
+DAMAGES = {
+    "a weight is missing": (lambda f: f["conv1"].__delitem__("conv1/kernel:0"),
+                            "layer 'conv1' lists the weight 'conv1/kernel:0' but holds no "
+                            "numeric array under that name"),
+    "a weight is text": (lambda f: _replace(f["conv1"], "conv1/kernel:0",
+                                            data=np.array([b"ab"] * 4)),
+                         "holds no numeric array under that name"),
+    "a weight is a group": (lambda f: (f["conv1"].__delitem__("conv1/kernel:0"),
+                                       f["conv1"].create_group("conv1/kernel:0")),
+                            "holds no numeric array under that name"),
+    "a weight holds NaN": (lambda f: f["conv1"]["conv1/kernel:0"].__setitem__(
+                               (0, 0, 0, 0), np.nan),
+                           "conv1/conv1/kernel:0 holds NaN or infinite values"),
+    "a weight holds inf": (lambda f: f["conv1"]["conv1/bias:0"].__setitem__(0, np.inf),
+                           "conv1/conv1/bias:0 holds NaN or infinite values"),
+    "weight_names is a number": (lambda f: f["conv1"].attrs.__setitem__("weight_names", 5),
+                                 "the attribute 'weight_names' is not a list of names"),
+    "layer_names is a number": (lambda f: f.attrs.__setitem__("layer_names", 7),
+                                "the attribute 'layer_names' is not a list of names"),
+    "names are not UTF-8": (lambda f: f["conv1"].attrs.__setitem__(
+                                "weight_names", np.array([b"\xff\xfe", b"x"])),
+                            "holds names that are not UTF-8 text"),
+    "a layer is a dataset": (lambda f: (f.__delitem__("conv1"), f.create_dataset("conv1", data=[1])),
+                             "lists layer 'conv1' in 'layer_names' but has no group for it"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_file_is_one_clean_error_and_changes_nothing(tmp_path, rng, damage):
+    edit, message = DAMAGES[damage]
+    path = tmp_path / "w.h5"
+    write_keras2_file(path, expected_layout(), rng)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    model = build_model()
+    before = snapshot(model)
+    with pytest.raises(weights.WeightsError, match=re.escape(message)) as error:
+        weights.check_weights_file(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(weights.WeightsError, match=re.escape(message)):
+        load_weights(model, path, by_name=True, skip_mismatched=CLASS_SPECIFIC_LAYERS)
+    for a, b in zip(before, snapshot(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_truncated_file_is_a_clean_error(tmp_path, rng):
+    path = tmp_path / "w.h5"
+    write_keras2_file(path, expected_layout(), rng)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 100])
+    assert not weights.is_weights_file(path)
+    with pytest.raises(weights.WeightsError, match=re.escape(f"{path} is a damaged HDF5 file")):
+        load_weights(build_model(), path, by_name=True)
+
+
+def test_a_shape_mismatch_is_a_weight_shape_error_with_a_one_line_summary(tmp_path, rng):
+    layout = expected_layout()
+    layout[0] = ("conv1", conv("conv1", 5, 3, 4))
+    write_keras2_file(tmp_path / "w.h5", layout, rng)
+    with pytest.raises(weights.WeightShapeError) as error:
+        load_weights(build_model(), tmp_path / "w.h5", by_name=True)
+    assert error.value.filepath == str(tmp_path / "w.h5")
+    assert error.value.summary() == ("weight shapes differ in 1 layer(s) (conv1 kernel:0 is "
+                                     "(5, 5, 3, 4) in the file, (3, 3, 3, 4) in the model)")
+    weights.check_weights_file(tmp_path / "w.h5")  # shapes need a model: the file itself is fine

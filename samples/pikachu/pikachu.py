@@ -31,25 +31,26 @@ library (mrcnn.datasets, mrcnn.runs, mrcnn.training, mrcnn.splash, ...).
 
 import argparse
 import datetime
-import json
 import os
 import sys
+import tempfile
 
 ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, ROOT_DIR)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # this command writes figures to files, never shows them
 
-from mrcnn import datasets, evaluate, files, images, splash, synthetic, utils, via  # noqa: E402
-from mrcnn.config import Config  # noqa: E402
+from mrcnn import (cli, datasets, evaluate, files, images, splash, synthetic, utils,  # noqa: E402
+                   via)
+from mrcnn.config import Config, ConfigError  # noqa: E402
 from mrcnn.errors import InputError  # noqa: E402
 
 # TensorFlow (under mrcnn.model, mrcnn.runs and mrcnn.training) takes seconds
-# to import: the commands that need it import it, so that `check` and --help
-# stay quick.
+# to import: the commands that need it say so (tensorflow=True), and
+# cli.run imports it for them with its start-up log hidden, so that `check`
+# and --help stay quick.
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 DEFAULT_EPOCHS = 30
@@ -89,18 +90,27 @@ class CommandError(InputError):
 
 
 def checkpoint_settings(weights_path):
-    """The ``runs.RunSettings`` of a checkpoint, or None (a file not written by training)."""
+    """The ``runs.RunSettings`` of a checkpoint, or None (a file not written by training).
+
+    Raises:
+        ConfigError: settings that cannot be read or used; the message names
+            their file.
+    """
     from mrcnn import runs
 
     if weights_path is None:
         return None
     settings = runs.load_run_settings(weights_path)
     legacy = os.path.join(os.path.dirname(weights_path), LEGACY_SETTINGS_FILE)
-    if settings is None and os.path.isfile(legacy):
-        with open(legacy, encoding="utf-8") as f:
-            saved = json.load(f)
-        config = PikachuConfig.from_dict(saved["config"]).to_dict()
-        settings = runs.RunSettings(config, saved["class_names"], legacy)
+    if settings is None and os.path.lexists(legacy):
+        saved = runs.read_settings(legacy)
+        try:
+            config = PikachuConfig.from_dict(saved.config).to_dict()
+        except ConfigError as error:
+            raise ConfigError(f"{legacy}: {error}") from None
+        settings = runs.RunSettings(config, saved.class_names, legacy)
+    if settings is not None:
+        settings.to_config(PikachuConfig)  # ConfigError naming the file
     return settings
 
 
@@ -131,11 +141,11 @@ def make_config(settings, class_count, inference=False):
         raise CommandError(f"{error} (options --backbone, --image-size)") from None
 
 
-def load_subset(dataset_dir, subset, class_attribute, class_names=None):
+def load_subset(args, dataset_dir, subset, class_attribute=None, class_names=None):
     """A prepared PikachuDataset, with a summary and its problems printed."""
     dataset = PikachuDataset()
     dataset.load_subset(dataset_dir, subset, class_attribute=class_attribute,
-                        class_names=class_names)
+                        class_names=class_names, follow_links=args.follow_links)
     dataset.prepare()
     print(dataset.summary())
     for problem in dataset.problems[:5]:
@@ -148,9 +158,18 @@ def load_subset(dataset_dir, subset, class_attribute, class_names=None):
     return dataset
 
 
-def inference_model(args):
-    """(MaskRCNN in inference mode with its weights, class names with "BG" first, weights path)."""
-    from mrcnn import model as modellib
+def dataset_folder(args):
+    """``--dataset``, or the synthetic dataset (generated once) without it."""
+    dataset_dir = args.dataset if args.dataset is not None else synthetic.demo_dataset()
+    if not os.path.isdir(dataset_dir):
+        what = "not a folder" if os.path.lexists(dataset_dir) else "no such dataset folder"
+        raise CommandError(f"--dataset {dataset_dir}: {what}. Give the folder that holds "
+                           "train/ and val/.")
+    return dataset_dir
+
+
+def inference_settings(args):
+    """(config settings, class names without "BG", weights path) of an inference command."""
     from mrcnn import runs
 
     weights_path = runs.resolve_weights(args.weights, args.logs, PikachuConfig.NAME)
@@ -158,10 +177,18 @@ def inference_model(args):
     settings = dict(saved.config) if saved else {}
     class_names = saved.class_names if saved else [PikachuDataset.DEFAULT_CLASS]
     settings.update(option_settings(args))
+    make_config(settings, len(class_names), inference=True)  # bad settings fail now
+    return settings, class_names, weights_path
+
+
+def inference_model(settings, class_names, weights_path, logs):
+    """MaskRCNN in inference mode with its weights."""
+    from mrcnn import model as modellib
+
     config = make_config(settings, len(class_names), inference=True)
-    model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
+    model = modellib.MaskRCNN(mode="inference", config=config, model_dir=logs)
     load_weights(model, weights_path)
-    return model, ["BG"] + class_names, weights_path
+    return model
 
 
 def load_weights(model, weights_path):
@@ -197,6 +224,12 @@ def demo_image():
 
 # ---------------------------------------------------------------------------
 # Commands
+#
+# Each command checks everything the user gave it (output places, folders,
+# files, options) before its long work starts, the cheap checks first (the
+# synthetic dataset is generated, COCO weights downloaded, only once the rest
+# holds), and writes its outputs through files.staged_outputs, so that a
+# failure leaves no partial output behind.
 
 
 def command_train(args):
@@ -205,13 +238,11 @@ def command_train(args):
     from mrcnn.training import transfer_schedule
 
     demo = args.dataset is None
-    dataset_dir = synthetic.demo_dataset() if demo else args.dataset
-    if not os.path.isdir(dataset_dir):
-        raise CommandError(f"{dataset_dir}: no such dataset folder. Give the folder that holds "
-                           "train/ and val/.")
-    train_set = load_subset(dataset_dir, "train", args.class_attribute)
+    files.check_output_folder(args.logs, "--logs")
+    dataset_dir = dataset_folder(args)
+    train_set = load_subset(args, dataset_dir, "train", args.class_attribute)
     class_names = train_set.class_names[1:]
-    val_set = load_subset(dataset_dir, "val", args.class_attribute, class_names)
+    val_set = load_subset(args, dataset_dir, "val", train_set.class_attribute, class_names)
     choice = args.weights or ("none" if demo else "coco")
     weights_path = runs.resolve_weights(choice, args.logs, PikachuConfig.NAME)
     resume = choice == "last"
@@ -241,23 +272,29 @@ def command_train(args):
 
 
 def command_splash(args):
-    if args.video and not os.path.isfile(args.video):
-        raise CommandError(f"{args.video}: no such video file.")
-    paths = [] if args.video else images.image_files(args.image or demo_image())
-    model, _, _ = inference_model(args)
-    stamp = timestamp()
-    if args.video:
-        output = os.path.join(args.output, f"splash_{stamp}.mp4")
-        frames = splash.splash_video(model, args.video, output)
-        print(f"{args.video}: {frames} frames -> {output}")
-        return 0
-    for path in paths:
-        image = utils.read_image(path)
-        picture, result = splash.splash_image(model, image)
-        name = f"splash_{stamp}.png" if len(paths) == 1 else \
-            f"splash_{stamp}_{os.path.splitext(os.path.basename(path))[0]}.png"
-        out = splash.save_image(os.path.join(args.output, name), picture)
-        print(f"{path}: {len(result['class_ids'])} instance(s) -> {out}")
+    files.check_output_folder(args.output, "--output")
+    with tempfile.TemporaryDirectory(prefix="mrcnn-downloads-") as downloads:
+        if args.video:
+            splash.check_video(args.video)
+        paths = images.image_files(args.image, downloads) if args.image else []
+        settings = inference_settings(args)
+        if not (args.image or args.video):
+            paths = images.image_files(demo_image())
+        model = inference_model(*settings, args.logs)
+        stamp = timestamp()
+        with files.staged_outputs(args.output) as staging:
+            if args.video:
+                name = f"splash_{stamp}.mp4"
+                frames = splash.splash_video(model, args.video, os.path.join(staging, name))
+                print(f"{args.video}: {frames} frames -> {os.path.join(args.output, name)}")
+            for path in paths:
+                image = utils.read_image(path)
+                picture, result = splash.splash_image(model, image)
+                name = f"splash_{stamp}.png" if len(paths) == 1 else \
+                    f"splash_{stamp}_{os.path.splitext(os.path.basename(path))[0]}.png"
+                splash.save_image(os.path.join(staging, name), picture)
+                print(f"{path}: {len(result['class_ids'])} instance(s) -> "
+                      f"{os.path.join(args.output, name)}")
     return 0
 
 
@@ -266,43 +303,58 @@ def command_detect(args):
 
     from mrcnn import visualize
 
-    paths = images.image_files(args.image or demo_image())
-    model, class_names, weights_path = inference_model(args)
-    records = []
-    for path in paths:
-        image = utils.read_image(path)
-        r = model.detect([image], verbose=0)[0]
-        stem = os.path.splitext(os.path.basename(path))[0]
-        figure = visualize.display_instances(image, r["rois"], r["masks"], r["class_ids"],
-                                             class_names, r["scores"], title=os.path.basename(path))
-        picture = files.write_atomically(os.path.join(args.output, f"{stem}_detections.png"),
-                                         lambda tmp: figure.savefig(tmp, bbox_inches="tight"))
-        plt.close(figure)
-        records.append(splash.detection_record(path, image.shape, r, class_names))
-        print(f"{path}: {len(r['class_ids'])} instance(s) -> {picture}")
-    out = files.write_json(os.path.join(args.output, "detections.json"),
-                           {"weights": weights_path, "class_names": class_names[1:],
-                            "images": records}, indent=None)
-    print(out)
+    files.check_output_folder(args.output, "--output")
+    with tempfile.TemporaryDirectory(prefix="mrcnn-downloads-") as downloads:
+        paths = images.image_files(args.image, downloads) if args.image else []
+        settings, class_names, weights_path = inference_settings(args)
+        paths = paths or images.image_files(demo_image())
+        model = inference_model(settings, class_names, weights_path, args.logs)
+        class_names = ["BG"] + class_names
+        records = []
+        with files.staged_outputs(args.output) as staging:
+            for path in paths:
+                image = utils.read_image(path)
+                r = model.detect([image], verbose=0)[0]
+                name = f"{os.path.splitext(os.path.basename(path))[0]}_detections.png"
+                figure = visualize.display_instances(image, r["rois"], r["masks"], r["class_ids"],
+                                                     class_names, r["scores"],
+                                                     title=os.path.basename(path))
+                files.write_atomically(os.path.join(staging, name),
+                                       lambda tmp: figure.savefig(tmp, bbox_inches="tight"))
+                plt.close(figure)
+                records.append(splash.detection_record(path, image.shape, r, class_names))
+                print(f"{path}: {len(r['class_ids'])} instance(s) -> "
+                      f"{os.path.join(args.output, name)}")
+            files.write_json(os.path.join(staging, "detections.json"),
+                             {"weights": weights_path, "class_names": class_names[1:],
+                              "images": records}, indent=None)
+    print(os.path.join(args.output, "detections.json"))
     return 0
 
 
 def command_evaluate(args):
-    dataset_dir = args.dataset or synthetic.demo_dataset()
-    model, class_names, _ = inference_model(args)
-    dataset = load_subset(dataset_dir, args.subset, args.class_attribute, class_names[1:])
+    files.check_output_folder(args.output, "--output")
+    dataset_dir = dataset_folder(args)
+    settings, class_names, weights_path = inference_settings(args)
+    dataset = load_subset(args, dataset_dir, args.subset, args.class_attribute, class_names)
+    model = inference_model(settings, class_names, weights_path, args.logs)
     image_ids = dataset.image_ids[:args.limit] if args.limit else dataset.image_ids
     result = evaluate.evaluate_model(model, dataset, image_ids)
     print(result.summary())
     print(f"mAP@0.5 = {result.mAP50:.3f}   mAP@[.5:.95] = {result.mAP:.3f}")
-    stem = os.path.join(args.output, f"evaluation_{args.subset}_{timestamp()}")
-    print(f"Per-image results: {result.to_csv(stem + '.csv')}")
-    print(f"Precision-recall curve: {evaluate.save_precision_recall_plot(result, stem + '_pr.png')}")
+    stem = f"evaluation_{args.subset}_{timestamp()}"
+    with files.staged_outputs(args.output) as staging:
+        result.to_csv(os.path.join(staging, stem + ".csv"))
+        evaluate.save_precision_recall_plot(result, os.path.join(staging, stem + "_pr.png"))
+    print(f"Per-image results: {os.path.join(args.output, stem + '.csv')}")
+    print(f"Precision-recall curve: {os.path.join(args.output, stem + '_pr.png')}")
     return 0
 
 
 def command_check(args):
-    problems = via.check_dataset(args.dataset, class_attribute=args.class_attribute)
+    problems = via.check_dataset(args.dataset, class_attribute=args.class_attribute,
+                                 default_class=PikachuDataset.DEFAULT_CLASS,
+                                 follow_links=args.follow_links)
     for problem in problems:
         print(problem)
     if problems:
@@ -316,16 +368,6 @@ def command_check(args):
 # Command line
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
 def add_model_options(parser, weights_default, weights_help):
     parser.add_argument("--weights", default=weights_default, metavar="WEIGHTS",
                         help=weights_help)
@@ -334,18 +376,31 @@ def add_model_options(parser, weights_default, weights_help):
     parser.add_argument("--backbone", choices=("resnet50", "resnet101"),
                         help="backbone network (default: the checkpoint's; resnet101 for coco, "
                              "resnet50 for imagenet and the synthetic demo)")
-    parser.add_argument("--image-size", type=positive_int, metavar="PIXELS",
-                        help="resize images to PIXELS x PIXELS, a multiple of 64 (default: the "
-                             "checkpoint's, else 1024, or 128 for the synthetic demo; smaller is "
-                             "faster on CPU)")
+    parser.add_argument("--image-size", type=cli.image_size, metavar="PIXELS",
+                        help="resize images to PIXELS x PIXELS, a multiple of 64 up to "
+                             f"{cli.MAX_IMAGE_SIZE} (default: the checkpoint's, else 1024, or 128 "
+                             "for the synthetic demo; smaller is faster on CPU)")
+    cli.add_debug_option(parser)
+
+
+def add_dataset_options(parser):
+    parser.add_argument("--class-attribute", metavar="NAME",
+                        help="region attribute that names the class (default: the only text "
+                             "attribute; without one, every region is a pikachu)")
+    parser.add_argument("--follow-links", action="store_true",
+                        help="accept image and annotation files that are symbolic links to "
+                             "files outside their subset folder (refused by default)")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="pikachu.py", description="Train Mask R-CNN on a VIA-annotated dataset folder, "
         "then splash, detect and evaluate.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `pikachu.py COMMAND --help` for each command's options.")
+        epilog="Run `pikachu.py COMMAND --help` for each command's options. Exit status: 0 "
+               "success, 1 `check` found problems (or an unexpected error, whose report file "
+               "is named), 2 bad input (one error line naming the file or option and the fix). "
+               "--debug shows tracebacks and TensorFlow's start-up log.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     inference_weights_help = ("weights: last (newest checkpoint under --logs, the default), "
                               "coco, imagenet, none or the path of a .h5 file")
@@ -362,10 +417,10 @@ def build_parser():
                                    "synthetic demo's default) or the path of a .h5 file (a "
                                    "new run starts from it; a checkpoint of this project "
                                    "brings its architecture, only the classes change)")
-    train.add_argument("--epochs", type=positive_int, metavar="N",
+    train.add_argument("--epochs", type=cli.positive_int, metavar="N",
                        help=f"train up to epoch N (default: {DEFAULT_EPOCHS}, "
                             f"or {synthetic.DEMO_EPOCHS} for the synthetic demo)")
-    train.add_argument("--steps-per-epoch", type=positive_int, metavar="N",
+    train.add_argument("--steps-per-epoch", type=cli.positive_int, metavar="N",
                        help=f"training steps per epoch (default: {PikachuConfig.STEPS_PER_EPOCH}, "
                             f"or {synthetic.DEMO_SETTINGS['STEPS_PER_EPOCH']} for the synthetic "
                             "demo)")
@@ -375,10 +430,8 @@ def build_parser():
                             "with --weights none)")
     train.add_argument("--augment", action="store_true",
                        help="augment training images (flips, small affine moves, lighting)")
-    train.add_argument("--class-attribute", metavar="NAME",
-                       help="region attribute that names the class (default: the only text "
-                            "attribute; without one, every region is a pikachu)")
-    train.set_defaults(run=command_train)
+    add_dataset_options(train)
+    train.set_defaults(run=command_train, tensorflow=True)
 
     image_help = ("image file, folder of images or http(s) URL "
                   "(default: a test image of the synthetic dataset)")
@@ -392,7 +445,7 @@ def build_parser():
     add_model_options(splash_parser, "last", inference_weights_help)
     splash_parser.add_argument("--output", default=".", metavar="DIR",
                                help="folder for the splash files (default: the current folder)")
-    splash_parser.set_defaults(run=command_splash)
+    splash_parser.set_defaults(run=command_splash, tensorflow=True)
 
     detect = commands.add_parser(
         "detect", help="pictures with masks, boxes and scores, and a JSON of the detections",
@@ -402,7 +455,7 @@ def build_parser():
     add_model_options(detect, "last", inference_weights_help)
     detect.add_argument("--output", default="detections", metavar="DIR",
                         help="folder for the pictures and detections.json (default: %(default)s)")
-    detect.set_defaults(run=command_detect)
+    detect.set_defaults(run=command_detect, tensorflow=True)
 
     evaluate_parser = commands.add_parser(
         "evaluate", help="mAP@0.5 and mAP@[.5:.95] on a subset",
@@ -413,40 +466,37 @@ def build_parser():
                                  help="dataset folder (default: the synthetic dataset)")
     evaluate_parser.add_argument("--subset", default="val", choices=("train", "val"),
                                  help="subset to evaluate (default: %(default)s)")
-    evaluate_parser.add_argument("--limit", type=positive_int, metavar="N",
+    evaluate_parser.add_argument("--limit", type=cli.positive_int, metavar="N",
                                  help="evaluate the first N images only")
-    evaluate_parser.add_argument("--class-attribute", metavar="NAME",
-                                 help="region attribute that names the class")
+    add_dataset_options(evaluate_parser)
     add_model_options(evaluate_parser, "last", inference_weights_help)
     evaluate_parser.add_argument("--output", default="evaluation", metavar="DIR",
                                  help="folder for the per-image CSV and the precision-recall PNG "
                                       "(default: %(default)s)")
-    evaluate_parser.set_defaults(run=command_evaluate)
+    evaluate_parser.set_defaults(run=command_evaluate, tensorflow=True)
 
     check = commands.add_parser(
         "check", help="list the problems of a dataset folder before training",
-        description="Validate a dataset folder and list every problem with its file: missing "
-                    "or unreadable images, malformed JSON, regions outside the image or with "
-                    "fewer than 3 points, unknown shapes or classes, duplicate files, "
-                    "EXIF-rotated photos, empty subsets. Exit status 0 when clean, 1 when "
+        description="Validate a dataset folder as `train` reads it and list every problem "
+                    "with its file: missing, unreadable, truncated or too large images, files "
+                    "that are not regular files or link out of their folder, malformed JSON, "
+                    "region fields of the wrong type or range, regions outside the image or "
+                    "with fewer than 3 points, unknown shapes or classes (a validation class "
+                    "that train lacks included), duplicate files, EXIF-rotated photos, empty "
+                    "subsets. Exit status 0 when clean (train will load the dataset), 1 when "
                     "problems were found, 2 for bad input.")
     check.add_argument("--dataset", required=True, metavar="DIR",
                        help="folder with train/ and val/ (and optionally test/)")
-    check.add_argument("--class-attribute", metavar="NAME",
-                       help="region attribute that names the class")
+    add_dataset_options(check)
+    cli.add_debug_option(check)
     check.set_defaults(run=command_check)
     return parser
 
 
 def main(argv=None):
-    """Run a command; exit status 0 on success, 1 when `check` finds problems, 2 for bad input."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except InputError as error:
-        print(f"pikachu.py {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    """Run a command; its exit status: 0 success, 1 `check` found problems (or a bug, with a
+    report file), 2 bad input (one error line), 130 interrupted. See mrcnn.cli."""
+    return cli.run(build_parser(), argv)
 
 
 if __name__ == "__main__":
