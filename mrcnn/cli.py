@@ -157,11 +157,16 @@ def error_message(error):
     """The one-line message of an error the user can fix, or None for a bug.
 
     Errors the user can fix are ``InputError`` (bad files, options and
-    settings) and OS errors with a file name that the user's machine caused
-    (permission denied, disk full, read-only disk).
+    settings), a third-party package that is not installed, and OS errors
+    that the user's machine caused (permission denied, disk full, read-only
+    disk, a file where a folder is needed), naming the file.
     """
     if isinstance(error, InputError):
         return one_line(error)
+    if isinstance(error, ModuleNotFoundError) and error.name and \
+            error.name.split(".")[0] != "mrcnn":
+        return (f"the Python package {error.name.split('.')[0]!r} is not installed for "
+                f"{sys.executable}. Install the requirements: pip install -r requirements.txt.")
     if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror}; {ENVIRONMENT_ERRORS[error.errno]}."
@@ -232,12 +237,13 @@ def import_tensorflow_quietly():
     AVX-512" at the first training step; real errors reach Python as
     exceptions).
 
+    When TensorFlow was imported before, its devices may not have been
+    listed yet: they are listed here, with the same capture.
+
     Command lines show the whole log with ``--debug``, which leaves
     TensorFlow's defaults alone, or choose a level with
     ``TF_CPP_MIN_LOG_LEVEL`` (0 shows everything after the start-up lines).
     """
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved = os.dup(2)

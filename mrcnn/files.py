@@ -31,6 +31,10 @@ import tempfile
 
 from mrcnn.errors import InputError
 
+# JSON files larger than this are refused before parsing: annotation exports
+# of thousands of photos are a few MB, and parsing takes ten times the size.
+MAX_JSON_BYTES = 256 * 2**20
+
 
 class FileError(InputError):
     """A path mrcnn will not read or write; the message names it and the fix.
@@ -85,6 +89,56 @@ def regular_file(path, folder=None, follow_links=False, what="file"):
                         "Copy the file into the folder, or allow links out of it "
                         "(follow_links=True; command line: --follow-links).")
     return path
+
+
+def read_json(path, error_class, exporter, follow_links=False):
+    """Parse a JSON file that another program wrote (an annotation tool's export).
+
+    The file must be a regular file (``regular_file``; a link out of its own
+    folder is refused unless ``follow_links``) of at most
+    ``MAX_JSON_BYTES``.
+
+    Args:
+        path: the file.
+        error_class: the ``InputError`` subclass to raise.
+        exporter: the program that writes such files, for the advice in
+            messages, e.g. "VIA".
+        follow_links: accept a symbolic link to a file in another folder.
+
+    Raises:
+        error_class: the file is missing, refused, too large, unreadable, not
+            UTF-8 text or malformed JSON (the message names the line and
+            column), or holds what Python's parser refuses (a number of more
+            than 4300 digits, nesting too deep).
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise error_class(f"{path}: file not found. Export the annotations from {exporter} and "
+                          "save them there.")
+    try:
+        regular_file(path, os.path.dirname(os.path.abspath(path)), follow_links,
+                     what="annotation file")
+    except FileError as error:
+        raise error_class(str(error)) from None
+    if os.path.getsize(path) > MAX_JSON_BYTES:
+        raise error_class(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MB, which no "
+                          f"annotation file is. Export the annotations from {exporter}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError as error:
+        raise error_class(f"{path}: not a UTF-8 text file ({error.reason}). Export it from "
+                          f"{exporter} again.") from None
+    except json.JSONDecodeError as error:
+        raise error_class(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: "
+                          f"{error.msg}. Fix the file there or export it from {exporter} "
+                          "again.") from None
+    except (ValueError, RecursionError) as error:
+        raise error_class(f"{path}: unreadable JSON ({error}). Export it from {exporter} "
+                          "again.") from None
+    except OSError as error:
+        raise error_class(f"{path}: cannot read the file ({error.strerror or error}). Check "
+                          "its permissions.") from None
 
 
 def _article(noun):

@@ -66,9 +66,6 @@ OPTIONAL_FIELDS = ("theta",)
 POLYGON_FIELDS = ("all_points_x", "all_points_y")
 # Coordinates and sizes beyond this many pixels are refused: no photo is that large.
 COORDINATE_LIMIT = 1e6
-# Annotation files larger than this are refused before parsing (VIA exports
-# of thousands of photos are a few MB).
-MAX_ANNOTATION_BYTES = 256 * 2**20
 
 
 class ViaError(InputError):
@@ -143,42 +140,8 @@ class ViaAnnotations:
 
 
 def read_json(path, follow_links=False):
-    """Parse a JSON annotation file.
-
-    The file must be a regular file no larger than ``MAX_ANNOTATION_BYTES``;
-    a symbolic link to a file outside its folder is refused unless
-    ``follow_links``.
-
-    Raises:
-        ViaError: missing, refused, unreadable or malformed (naming line and
-            column) file.
-    """
-    path = os.fspath(path)
-    if not os.path.lexists(path):
-        raise ViaError(f"{path}: file not found. Export the annotations from VIA "
-                       f"(Annotation > Export as JSON) and save them there.")
-    try:
-        files.regular_file(path, os.path.dirname(os.path.abspath(path)), follow_links,
-                           what="annotation file")
-    except files.FileError as error:
-        raise ViaError(str(error)) from None
-    if os.path.getsize(path) > MAX_ANNOTATION_BYTES:
-        raise ViaError(f"{path}: larger than {MAX_ANNOTATION_BYTES // 2**20} MB, which no VIA "
-                       "export is. Give the VIA export (Annotation > Export as JSON).")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except UnicodeDecodeError as error:
-        raise ViaError(f"{path}: not a UTF-8 text file ({error.reason}). "
-                       "Save the VIA export as JSON again.") from None
-    except json.JSONDecodeError as error:
-        raise ViaError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: "
-                       f"{error.msg}. Fix the file there or export it from VIA again.") from None
-    except (ValueError, RecursionError) as error:  # e.g. a 5000-digit number, deep nesting
-        raise ViaError(f"{path}: unreadable JSON ({error}). Export it from VIA again.") from None
-    except OSError as error:
-        raise ViaError(f"{path}: cannot read the file ({error.strerror or error}). Check "
-                       "its permissions.") from None
+    """Parse a VIA file: ``files.read_json`` with ViaError and VIA's advice."""
+    return files.read_json(path, ViaError, "VIA", follow_links)
 
 
 def parse_via(data, source):
@@ -826,7 +789,7 @@ def _check_subset(subset_dir, annotation_name, options, digests, required):
         key = os.path.abspath(path)
         if key in reported and key not in loaded:
             continue  # load_via said why it skipped this file
-        file_problems, readable = _check_image_file(path, digests, subset_dir,
+        file_problems, readable = check_image_file(path, digests, subset_dir,
                                                     options["follow_links"],
                                                     decode=key not in loaded)
         problems += file_problems
@@ -836,10 +799,12 @@ def _check_subset(subset_dir, annotation_name, options, digests, required):
     return problems, annotations
 
 
-def _check_image_file(path, digests, folder, follow_links, decode):
-    """(problems, readable) of one image file: refused, unreadable, EXIF-rotated.
+def check_image_file(path, digests, folder=None, follow_links=False, decode=True):
+    """(problems, readable) of one image file of a dataset folder, for ``check_dataset``.
 
-    Records the digest of a readable one.
+    Problems: refused (``files.regular_file``), unreadable, truncated or too
+    large (``images.check_image``), EXIF-rotated. A readable file's content
+    hash is recorded in ``digests`` (hash -> paths), to find duplicates.
     """
     try:
         _, _, orientation = check_image(path, folder, follow_links, decode=decode)

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import sys
 import warnings
 
 import pytest
@@ -74,6 +75,23 @@ def test_a_full_disk_or_denied_permission_is_bad_input_naming_the_file(capsys, n
     [line] = stderr_lines(capsys)
     assert line.startswith(f"tool.py go: error: logs/run/mask_rcnn_0001.h5: {os.strerror(number)}")
     assert fix in line
+
+
+def test_a_missing_package_is_bad_input_but_a_missing_mrcnn_module_is_a_bug(capsys, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("MRCNN_CACHE", str(tmp_path))
+
+    def needs(name):
+        def run(args):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return run
+
+    assert cli.run(parser_with(needs("tensorflow.python")), ["go"]) == 2
+    assert stderr_lines(capsys) == [
+        "tool.py go: error: the Python package 'tensorflow' is not installed for "
+        f"{sys.executable}. Install the requirements: pip install -r requirements.txt."]
+    assert cli.run(parser_with(needs("mrcnn.gone")), ["go"]) == 1
+    assert "unexpected error (ModuleNotFoundError" in capsys.readouterr().err
 
 
 def test_an_unexpected_error_prints_one_line_and_writes_a_report(capsys, tmp_path, monkeypatch):

@@ -417,6 +417,21 @@ def test_bad_weights_are_named_before_any_model_is_built(capfd, place, good):
         os.remove(place / name)
 
 
+def test_resuming_a_run_of_other_classes_is_refused_before_the_model_is_built(capfd, tmp_path,
+                                                                            good):
+    run = tmp_path / "logs" / "pikachu20260101T0000"
+    run.mkdir(parents=True)
+    checkpoint = write_weights(run / "mask_rcnn_pikachu_0003.h5",
+                               {"conv1": {"conv1/kernel:0": (7, 7, 3, 64)}})
+    (run / "run_settings.json").write_text('{"config": {}, "class_names": ["raichu"]}')
+    result = run_main(capfd, "train", "--dataset", good, "--weights", "last",
+                      "--logs", tmp_path / "logs")
+    assert_one_error_line(result, "train", f"--weights last: {checkpoint} was trained on the "
+                                           "classes raichu and the dataset has pikachu",
+                          f"Start a new run from it: --weights {checkpoint}")
+    assert sorted(os.listdir(run)) == ["mask_rcnn_pikachu_0003.h5", "run_settings.json"]
+
+
 def test_weights_last_without_a_run_is_named(capfd, place):
     result = run_main(capfd, "splash", "--logs", place / "empty_logs")
     assert_one_error_line(result, "splash", "--weights=last: No complete checkpoint of "
@@ -425,16 +440,16 @@ def test_weights_last_without_a_run_is_named(capfd, place):
     assert_one_error_line(result, "splash", f"{place / 'notes.txt'} is not a folder")
 
 
-def test_weights_of_another_architecture_are_one_line_after_the_model_is_built(capfd, place, good):
-    path = write_weights(place / "other.h5", {"conv1": {"conv1/kernel:0": (7, 7, 3, 32),
-                                                        "conv1/bias:0": (32,)}})
+def test_weights_of_another_architecture_are_one_line_after_the_model_is_built(
+        capfd, place, good, tmp_path_factory):
+    path = write_weights(tmp_path_factory.mktemp("weights") / "other.h5",
+                         {"conv1": {"conv1/kernel:0": (7, 7, 3, 32), "conv1/bias:0": (32,)}})
     result = run_main(capfd, "detect", "--weights", path, "--image", good / "test",
                       "--backbone", "resnet50", "--image-size", "128", "--output", place / "out")
     assert_one_error_line(result, "detect", f"Cannot start from {path}: weight shapes differ in "
                                             "1 layer(s) (conv1 kernel:0 is (7, 7, 3, 32) in the "
                                             "file, (7, 7, 3, 64) in the model",
                           "The file holds another architecture")
-    os.remove(path)
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn import images, utils, via
+from mrcnn import files, images, utils, via
 
 MUG = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "mug")
 H, W = 40, 60
@@ -487,7 +487,7 @@ def test_annotation_files_that_are_not_regular_files_are_never_read(tmp_path, mo
     for name in ("zero.json", "fifo.json"):
         with pytest.raises(via.ViaError, match=f"{subset / name}: not a regular file"):
             via.load_via(subset / name)
-    monkeypatch.setattr(via, "MAX_ANNOTATION_BYTES", 10)
+    monkeypatch.setattr(files, "MAX_JSON_BYTES", 10)
     with pytest.raises(via.ViaError, match="larger than 0 MB"):
         via.load_via(tmp_path / "elsewhere.json")
 

@@ -250,6 +250,11 @@ def command_train(args):
     # A checkpoint of ours fixes the architecture (backbone, head widths,
     # anchors, image size); resuming also keeps every other setting.
     saved = checkpoint_settings(weights_path)
+    if resume and saved and saved.class_names != class_names:
+        raise CommandError(
+            f"--weights last: {weights_path} was trained on the classes "
+            f"{', '.join(saved.class_names)} and the dataset has {', '.join(class_names)}, so "
+            f"its run cannot go on. Start a new run from it: --weights {weights_path}")
     settings = dict(synthetic.DEMO_SETTINGS) if demo else {}
     if saved:
         settings.update(saved.config if resume else saved.architecture())
