@@ -24,6 +24,31 @@ def square_region(name="pikachu"):
             "region_attributes": {"name": name}}
 
 
+def jpeg_bytes(height=48, width=64, seed=0):
+    """The bytes of a JPEG of random pixels (noise compresses poorly: a long pixel stream)."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def png_header(width, height):
+    """The bytes of a PNG that declares width x height pixels and holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
 def box_mask(shape, box):
     """[H, W] bool mask filling a pixel box (y1, x1, y2, x2), y2/x2 exclusive."""
     mask = np.zeros(shape, dtype=bool)

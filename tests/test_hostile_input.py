@@ -20,9 +20,10 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
 
 from mrcnn import synthetic, utils, via
+
+from conftest import jpeg_bytes, png_header
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SCRIPT = os.path.join(REPO, "samples", "pikachu", "pikachu.py")
@@ -77,28 +78,6 @@ def tree(folder):
             found[os.path.relpath(os.path.join(root, name), folder)] = (info.st_size,
                                                                         info.st_mtime_ns)
     return found
-
-
-def jpeg_bytes(seed=0, size=64):
-    import io
-
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def png_header(width, height):
-    """A PNG that declares width x height pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
 
 
 def write_weights(path, layers, nan=False):
@@ -312,12 +291,12 @@ def image_folder(root, defect):
     """A folder of two good JPEGs and one image with ``defect``; the defective file's path."""
     folder = root / "photos"
     folder.mkdir(parents=True)
-    (folder / "a.jpg").write_bytes(jpeg_bytes(1))
-    (folder / "c.jpg").write_bytes(jpeg_bytes(2))
+    (folder / "a.jpg").write_bytes(jpeg_bytes(seed=1))
+    (folder / "c.jpg").write_bytes(jpeg_bytes(seed=2))
     bad = folder / "b.png"
     if defect == "truncated":
         bad = folder / "b.jpg"
-        data = jpeg_bytes(3)
+        data = jpeg_bytes(seed=3)
         bad.write_bytes(data[:len(data) // 2])
     elif defect == "too many pixels":
         bad.write_bytes(png_header(30000, 30000))
@@ -588,7 +567,7 @@ AUDIT = textwrap.dedent("""
 def test_nothing_outside_the_dataset_is_ever_opened(tmp_path, good):
     """Links out, absolute and climbing filenames, devices and FIFOs: none is opened."""
     dataset = copy_dataset(good, tmp_path / "data")
-    (tmp_path / "secret.jpg").write_bytes(jpeg_bytes(9))
+    (tmp_path / "secret.jpg").write_bytes(jpeg_bytes(seed=9))
     (tmp_path / "secret.json").write_text(json.dumps({"x.jpg1": {"filename": "x.jpg",
                                                                  "regions": []}}))
     train, val, test = (dataset / subset for subset in ("train", "val", "test"))

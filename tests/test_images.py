@@ -11,6 +11,8 @@ from PIL import Image
 
 from mrcnn import images
 
+from conftest import jpeg_bytes, png_header
+
 
 @pytest.fixture
 def folder(tmp_path):
@@ -62,29 +64,6 @@ def test_an_image_url_is_downloaded(server, tmp_path):
 
 # ---------------------------------------------------------------------------
 # check_image: the one check of every image file before use
-
-
-def jpeg_bytes(height=48, width=64):
-    import io
-
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def png_header(width, height):
-    """A PNG that declares width x height pixels (and holds no pixel data)."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
 
 
 def test_check_image_gives_the_displayed_size_and_decodes_to_the_end(tmp_path):
