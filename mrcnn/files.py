@@ -96,7 +96,8 @@ def read_json(path, error_class, exporter, follow_links=False):
 
     The file must be a regular file (``regular_file``; a link out of its own
     folder is refused unless ``follow_links``) of at most
-    ``MAX_JSON_BYTES``.
+    ``MAX_JSON_BYTES``, UTF-8 text with or without the byte order mark that
+    Windows editors add.
 
     Args:
         path: the file.
@@ -124,7 +125,7 @@ def read_json(path, error_class, exporter, follow_links=False):
         raise error_class(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MB, which no "
                           f"annotation file is. Export the annotations from {exporter}.")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # with or without a byte order mark
             return json.load(f)
     except UnicodeDecodeError as error:
         raise error_class(f"{path}: not a UTF-8 text file ({error.reason}). Export it from "

@@ -461,6 +461,12 @@ def test_hostile_via3_items_are_reported_and_skipped(shapes_dir):
     }
 
 
+def test_a_file_saved_with_a_byte_order_mark_loads(shapes_dir):
+    path = shapes_dir / "via.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(via2({"a.png": ALL_SHAPES})).encode())
+    assert len(via.load_via(path).images[0].regions) == 5
+
+
 @pytest.mark.parametrize("content, message", [
     ("[" * 100000 + "]" * 100000, "unreadable JSON"),
     ('{"a.png": {"filename": "a.png", "size": 1' + "0" * 5000 + "}}", "unreadable JSON"),
