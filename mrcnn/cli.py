@@ -70,6 +70,8 @@ TENSORFLOW_LOG_LINE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.-]+:\d+\] .*"
     r"|To enable the following instructions: .*")
+# Characters of an unexpected error's message shown on its line; the report has it all.
+SUMMARY_LENGTH = 200
 REPORTED_PACKAGES = ("mrcnn", "tensorflow", "keras", "numpy", "Pillow", "h5py", "scikit-image")
 
 
@@ -147,8 +149,11 @@ def run(parser, argv=None):
             command_line = [parser.prog, *(sys.argv[1:] if argv is None else argv)]
             report = write_report(error, command_line, prog)
             where = f"the full report is in {report}" if report else "no report could be written"
-            print(f"{prog}: unexpected error ({type(error).__name__}: {one_line(error)}). This "
-                  f"is a bug in mrcnn: {where}; run again with --debug to see the traceback.",
+            summary = one_line(error)
+            summary = summary if len(summary) <= SUMMARY_LENGTH else \
+                summary[:SUMMARY_LENGTH] + "..."
+            print(f"{prog}: unexpected error ({type(error).__name__}: {summary}). This is a bug "
+                  f"in mrcnn: {where}; run again with --debug to see the traceback.",
                   file=sys.stderr)
         return 1
 
@@ -198,7 +203,7 @@ def write_report(error, command_line, name):
     filename = f"{re.sub(r'[^A-Za-z0-9_.]+', '-', name)}-{now:%Y%m%dT%H%M%S}-{os.getpid()}.txt"
     text = "\n".join([
         f"mrcnn error report, {now:%Y-%m-%d %H:%M:%S}",
-        f"command: {' '.join(command_line)}",
+        f"command: {' '.join(map(str, command_line))}",
         f"python: {platform.python_version()} on {platform.platform()}",
         f"packages: {', '.join(_versions())}",
         "",

@@ -113,6 +113,13 @@ def test_an_unexpected_error_prints_one_line_and_writes_a_report(capsys, tmp_pat
     assert "Traceback (most recent call last)" in text and "KeyError: 'missing key'" in text
     assert "packages: mrcnn " in text
 
+    def long_crash(args):
+        raise ValueError("x" * 5000)
+
+    assert cli.run(parser_with(long_crash), ["go"]) == 1
+    [line] = stderr_lines(capsys)
+    assert f"(ValueError: {'x' * cli.SUMMARY_LENGTH}...). This is a bug" in line
+
 
 def test_debug_shows_the_traceback_and_writes_no_report(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MRCNN_CACHE", str(tmp_path))
