@@ -42,7 +42,7 @@ from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_r
 from mrcnn.transform import compose_image_meta, mold_image, resize_image, resize_mask
 
 # Keys that keep DataGenerator's random streams of passes and batches apart.
-PASS_STREAM, BATCH_STREAM = 0, 1
+PASS_STREAM, SAMPLE_STREAM = 0, 1
 
 
 ############################################################
@@ -285,9 +285,10 @@ class DataGenerator(keras.utils.PyDataset):
         steps: batches per epoch (``len()``), e.g. ``config.STEPS_PER_EPOCH``;
             default ``max(1, image_count // batch_size)``, one pass.
         seed: seed of the shuffling, subsampling and ROI sampling (None:
-            random). Each pass and each batch draws from its own random
+            random). Each pass and each image draws from its own random
             generator, seeded by the seed and its position in the stream,
-            so the batches do not depend on the number of workers.
+            so the samples depend neither on the number of workers nor on
+            the batch size.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``
             of ``keras.utils.PyDataset``.
     """
@@ -327,9 +328,17 @@ class DataGenerator(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch {index} out of range(0, {len(self)}).")
-        batch_number = self.epoch * self.steps + index
-        rng = np.random.default_rng([self.seed, BATCH_STREAM, batch_number])
-        samples = self._samples(batch_number * self.batch_size, rng)
+        return self.batch(self.epoch * self.steps + index)
+
+    def batch(self, batch_number):
+        """Batch ``batch_number`` of the endless stream, as ``self[i]`` returns it.
+
+        ``self[i]`` is batch ``epoch * steps + i``: the images at positions
+        ``batch_number * batch_size`` ... of the stream (``image_id_at``).
+        A distributed run (``mrcnn.distribute``) reads the stream in batches
+        of one replica's size this way.
+        """
+        samples = self._samples(batch_number * self.batch_size)
         inputs = tuple(self._stack(samples, key) for key in self._input_keys())
         if not self.detection_targets:
             return (inputs,)
@@ -382,17 +391,20 @@ class DataGenerator(keras.utils.PyDataset):
             return _pad_instances(arrays, self.config.MAX_GT_INSTANCES, instance_axis)
         return np.stack(arrays)
 
-    def _samples(self, start, rng):
+    def _samples(self, start):
         """The samples of the images at ``start``... of the image stream.
 
-        An image without instances is replaced by the next image of a random
+        Each position has its own random generator (seeded by the seed and
+        the position), so a sample does not depend on the batch size. An
+        image without instances is replaced by the next image of a random
         order of the dataset (cycled), as the original's generator skipped
         it.
         """
         image_ids = self.dataset.image_ids
-        replacements = itertools.cycle(rng.permutation(image_ids))
         samples = []
         for position in range(start, start + self.batch_size):
+            rng = np.random.default_rng([self.seed, SAMPLE_STREAM, position])
+            replacements = itertools.cycle(rng.permutation(image_ids))
             image_id = self.image_id_at(position)
             misses = 0
             while (sample := self._load(image_id, rng)) is None:
