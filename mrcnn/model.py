@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import files, runs, transform, utils, weights
+from mrcnn import distribute, files, runs, transform, utils, weights
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import fpn_graph, resnet_graph
 from mrcnn.data import DataGenerator, data_generator, load_image_gt
@@ -54,9 +54,17 @@ __all__ = [
 class MaskRCNN:
     """Mask R-CNN: a Keras model and the code to train it and run it.
 
+    Args of the constructor: mode, config, model_dir (below) and
+    ``strategy``: None (one device, or "mirrored" when GPU_COUNT > 1),
+    "mirrored", "multiworker" or a tf.distribute.Strategy (see
+    mrcnn.distribute.make_strategy).
+
     Attributes:
         mode: "training" or "inference".
         config: the Config the model was built from.
+        strategy: the tf.distribute strategy the model was built under;
+            ``distributed`` tells whether it is another than TensorFlow's
+            default one-device strategy.
         model_dir: folder under which each training run gets a log folder.
         keras_model: the Keras model (a TrainingModel in training mode).
         log_dir, checkpoint_path: where the current run writes.
@@ -64,7 +72,7 @@ class MaskRCNN:
             the checkpoint's epoch after loading ``mask_rcnn_<name>_<epoch>.h5``).
     """
 
-    def __init__(self, mode, config, model_dir):
+    def __init__(self, mode, config, model_dir, strategy=None):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', not {mode!r}.")
         config.validate()
@@ -73,8 +81,8 @@ class MaskRCNN:
         self.model_dir = model_dir
         self._anchor_cache = {}
         self.set_log_dir()
-        self.strategy = (tf.distribute.MirroredStrategy() if config.GPU_COUNT > 1
-                         else tf.distribute.get_strategy())
+        self.strategy = distribute.make_strategy(config, strategy)
+        self.distributed = self.strategy is not tf.distribute.get_strategy()
         with self.strategy.scope():
             self.keras_model = self.build(mode=mode, config=config)
 
@@ -339,30 +347,40 @@ class MaskRCNN:
         """Compile with SGD (momentum, per-tensor gradient-norm clipping at GRADIENT_CLIP_NORM).
 
         The five losses and the L2 weight decay are the model's own
-        (TrainingModel.compute_loss).
+        (TrainingModel.compute_loss). Under a strategy, the clipping applies
+        to the gradient summed over the replicas (distribute.ClippedSGD).
         """
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         clipnorm=self.config.GRADIENT_CLIP_NORM)
         with self.strategy.scope():
+            optimizer = distribute.ClippedSGD(clip_norm=self.config.GRADIENT_CLIP_NORM,
+                                              learning_rate=learning_rate, momentum=momentum)
             self.keras_model.compile(optimizer=optimizer, jit_compile=False)
 
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
-              custom_callbacks=None, no_augmentation_sources=None, verbose=1):
+              custom_callbacks=None, no_augmentation_sources=None, verbose=1, seed=None):
         """Train the model.
 
         Args:
             train_dataset, val_dataset: prepared utils.Dataset objects;
                 val_dataset may be None (no validation losses then).
-            learning_rate: SGD learning rate.
+            learning_rate: SGD learning rate (used as given, whatever the
+                number of replicas).
             epochs: the epoch to train up to, counted from the first ever
                 epoch: a second stage with epochs=40 after one with epochs=20
                 runs 20 more.
             layers: "heads", "3+", "4+", "5+", "all", or a regular expression of layer names.
             augmentation: an albumentations transform, or a callable
                 ``(image, masks) -> (image, masks)`` (see mrcnn.data).
-            custom_callbacks: extra keras callbacks.
+            custom_callbacks: extra keras callbacks (run on every worker).
             no_augmentation_sources: dataset sources never augmented.
             verbose: Keras fit verbosity (1 shows the progress bar with all five losses).
+            seed: seed of the data stream (image order, anchor and ROI
+                sampling); None draws one (the chief's, on every worker of
+                a cluster).
+
+        Under a tf.distribute strategy (``self.distributed``) each step
+        trains on IMAGES_PER_GPU images per replica, STEPS_PER_EPOCH global
+        steps an epoch, and only the chief writes checkpoints and
+        TensorBoard logs; see mrcnn.distribute.
 
         Returns:
             The keras History of this stage.
@@ -371,41 +389,45 @@ class MaskRCNN:
             raise RuntimeError("Create the model with mode='training' to train it.")
         layer_regex = LAYER_REGEX.get(layers, layers)
         steps = self.config.STEPS_PER_EPOCH
-        workers = max(1, min(4, os.cpu_count() or 1))
-        # Without the RPN's ROIs the heads train on random ROIs fed as the input_roi input.
-        random_rois = 0 if self.config.USE_RPN_ROIS else self.config.POST_NMS_ROIS_TRAINING
-        train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
-                                        augmentation=augmentation,
-                                        no_augmentation_sources=no_augmentation_sources,
-                                        random_rois=random_rois, steps=steps, workers=workers)
-        val_generator = None
+        if self.distributed:
+            seed = distribute.shared_seed(self.strategy, seed)
+        train_data = self._training_batches(train_dataset, steps, seed, augmentation,
+                                            no_augmentation_sources)
+        val_data = None
         if val_dataset is not None:
-            val_generator = DataGenerator(val_dataset, self.config, shuffle=True,
-                                          random_rois=random_rois,
-                                          steps=self.config.VALIDATION_STEPS, workers=workers)
+            val_data = self._training_batches(val_dataset, self.config.VALIDATION_STEPS, seed)
 
-        callbacks = [
-            keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False),
-            keras.callbacks.TerminateOnNaN(),
-            CheckpointSaver(self.checkpoint_path),
-        ] + list(custom_callbacks or [])
+        chief = distribute.is_chief(self.strategy)
+        callbacks = [keras.callbacks.TerminateOnNaN()]
+        if chief:
+            callbacks += [
+                keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
+                                            write_graph=False),
+                CheckpointSaver(self.checkpoint_path),
+            ]
+        callbacks += list(custom_callbacks or [])
 
         print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+        if self.distributed:
+            print(distribute.describe(self.strategy, self.config))
         print(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(layer_regex, verbose=verbose)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
 
-        created = files.missing_folders(self.log_dir)  # a new run: its folder, maybe model_dir
+        # A new run: its folder, maybe model_dir; only the chief writes files.
+        created = files.missing_folders(self.log_dir) if chief else []
         try:
-            runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:])
+            if chief:
+                runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:])
             history = self.keras_model.fit(
-                train_generator,
+                train_data,
                 initial_epoch=self.epoch,
                 epochs=epochs,
                 steps_per_epoch=steps,
                 callbacks=callbacks,
-                validation_data=val_generator,
-                validation_steps=self.config.VALIDATION_STEPS if val_generator else None,
+                validation_data=val_data,
+                validation_steps=self.config.VALIDATION_STEPS if val_data else None,
+                shuffle=False,  # the generator's stream of images is shuffled already
                 verbose=verbose,
             )
         finally:
@@ -438,6 +460,21 @@ class MaskRCNN:
                 histories.append(self.train(train_dataset, val_dataset, stage.learning_rate,
                                             stage.epochs, stage.layers, **train_kwargs))
         return histories
+
+    def _training_batches(self, dataset, steps, seed, augmentation=None,
+                          no_augmentation_sources=None):
+        """What ``fit`` reads: a DataGenerator, or its distributed dataset under a strategy."""
+        workers = max(1, min(4, os.cpu_count() or 1))
+        # Without the RPN's ROIs the heads train on random ROIs fed as the input_roi input.
+        random_rois = 0 if self.config.USE_RPN_ROIS else self.config.POST_NMS_ROIS_TRAINING
+        options = dict(shuffle=True, augmentation=augmentation,
+                       no_augmentation_sources=no_augmentation_sources, random_rois=random_rois,
+                       steps=steps, seed=seed)
+        if not self.distributed:
+            return DataGenerator(dataset, self.config, workers=workers, **options)
+        generator = DataGenerator(dataset, self.config, batch_size=self.config.IMAGES_PER_GPU,
+                                  **options)
+        return distribute.distributed_batches(self.strategy, generator, workers)
 
     # ------------------------------------------------------------------
     # Inference

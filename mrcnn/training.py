@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import weights
+from mrcnn import distribute, weights
 from mrcnn.config import LOSS_NAMES
 
 # Regular expressions selecting the layers to train for each ``layers`` preset.
@@ -51,6 +51,12 @@ class TrainingModel(keras.Model):
         return tf.add_n(terms) if terms else tf.constant(0.0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The weighted sum of the five losses and the weight decay, divided by the replicas.
+
+        Under a tf.distribute strategy each replica returns its share, so that
+        the summed gradients are those of the replicas' mean loss; Keras
+        multiplies the share back for the ``loss`` it reports.
+        """
         losses = y_pred[-len(LOSS_NAMES):]
         weights = self.mrcnn_config.LOSS_WEIGHTS
         total = tf.constant(0.0)
@@ -58,7 +64,41 @@ class TrainingModel(keras.Model):
             loss = tf.reduce_mean(loss) * weights.get(name, 1.0)
             tracker.update_state(loss)
             total += loss
-        return total + self.weight_decay()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return (total + self.weight_decay()) / replicas
+
+
+    def train_step(self, data):
+        return _reducible_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return _reducible_logs(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build what ``fit`` needs before its first step: the optimizer only.
+
+        Keras's own version, under a tf.distribute strategy, reduces a first
+        batch across the replicas to build the model symbolically, which fails
+        for the bool gt_masks and, under MultiWorkerMirroredStrategy, for any
+        batch of several inputs. This model needs no such build: its graph is
+        built when it is made and ``compile`` gives it no loss or metric.
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+
+def _reducible_logs(logs):
+    """A step's logs, each of shape [1] on the workers of a cluster (else scalars, unchanged).
+
+    Keras 3 reduces a step's logs across workers with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars
+    (TensorFlow issue 72388). The values are the same on every replica (the
+    loss metrics are mirrored variables), so the mean is the value.
+    """
+    if not distribute.in_multi_worker_mode(tf.distribute.get_strategy()):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 def set_trainable(keras_model, layer_regex, verbose=1, indent=0):

@@ -1,0 +1,230 @@
+"""Training on several GPUs and several machines with ``tf.distribute``.
+
+``MaskRCNN(mode, config, model_dir, strategy=...)`` builds its model under a
+strategy made by ``make_strategy``; ``MaskRCNN.train`` then feeds it with
+``distributed_batches`` and compiles it with ``ClippedSGD``. This replaces
+the original's ParallelModel: every replica runs the whole graph on its own
+images, and the gradients are summed across replicas each step.
+
+The quantities of a distributed run:
+
+- ``IMAGES_PER_GPU`` is the batch of one replica (the layers slice their
+  batch by it); the global batch is ``IMAGES_PER_GPU * replicas``, where
+  replicas is ``GPU_COUNT`` for "mirrored" and the sum of every worker's
+  local devices for "multiworker".
+- The loss of a step is the mean of the replicas' losses, and the gradient
+  is the gradient of that mean: each replica divides its loss by the number
+  of replicas and the gradients are summed. ``GRADIENT_CLIP_NORM`` clips that
+  summed gradient (see ``ClippedSGD``), so one step on R replicas of one image
+  each is exactly one single-device step on the mean gradient of those R
+  images.
+- ``STEPS_PER_EPOCH`` and ``VALIDATION_STEPS`` count global steps; an epoch
+  sees ``STEPS_PER_EPOCH * global batch`` images. The learning rate is used
+  as given, not scaled with the global batch.
+- The replicas read disjoint parts of one stream of images
+  (``data.DataGenerator``), in the order a single-device run with the global
+  batch would read them.
+- Only the chief writes checkpoints and TensorBoard logs (``is_chief``).
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn.config import ConfigError
+
+STRATEGIES = ("mirrored", "multiworker")
+
+
+def make_strategy(config, strategy=None):
+    """The ``tf.distribute.Strategy`` to build and train a model under.
+
+    Args:
+        config: its GPU_COUNT is the number of replicas for "mirrored".
+        strategy: None (the default: "mirrored" when GPU_COUNT > 1, else
+            TensorFlow's default strategy, one device), "mirrored",
+            "multiworker", or a ``tf.distribute.Strategy`` to use as it is.
+
+            - "mirrored": ``MirroredStrategy`` over the first GPU_COUNT GPUs
+              of this machine, or over its first GPU_COUNT logical CPU devices
+              when it has no GPU (``tf.config.set_logical_device_configuration``
+              splits a CPU, as the tests do).
+            - "multiworker": ``MultiWorkerMirroredStrategy``; the cluster and
+              this process's task come from the ``TF_CONFIG`` environment
+              variable, and each worker uses all the GPUs it sees (its CPU
+              when it has none). It must be made before any other TensorFlow
+              call of the process.
+
+    Raises:
+        ConfigError: an unknown choice, fewer devices than GPU_COUNT, or
+            "multiworker" without TF_CONFIG.
+    """
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if strategy is None:
+        strategy = "mirrored" if config.GPU_COUNT > 1 else "default"
+    if strategy == "default":
+        return tf.distribute.get_strategy()
+    if strategy == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=_local_devices(config.GPU_COUNT))
+    if strategy == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError(
+                "strategy 'multiworker' needs the TF_CONFIG environment variable on every "
+                'worker, e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
+                '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\' (index 1 on host2).')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(
+        f"strategy is {strategy!r}: use None, {', '.join(map(repr, STRATEGIES))} "
+        "or a tf.distribute.Strategy.")
+
+
+def _local_devices(count):
+    """Names of the first ``count`` GPUs, or of the first ``count`` logical CPUs without GPUs."""
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    if len(devices) < count:
+        raise ConfigError(
+            f"GPU_COUNT is {count} but TensorFlow sees {len(gpus)} GPU(s) on this machine"
+            + ("" if gpus else f" and {len(devices)} CPU device(s)")
+            + f": set GPU_COUNT to at most {len(devices)}, or make the GPUs visible "
+            "(CUDA_VISIBLE_DEVICES, drivers).")
+    return [device.name for device in devices[:count]]
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: the chief of a cluster, or the only process.
+
+    In a ``TF_CONFIG`` cluster, the chief is the task of type "chief", or
+    worker 0 when the cluster has no "chief" task.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def in_multi_worker_mode(strategy):
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy over a cluster of several tasks."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver is not None
+            and sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1)
+
+
+def describe(strategy, config):
+    """One line on the replicas, the global batch and what a step and an epoch are."""
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.IMAGES_PER_GPU * replicas
+    return (f"{type(strategy).__name__}: {replicas} replica(s) of {config.IMAGES_PER_GPU} "
+            f"image(s), global batch {global_batch}; an epoch is {config.STEPS_PER_EPOCH} steps "
+            f"({config.STEPS_PER_EPOCH * global_batch} images)")
+
+
+def shared_seed(strategy, seed=None):
+    """A seed that every worker of ``strategy`` agrees on.
+
+    ``seed`` when given; otherwise a random draw of the chief's, which
+    ``MultiWorkerMirroredStrategy`` broadcasts as it does every variable's
+    initial value. The workers' data streams must share it so that they read
+    disjoint parts of one stream.
+    """
+    if seed is not None:
+        return seed
+    draw = np.random.SeedSequence().entropy % (1 << 62)
+    with strategy.scope():
+        variable = tf.Variable(draw, dtype=tf.int64, trainable=False)
+    return int(variable.numpy())
+
+
+def distributed_batches(strategy, generator, workers=1):
+    """A ``tf.distribute`` dataset of a ``data.DataGenerator``'s stream, for ``strategy``.
+
+    Args:
+        strategy: the model's strategy.
+        generator: a DataGenerator whose batch size is one replica's
+            (IMAGES_PER_GPU), with the same seed on every worker.
+        workers: batches loaded in parallel on each worker.
+
+    Returns:
+        A ``DistributedDatasetsFromFunction`` whose step s gives replica r
+        (counted across all workers) the generator's batch
+        ``s * replicas + r``: together the replicas read the stream's images
+        ``s * global batch ... (s + 1) * global batch - 1``, the images of a
+        single-device run with the global batch. Each worker loads only its
+        own replicas' batches.
+    """
+    sample = generator.batch(0)
+    signature = tf.nest.map_structure(
+        lambda array: tf.TensorSpec(array.shape, tf.as_dtype(array.dtype)), sample)
+    flat_signature = tf.nest.flatten(signature)
+
+    def dataset_fn(input_context):
+        total = input_context.num_replicas_in_sync
+        local = total // input_context.num_input_pipelines
+        first = input_context.input_pipeline_id * local
+
+        def load(element):
+            step, replica = divmod(int(element), local)
+            return tf.nest.flatten(generator.batch(step * total + first + replica))
+
+        def load_graph(element):
+            arrays = tf.numpy_function(load, [element], [spec.dtype for spec in flat_signature])
+            for array, spec in zip(arrays, flat_signature):
+                array.set_shape(spec.shape)
+            return tf.nest.pack_sequence_as(signature, arrays)
+
+        return (tf.data.Dataset.counter()
+                .map(load_graph, num_parallel_calls=workers, deterministic=True)
+                .prefetch(tf.data.AUTOTUNE))
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+class ClippedSGD(keras.optimizers.SGD):
+    """SGD with momentum whose per-tensor norm clipping applies to the global batch's gradient.
+
+    Keras clips each replica's gradient before it sums them, so with R
+    replicas the applied gradient could be up to R times ``clip_norm``. This
+    optimizer sums the replicas' gradients first (each replica's loss is
+    already divided by R, so the sum is the gradient of the mean loss), clips
+    each tensor to ``clip_norm`` as the original did on one GPU, and lets
+    Keras apply the result. The price is one more all-reduce of the
+    gradients per step when there is more than one replica.
+
+    Args:
+        clip_norm: largest L2 norm of each gradient tensor; None or 0: no clipping.
+        **kwargs: of ``keras.optimizers.SGD`` (learning_rate, momentum, ...).
+    """
+
+    def __init__(self, clip_norm=None, **kwargs):
+        super().__init__(**kwargs)
+        self.clip_norm = clip_norm
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if self.clip_norm:
+            grads = self._clip_global_gradients(grads)
+        return super().apply(grads, trainable_variables)
+
+    def _clip_global_gradients(self, grads):
+        present = [i for i, grad in enumerate(grads) if grad is not None]
+        values = [grads[i] for i in present]
+        context = tf.distribute.get_replica_context()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if context is not None and replicas > 1:
+            values = context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+        values = [tf.clip_by_norm(value, self.clip_norm) for value in values]
+        if context is not None and replicas > 1:
+            # Keras sums the replicas' gradients once more: give it one R-th each.
+            values = [value / replicas for value in values]
+        for i, value in zip(present, values):
+            grads[i] = value
+        return grads
+
+    def get_config(self):
+        return {**super().get_config(), "clip_norm": self.clip_norm}
