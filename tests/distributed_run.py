@@ -95,7 +95,7 @@ def run_mirrored(output_dir):
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     from mrcnn import data, weights
-    from mrcnn.losses import LOSS_NAMES
+    from mrcnn.config import LOSS_NAMES
     from mrcnn.model import MaskRCNN
     from mrcnn.training import LAYER_REGEX
 
