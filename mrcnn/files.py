@@ -305,15 +305,17 @@ def write_json(path, data, indent=1):
 
 
 @contextlib.contextmanager
-def atomic_directory(path):
+def atomic_directory(path, replace=False):
     """Yield a temporary folder to fill; rename it to ``path`` when done.
 
-    ``path`` must not exist (FileExistsError otherwise). On error the
-    temporary folder and everything in it are removed (and the parent
-    folders created for it), so ``path`` either does not exist or is complete.
+    ``path`` must not exist (FileExistsError otherwise), unless ``replace``:
+    then an existing folder at ``path`` is swapped out only once the new one
+    is complete. On error the temporary folder and everything in it are
+    removed (and the parent folders created for it), so ``path`` is either as
+    it was or complete.
     """
     path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path):
+    if os.path.exists(path) and not (replace and os.path.isdir(path)):
         raise FileExistsError(f"{path} already exists; remove it or choose another folder.")
     parent, name = os.path.split(path)
     created = missing_folders(parent)
@@ -321,7 +323,12 @@ def atomic_directory(path):
     temporary = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
     try:
         yield temporary
-        os.rename(temporary, path)
+        if os.path.isdir(path):
+            os.replace(path, temporary + ".old")
+            os.replace(temporary, path)
+            shutil.rmtree(temporary + ".old")
+        else:
+            os.rename(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         remove_empty_folders(created)
