@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import layers as KL
 
 from mrcnn import distribute, files, runs, transform, utils, weights
+from mrcnn import export as export_module
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import fpn_graph, resnet_graph
 from mrcnn.data import DataGenerator, data_generator, load_image_gt
@@ -569,6 +570,19 @@ class MaskRCNN:
         """get_anchors() repeated for every image of a batch: [BATCH_SIZE, anchors, 4]."""
         anchors = self.get_anchors(image_shape)
         return np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape)
+
+    def export(self, path, class_names=None, format="saved_model"):
+        """Write this model for serving: a TensorFlow SavedModel folder or a TFLite file.
+
+        The SavedModel's ``serving_default`` signature takes one uint8 RGB
+        image of any size (``image``) and returns what detect() returns for
+        it, plus ``class_names``; it runs without mrcnn. See mrcnn.export.export
+        for the arguments and the README for serving it.
+
+        Returns:
+            ``path``.
+        """
+        return export_module.export(self, path, class_names=class_names, format=format)
 
     # ------------------------------------------------------------------
     # Introspection
