@@ -25,11 +25,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tests", "distributed_run.py")
 TIMEOUT = 600
 
-# Both runs sum the same float32 numbers in other orders (all-reduce,
-# batched kernels): the losses agree to about 1e-7 relative and the weights
-# to about 1e-8 after the three steps; the bounds leave room for other CPUs.
-LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 1e-6
+# Both runs sum the same float32 numbers, in orders that may differ. On an
+# idle 2-core machine the losses agree to 1e-7 (relative) and the weights to
+# 1.5e-8 after the three steps; with the cores busy with other processes,
+# TensorFlow's parallel reductions change order and the gaps grew to 4e-5 and
+# 2e-4. A wrong loss scaling or per-replica clipping would change each clipped
+# tensor's step, up to LEARNING_RATE * GRADIENT_CLIP_NORM = 0.02, by half.
+LOSS_RTOL = 1e-3
+WEIGHT_ATOL = 2e-3
 
 
 def script_env(**extra):
