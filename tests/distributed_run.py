@@ -77,11 +77,20 @@ class LossRecorder(keras.callbacks.Callback):
 
 
 def weights_digest(keras_model):
-    """SHA-256 of every weight's path and values, in path order (the layer order may differ)."""
+    """SHA-256 of every weight's file name and values, in name order.
+
+    The names are those of the weight files (``mrcnn_class_bn1/gamma:0``), not the
+    variables' paths, which hold auto-generated layer names that differ between
+    processes that built other models first.
+    """
+    from mrcnn import weights
+
+    entries = [entry for layer in weights.model_layers(keras_model)
+               for entry in weights.layer_weight_names(layer)]
     digest = hashlib.sha256()
-    for weight in sorted(keras_model.weights, key=lambda weight: weight.path):
-        digest.update(weight.path.encode())
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    for name, variable in sorted(entries, key=lambda entry: entry[0]):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
     return digest.hexdigest()
 
 
