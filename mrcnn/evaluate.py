@@ -35,10 +35,10 @@ import os
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mrcnn import files, utils
+from mrcnn.coco import coco_api
 
 IOU_TYPES = ("bbox", "segm")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
@@ -56,7 +56,9 @@ class GroundTruth:
     """One image's ground truth at its original size.
 
     boxes: [N, (y1, x1, y2, x2)] int32 pixels, y2/x2 exclusive.
-    class_ids: [N] int32 dataset class ids.
+    class_ids: [N] int32 dataset class ids; a negative id marks a crowd region (COCO
+        ``iscrowd``) of class -id: no detection has to find it, and detections on it are
+        neither right nor wrong.
     masks: [height, width, N] bool.
     """
     boxes: np.ndarray
@@ -64,6 +66,11 @@ class GroundTruth:
     masks: np.ndarray
     height: int
     width: int
+
+    def objects(self):
+        """The ground truth without its crowd regions: (boxes, class_ids, masks)."""
+        keep = self.class_ids > 0
+        return self.boxes[keep], self.class_ids[keep], self.masks[..., keep]
 
 
 def load_ground_truth(dataset, image_id):
@@ -117,16 +124,17 @@ class ImageResult:
 def image_metrics(ground_truth, detection):
     """The original's AP@0.5, AP@[.5:.95], precision and recall of one image.
 
-    ground_truth: a ``GroundTruth``. detection: a dict as ``MaskRCNN.detect()`` returns per
-    image (rois [N, (y1, x1, y2, x2)], class_ids [N], scores [N], masks [H, W, N]).
+    ground_truth: a ``GroundTruth`` (its crowd regions are left out, as the original's
+    per-image AP knew none). detection: a dict as ``MaskRCNN.detect()`` returns per image
+    (rois [N, (y1, x1, y2, x2)], class_ids [N], scores [N], masks [H, W, N]).
     Returns a dict with keys ap50, ap, precision, recall (NaN where undefined, see ImageResult).
     """
-    n_gt, n_pred = len(ground_truth.class_ids), len(detection["class_ids"])
+    objects = ground_truth.objects()
+    n_gt, n_pred = len(objects[1]), len(detection["class_ids"])
     if n_gt == 0:
         return {"ap50": math.nan, "ap": math.nan, "recall": math.nan,
                 "precision": 0.0 if n_pred else math.nan}
-    instances = (ground_truth.boxes, ground_truth.class_ids, ground_truth.masks,
-                 detection["rois"], detection["class_ids"], detection["scores"],
+    instances = (*objects, detection["rois"], detection["class_ids"], detection["scores"],
                  detection["masks"])
     ap50 = utils.compute_ap(*instances, iou_threshold=0.5)[0]
     ap = utils.compute_ap_range(*instances, verbose=0)
@@ -172,11 +180,16 @@ def coco_image(dataset, image_id, height, width):
 
 
 def coco_annotations(image_id, ground_truth, first_annotation_id=1):
-    """COCO annotations of one image's ground truth, ids numbered from first_annotation_id."""
+    """COCO annotations of one image's ground truth, ids numbered from first_annotation_id.
+
+    A crowd region (negative class id) becomes an annotation of category -id with iscrowd 1,
+    which COCOeval ignores along with the detections it matches.
+    """
     rles = encode_masks(ground_truth.masks)
     areas = mask_utils.area(rles) if rles else []
-    return [{"id": first_annotation_id + i, "image_id": int(image_id), "category_id": int(class_id),
-             "segmentation": rle, "area": float(area), "bbox": box, "iscrowd": 0}
+    return [{"id": first_annotation_id + i, "image_id": int(image_id),
+             "category_id": abs(int(class_id)), "segmentation": rle, "area": float(area),
+             "bbox": box, "iscrowd": int(class_id < 0)}
             for i, (class_id, rle, area, box) in enumerate(
                 zip(ground_truth.class_ids, rles, areas, coco_boxes(ground_truth.boxes)))]
 
@@ -241,8 +254,8 @@ def coco_evaluate(ground_truth, detections, iou_type):
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, not {iou_type!r}.")
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _coco_api(copy.deepcopy(ground_truth))
-        coco_dt = _load_results(coco_gt, detections, iou_type)
+        coco_gt = coco_api(copy.deepcopy(ground_truth))
+        coco_dt = load_results(coco_gt, detections, iou_type)
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
         coco_eval.evaluate()
         coco_eval.accumulate()
@@ -256,26 +269,19 @@ def coco_evaluate(ground_truth, detections, iou_type):
     return metrics, coco_eval.params.recThrs, precision[:, with_ground_truth].mean(axis=1)
 
 
-def _coco_api(dataset_dict):
-    """A pycocotools COCO object over an in-memory COCO dict."""
-    coco = COCO()
-    coco.dataset = dataset_dict
-    coco.createIndex()
-    return coco
+def load_results(coco_gt, detections, iou_type):
+    """``coco_gt.loadRes(detections)`` for COCOeval of ``iou_type``; also takes no detections.
 
-
-def _load_results(coco_gt, detections, iou_type):
-    """COCO.loadRes on copies that keep only iou_type's geometry; also takes no detections.
-
-    loadRes adds keys (id, area, ...) to the dicts it gets: they are copies.
+    Detections are read by iou_type's geometry alone (see coco_evaluate). loadRes adds keys
+    (id, area, ...) to the dicts it gets: it gets copies.
     """
     other_geometry = "segmentation" if iou_type == "bbox" else "bbox"
     results = [{key: value for key, value in detection.items() if key != other_geometry}
                for detection in detections]
     if results:
         return coco_gt.loadRes(results)
-    return _coco_api({"images": coco_gt.dataset["images"], "annotations": [],
-                      "categories": coco_gt.dataset["categories"]})
+    return coco_api({"images": coco_gt.dataset["images"], "annotations": [],
+                     "categories": coco_gt.dataset["categories"]})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,7 +388,7 @@ class Evaluator:
         info = self.dataset.image_info[image_id]
         self._per_image.append(ImageResult(
             image_id=int(image_id), source_id=str(info["id"]), path=str(info.get("path") or ""),
-            n_gt=len(ground_truth.class_ids), n_pred=len(detection["class_ids"]),
+            n_gt=int((ground_truth.class_ids > 0).sum()), n_pred=len(detection["class_ids"]),
             **image_metrics(ground_truth, detection)))
         self._image_ids.add(image_id)
         self._images.append(

@@ -369,7 +369,7 @@ def image_path(image_dir, filename, source):
     if absolute or ".." in parts:
         raise ViaError(
             f"{source}: image filename {filename!r} is absolute or climbs out of "
-            f"{image_dir} with '..'. A VIA filename must name a file inside that folder: "
+            f"{image_dir} with '..'. It must name a file inside that folder: "
             "copy the image there and edit the filename to its bare name.")
     return os.path.join(image_dir, *[p for p in parts if p not in ("", ".")])
 
@@ -699,108 +699,18 @@ def _usable_regions(image):
 def check_dataset(dataset_dir, subsets=("train", "val"), optional_subsets=("test",),
                   annotation_name=ANNOTATION_FILE, class_attribute=None, class_names=None,
                   default_class="object", follow_links=False):
-    """Every problem of a dataset folder, before training.
+    """Every problem of a dataset folder, before training: see
+    :func:`mrcnn.datasets.check_dataset`, which also checks COCO-format subsets."""
+    from mrcnn import datasets  # datasets builds on this module
 
-    The folder holds one sub-folder per subset, each with its images and
-    ``annotation_name``. Reported: missing subset folders or annotation files,
-    malformed JSON, filenames outside the folder, missing, unreadable,
-    truncated or too large images, files that are not regular files or are
-    links out of their folder, images in the folder that the export does not
-    list, EXIF-rotated photos, regions of the wrong type or range, outside
-    the image, with fewer than 3 points, of unknown shape or class, duplicate
-    images (same content) and subsets without any annotated instance.
-
-    The subsets are read the way training reads them: the first one finds the
-    class attribute and the class names (unless given) and the others are
-    read with those, so a class that only the validation subset uses is
-    reported. An empty list therefore means that training can load the
-    dataset.
-
-    Args:
-        default_class: the class of regions that name none (a dataset
-            class's ``DEFAULT_CLASS``).
-        follow_links: accept files that are symbolic links out of their
-            subset folder (see ``load_via``).
-
-    Returns:
-        list of :class:`Problem`, empty when the dataset is clean.
-
-    Raises:
-        ViaError: ``dataset_dir`` is not a folder.
-    """
-    dataset_dir = str(dataset_dir)
-    if not os.path.isdir(dataset_dir):
-        what = "not a folder" if os.path.lexists(dataset_dir) else "no such dataset folder"
-        raise ViaError(f"{dataset_dir}: {what}. Give the folder that holds "
-                       f"{'/, '.join(subsets)}/ with the images and {annotation_name}.")
-    problems, digests = [], {}
-    options = dict(class_attribute=class_attribute, class_names=class_names,
-                   default_class=default_class, follow_links=follow_links)
-    present = [s for s in optional_subsets if os.path.isdir(os.path.join(dataset_dir, s))]
-    for index, subset in enumerate(list(subsets) + present):
-        subset_problems, annotations = _check_subset(os.path.join(dataset_dir, subset),
-                                                     annotation_name, options, digests,
-                                                     required=subset in subsets)
-        problems += subset_problems
-        if index == 0 and annotations is not None:
-            options.update(class_attribute=annotations.class_attribute,
-                           class_names=annotations.class_names)
-    for paths in digests.values():
-        if len(paths) > 1:
-            problems += [Problem(path, f"same image as {paths[0]} (duplicate file)")
-                         for path in paths[1:]]
-    return problems
-
-
-def _check_subset(subset_dir, annotation_name, options, digests, required):
-    """(problems, ViaAnnotations or None) of one subset folder.
-
-    ``options`` are ``load_via``'s; fills ``digests`` (content hash -> paths).
-    """
-    if not os.path.isdir(subset_dir):
-        return [Problem(subset_dir, "subset folder is missing")], None
-    annotation_path = os.path.join(subset_dir, annotation_name)
-    annotations, problems = None, []
-    if os.path.lexists(annotation_path):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ViaWarning)
-                annotations = load_via(annotation_path, keep_negatives=True, **options)
-            problems += annotations.problems
-            if not any(image.regions for image in annotations.images):
-                problems.append(Problem(annotation_path, "subset has no annotated instance"))
-        except ViaError as error:
-            problems.append(Problem(annotation_path,
-                                    str(error).removeprefix(f"{annotation_path}: ")))
-    elif required:
-        problems.append(Problem(annotation_path, "annotation file is missing; export the "
-                                                 "regions from VIA as JSON under this name"))
-    loaded = {os.path.abspath(image.path) for image in annotations.images} if annotations else set()
-    reported = {os.path.abspath(p.file) for p in annotations.problems} if annotations else set()
-    try:
-        names = sorted(f for f in os.listdir(subset_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
-    except OSError as error:
-        return problems + [Problem(subset_dir, f"cannot list the folder ({error.strerror})")], \
-            annotations
-    if not names:
-        problems.append(Problem(subset_dir, "subset has no image"))
-    for name in names:
-        path = os.path.join(subset_dir, name)
-        key = os.path.abspath(path)
-        if key in reported and key not in loaded:
-            continue  # load_via said why it skipped this file
-        file_problems, readable = check_image_file(path, digests, subset_dir,
-                                                    options["follow_links"],
-                                                    decode=key not in loaded)
-        problems += file_problems
-        if annotations and readable and key not in loaded | reported:
-            problems.append(Problem(path, f"image is not listed in {annotation_name}; "
-                                          "annotate it in VIA or move it out"))
-    return problems, annotations
+    return datasets.check_dataset(dataset_dir, subsets, optional_subsets, class_attribute,
+                                  class_names, default_class, follow_links,
+                                  via_name=annotation_name)
 
 
 def check_image_file(path, digests, folder=None, follow_links=False, decode=True):
-    """(problems, readable) of one image file of a dataset folder, for ``check_dataset``.
+    """(problems, readable) of one image file of a dataset folder, for
+    ``datasets.check_dataset``.
 
     Problems: refused (``files.regular_file``), unreadable, truncated or too
     large (``images.check_image``), EXIF-rotated. A readable file's content

@@ -502,11 +502,16 @@ def _get_weights_file(url, path, cache_dir):
     return target
 
 
-def download_file(url, filepath, timeout=60):
+def download_file(url, filepath, timeout=60, file_type="HDF5", is_file_type=h5py.is_hdf5):
     """Download ``url`` to ``filepath`` atomically, with a progress bar on stderr.
 
     The size is checked against the server's Content-Length and the file must
-    be HDF5; nothing is left at ``filepath`` on failure.
+    be of ``file_type`` (``is_file_type(path)``, default HDF5, e.g. "ZIP" and
+    ``zipfile.is_zipfile``); nothing is left at ``filepath`` on failure.
+
+    Raises:
+        DownloadError: offline, cut short or not of the type; the message
+            gives the URL and the path to put the file at.
     """
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, \
@@ -518,10 +523,10 @@ def download_file(url, filepath, timeout=60):
                 raise DownloadError(
                     f"Download of {url} stopped after {received} of {expected} bytes. Run "
                     f"again, or download the file yourself and put it at:\n  {filepath}")
-            if not h5py.is_hdf5(temp_path):
+            if not is_file_type(temp_path):
                 raise DownloadError(
-                    f"{url} did not return an HDF5 file (a proxy or login page?). Download "
-                    f"it yourself and put it at:\n  {filepath}")
+                    f"{url} did not return the {file_type} file (a proxy or login page?). "
+                    f"Download it yourself and put it at:\n  {filepath}")
     except DownloadError:
         raise
     except OSError as err:

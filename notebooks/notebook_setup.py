@@ -5,8 +5,8 @@ With none of them set a notebook runs offline: it uses the synthetic pikachu dat
 checkpoint of ``pikachu.py train`` under the logs folder, training a small model first when
 there is none.
 
-    MRCNN_DATASET        VIA dataset folder with train/ and val/ (and optionally test/), each
-                         holding its images and via_region_data.json.
+    MRCNN_DATASET        dataset folder with train/ and val/ (and optionally test/), each
+                         holding its images and their via_region_data.json or COCO file.
                          Default: the synthetic pikachu dataset ($MRCNN_CACHE/pikachu-synthetic).
     MRCNN_WEIGHTS        weights file (.h5) to inspect, or "last".
                          Default: the newest checkpoint under MRCNN_LOGS, else a short training run.

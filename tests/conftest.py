@@ -203,3 +203,79 @@ def inference_model(tiny_config, tmp_path_factory):
     from mrcnn import model as modellib
 
     return modellib.MaskRCNN("inference", tiny_config, str(tmp_path_factory.mktemp("logs")))
+
+
+def rle_counts(mask):
+    """Uncompressed COCO RLE counts of a [H, W] bool mask, computed with numpy: the lengths of
+    the runs of the column-major pixels, starting with a (possibly empty) background run."""
+    flat = np.asarray(mask).flatten(order="F").astype(np.int8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return [0] + counts if flat.size and flat[0] else counts
+
+
+ROBOFLOW_FILE = "_annotations.coco.json"
+
+
+def coco_segmentation(mask, kind):
+    """A [H, W] bool one-piece mask as a COCO segmentation: "polygon" (through the outline
+    pixels' corners), "rle" (compressed, as pycocotools writes it) or "counts" (uncompressed)."""
+    from pycocotools import mask as mask_utils
+
+    from mrcnn import synthetic
+
+    if kind == "polygon":
+        xs, ys = synthetic.mask_polygon(mask)
+        return [[float(v) for xy in zip(xs, ys) for v in xy]]
+    if kind == "rle":
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": list(mask.shape), "counts": rle["counts"].decode("ascii")}
+    return {"size": list(mask.shape), "counts": rle_counts(mask)}
+
+
+def write_coco_dataset(root, subsets=(("train", 4), ("val", 2)), image_size=64, seed=3,
+                       file_name=ROBOFLOW_FILE):
+    """Write synthetic scenes as a COCO-annotated dataset folder, laid out as Roboflow exports.
+
+    Each subset folder holds its images and ``file_name``, with Roboflow's parent category
+    (id 0, used by no annotation) and the category "pikachu" (id 1). The instances of each
+    image cycle through the three segmentation kinds (polygon, compressed RLE, uncompressed
+    RLE); the first image also has a crowd region (iscrowd 1, the 12x12 top-left corner) and
+    each subset ends with an image without annotations. Returns ``root``.
+    """
+    import json
+
+    from PIL import Image
+
+    from mrcnn import synthetic
+
+    for key, (subset, count) in enumerate(subsets, start=1):
+        folder = os.path.join(root, subset)
+        os.makedirs(folder)
+        images, annotations = [], []
+        for index in range(count + 1):
+            image, masks = synthetic.draw_scene(synthetic.scene_rng(seed, key, index),
+                                                image_size, image_size)
+            name = f"{subset}_{index}.jpg"
+            Image.fromarray(image).save(os.path.join(folder, name), quality=95)
+            images.append({"id": index, "file_name": name, "width": image_size,
+                           "height": image_size})
+            if index == count:
+                continue  # a negative
+            for i in range(masks.shape[-1]):
+                kind = ("polygon", "rle", "counts")[(index + i) % 3]
+                annotations.append({"id": len(annotations) + 1, "image_id": index,
+                                    "category_id": 1, "iscrowd": 0,
+                                    "segmentation": coco_segmentation(masks[..., i], kind)})
+            if index == 0:
+                crowd = box_mask((image_size, image_size), (0, 0, 12, 12))
+                annotations.append({"id": len(annotations) + 1, "image_id": index,
+                                    "category_id": 1, "iscrowd": 1,
+                                    "segmentation": coco_segmentation(crowd, "counts")})
+        data = {"info": {"description": "synthetic pikachu"}, "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 0, "name": "pikachus", "supercategory": "none"},
+                               {"id": 1, "name": "pikachu", "supercategory": "pikachus"}]}
+        with open(os.path.join(folder, file_name), "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    return root

@@ -415,3 +415,28 @@ def test_exported_detections_load_back_with_pycocotools(evaluated, dataset, tmp_
     np.testing.assert_array_equal(np.stack([results.annToMask(a) for a in annotations], -1),
                                   DETECTIONS[2]["masks"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dt.json", "gt.json"]
+
+
+def test_crowd_regions_are_neither_to_find_nor_wrong_to_detect():
+    # Image 0: a square of class 1 and a crowd region of class 1 (negative id), both detected,
+    # the crowd detection scored highest. Image 1: only a crowd region, not detected.
+    crowds = SquaresDataset([(64, 64, [(5, 5, 20, 1), (40, 40, 20, -1)]),
+                             (64, 64, [(10, 10, 30, -2)])])
+    detections = {0: detection(64, 64, [(40, 40, 20), (5, 5, 20)], [1, 1], [0.9, 0.8]),
+                  1: detection(64, 64, [], [], [])}
+    result = evaluate.evaluate_detections(crowds, detections)
+    # COCO: the detection on the crowd region is ignored, the square is found: AP 1 for both
+    # geometries, and the undetected crowd region costs no recall.
+    for iou_type in evaluate.IOU_TYPES:
+        assert result.coco[iou_type]["AP"] == pytest.approx(1.0)
+        assert result.coco[iou_type]["AR@100"] == pytest.approx(1.0)
+    # The original's per-image numbers know one object in image 0 and none in image 1; the
+    # crowd detection, ranked first, is a false positive there: the square reaches recall 1 at
+    # precision 1/2, so AP@0.5 = 0.5 and precision 1/2.
+    first, second = result.per_image
+    assert (first.n_gt, second.n_gt) == (1, 0)
+    assert first.ap50 == pytest.approx(0.5) and first.precision == pytest.approx(0.5)
+    assert first.recall == 1.0 and math.isnan(second.ap50)
+    ground_truth = evaluate.coco_ground_truth(crowds)
+    assert [(a["category_id"], a["iscrowd"]) for a in ground_truth["annotations"]] == [
+        (1, 0), (1, 1), (2, 1)]

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mrcnn import synthetic, utils, via
+from mrcnn import splash, synthetic, utils, via
 
 from conftest import jpeg_bytes, png_header
 
@@ -454,8 +454,9 @@ class FakeModel:
 def fake_model(monkeypatch):
     """Replace the model of splash and detect; the fixture's value sets its behaviour."""
     holder = {"model": FakeModel()}
-    monkeypatch.setattr(pikachu, "inference_settings", lambda args: ({}, ["pikachu"], None))
-    monkeypatch.setattr(pikachu, "inference_model", lambda *args: holder["model"])
+    monkeypatch.setattr(pikachu.COMMANDS, "inference_settings",
+                        lambda args: ({}, ["pikachu"], None))
+    monkeypatch.setattr(pikachu.COMMANDS, "inference_model", lambda *args: holder["model"])
     return holder
 
 
@@ -502,7 +503,7 @@ def test_a_full_disk_is_one_line_naming_the_file(capfd, place, good, fake_model,
     def full(path, image):
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr(pikachu.splash, "save_image", full)
+    monkeypatch.setattr(splash, "save_image", full)
     result = run_main(capfd, "splash", "--image", good / "test", "--output", place / "out")
     assert_one_error_line(result, "splash", "No space left on device; free some disk space")
 

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mrcnn import runs, synthetic, utils, via
+from mrcnn import coco, commands, runs, synthetic, utils, via
 
-from conftest import square_region
+from conftest import ROBOFLOW_FILE, square_region, write_coco_dataset
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SCRIPT = os.path.join(REPO, "samples", "pikachu", "pikachu.py")
@@ -70,14 +70,15 @@ def test_config_has_the_original_sample_settings():
     config = pikachu.PikachuConfig()
     assert (config.NAME, config.NUM_CLASSES, config.IMAGES_PER_GPU) == ("pikachu", 2, 2)
     assert (config.STEPS_PER_EPOCH, config.DETECTION_MIN_CONFIDENCE) == (100, 0.9)
-    demo = pikachu.make_config(synthetic.DEMO_SETTINGS, class_count=3, inference=True)
+    demo = pikachu.COMMANDS.make_config(synthetic.DEMO_SETTINGS, class_count=3, inference=True)
     assert (demo.NUM_CLASSES, demo.BATCH_SIZE, demo.BACKBONE) == (4, 1, "resnet50")
     assert list(demo.IMAGE_SHAPE) == [128, 128, 3]
 
 
 def test_backbone_follows_the_starting_weights():
     def settings(*argv):
-        return pikachu.option_settings(pikachu.build_parser().parse_args(["train", *argv]))
+        args = pikachu.COMMANDS.build_parser().parse_args(["train", *argv])
+        return commands.option_settings(args, pikachu.PikachuConfig)
 
     assert "BACKBONE" not in settings("--weights", "coco")  # PikachuConfig's resnet101
     assert settings("--weights", "imagenet")["BACKBONE"] == "resnet50"
@@ -139,7 +140,7 @@ def test_check_lists_planted_problems_and_exits_1(tmp_path):
     expected = [os.path.join(str(tmp_path), "train", "a.png") + ": region 1 (point): point region has no area",
                 os.path.join(str(tmp_path), "train", "gone.png") + ": image file is missing",
                 os.path.join(str(tmp_path), "train", "b.jpg") + ": cannot read image",
-                os.path.join(str(tmp_path), "val", via.ANNOTATION_FILE) + ": annotation file is missing",
+                os.path.join(str(tmp_path), "val") + ": annotation file is missing",
                 os.path.join(str(tmp_path), "val") + ": subset has no image"]
     for start in expected:
         assert any(line.startswith(start) for line in lines), (start, lines)
@@ -194,14 +195,28 @@ def test_wrong_weights_file_and_missing_image_are_bad_input(small_dataset, tmp_p
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Train 2 steps on the generated dataset (and 1 on the mug photos, concurrently)."""
+def coco_dataset(tmp_path_factory):
+    """A COCO-annotated folder as Roboflow exports it: polygons, RLEs, a crowd region."""
+    return write_coco_dataset(tmp_path_factory.mktemp("coco") / "pikachu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, coco_dataset):
+    """Train 2 steps on the generated dataset, and concurrently 1 on the COCO folder (and on
+    the mug photos)."""
     root = tmp_path_factory.mktemp("run")
     env = dict(os.environ, MRCNN_CACHE=str(root / "cache"))
     logs = root / "logs"
     processes = {"synthetic": subprocess.Popen(cli_command("train", "--logs", str(logs), *QUICK_RUN),
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True, env=env, cwd=REPO)}
+                                          text=True, env=env, cwd=REPO),
+                 "coco": subprocess.Popen(
+                     cli_command("train", "--dataset", str(coco_dataset), "--weights", "none",
+                                 "--logs", str(root / "coco_logs"), "--epochs", "1",
+                                 "--steps-per-epoch", "1", "--image-size", "128",
+                                 "--backbone", "resnet50"),
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                     cwd=REPO)}
     if os.path.isdir(MUG):
         processes["mug"] = subprocess.Popen(
             cli_command("train", "--dataset", MUG, "--weights", "none", "--logs", str(root / "mug_logs"),
@@ -409,3 +424,53 @@ def test_fine_tuning_from_a_checkpoint_takes_its_architecture(trained, small_dat
     assert saved.config["FPN_CLASSIF_FC_LAYERS_SIZE"] == 256 and saved.config["IMAGE_MAX_DIM"] == 128
     # The demo's own run is untouched.
     assert glob.glob(str(trained["logs"] / "pikachu*" / "*.h5")) == [checkpoint]
+
+
+# ---------------------------------------------------------------------------
+# COCO-annotated folders
+
+
+def test_coco_folder_trains_and_evaluates(trained, coco_dataset, tmp_path):
+    output = trained["outputs"]["coco"]
+    assert trained["codes"]["coco"] == 0, output
+    with open(os.path.join(coco_dataset, "train", ROBOFLOW_FILE)) as f:
+        data = json.load(f)
+    objects = sum(not a["iscrowd"] for a in data["annotations"])
+    assert f"train: 4 images, {objects} instances and 1 crowd region, classes pikachu" in output
+    [checkpoint] = glob.glob(str(trained["root"] / "coco_logs" / "pikachu*" / "*_0001.h5"))
+    assert runs.load_run_settings(checkpoint).class_names == ["pikachu"]
+    result = run_cli("evaluate", "--dataset", str(coco_dataset), "--weights", checkpoint,
+                     "--output", str(tmp_path), env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "val: 2 images" in result.stdout and "and 1 crowd region" in result.stdout
+    assert "COCO metrics (pycocotools COCOeval), classes: 1" in result.stdout
+    [csv_line] = [line for line in result.stdout.splitlines() if line.startswith("Per-image")]
+    with open(csv_line.split(": ", 1)[1]) as f:
+        rows = f.read().strip().splitlines()
+    assert len(rows) == 1 + 2 and rows[0].startswith("image_id,source_id,path,n_gt,")
+
+
+def test_check_of_a_coco_folder_lists_its_problems(coco_dataset, tmp_path):
+    result = run_cli("check", "--dataset", str(coco_dataset))
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(coco_dataset, broken)
+    path = broken / "val" / ROBOFLOW_FILE
+    data = json.loads(path.read_text())
+    data["annotations"][0]["segmentation"] = {"size": [10, 10], "counts": [100]}
+    data["annotations"][1]["image_id"] = 77
+    path.write_text(json.dumps(data))
+    (broken / "train" / "annotations.json").write_text("{}")
+    result = run_cli("check", "--dataset", str(broken))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [
+        f"{broken / 'train'}: holds several COCO files (_annotations.coco.json, "
+        "annotations.json) and it is not clear which one to use. Keep one of them.",
+        f"{broken / 'val' / 'val_0.jpg'}: annotation 1: RLE size [10, 10] is not the image's "
+        f"[height, width] [64, 64]; segmentation must be {coco.SEGMENTATION_HELP}; skipped",
+        f"{broken / 'val' / ROBOFLOW_FILE}: annotation 2: image_id 77 is not among the images; "
+        "skipped",
+        f"3 problem(s) found in {broken}."]
+    assert_bad_input(run_cli("train", "--dataset", str(broken), "--weights", "none"),
+                     str(broken / "train"), "holds several COCO files")

@@ -162,40 +162,55 @@ def test_valid_files_load_with_every_shape(dataset_dir):
 
 
 def test_mutated_files_give_a_result_or_an_input_error(dataset_dir):
-    path = dataset_dir / "train" / via.ANNOTATION_FILE
+    outcomes = run_cases(dataset_dir / "train" / via.ANNOTATION_FILE, dataset_dir,
+                         ((case, fuzzed_file(case)) for case in range(CASES)),
+                         via.load_via, via.image_masks)
+    # The mutations reach both outcomes, and some files stay clean.
+    assert outcomes["loaded"] > CASES / 4 and outcomes["error"] > 0 and outcomes["clean"] > 0, \
+        outcomes
+
+
+def run_cases(path, dataset_dir, cases, load, image_masks):
+    """Write each (case number, JSON data) of ``cases`` to ``path``, load it with ``load`` and
+    draw its masks with ``image_masks``, then check ``dataset_dir``; the outcome counts.
+
+    Every outcome must be a result or mrcnn's own error (``InputError``), never another
+    exception nor a warning other than ``ViaWarning``; when ``check_dataset`` finds no problem,
+    training must load the dataset (``assert_training_loads``).
+    """
     outcomes = {"loaded": 0, "error": 0, "clean": 0}
-    for case in range(CASES):
-        data = fuzzed_file(case)
+    for case, data in cases:
         path.write_text(json.dumps(data, allow_nan=True))
         where = f"case {case}: {json.dumps(data)[:300]}"
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nor a numpy overflow, nor anything but ViaWarning
             warnings.simplefilter("ignore", via.ViaWarning)
             try:
-                annotations = via.load_via(path)
+                annotations = load(path)
                 outcomes["loaded"] += 1
                 for image in annotations.images:
-                    masks = via.image_masks(image)
+                    masks = image_masks(image)
                     assert masks.shape == (H, W, len(image.regions)) and masks.any(axis=(0, 1)).all()
             except InputError:
                 outcomes["error"] += 1
             except Exception as error:  # the test's point: name the case that escaped
                 raise AssertionError(f"{type(error).__name__}: {error} in {where}") from error
             try:
-                problems = via.check_dataset(dataset_dir)
+                problems = datasets.check_dataset(dataset_dir)
             except Exception as error:
                 raise AssertionError(f"check: {type(error).__name__}: {error} in {where}") from error
         assert all(isinstance(p, via.Problem) and os.path.isabs(p.file) for p in problems), where
         if not problems:
             outcomes["clean"] += 1
             assert_training_loads(dataset_dir, where)
-    # The mutations reach both outcomes, and some files stay clean.
-    assert outcomes["loaded"] > CASES / 4 and outcomes["error"] > 0 and outcomes["clean"] > 0, \
-        outcomes
+    return outcomes
 
 
 def assert_training_loads(dataset_dir, where):
-    """What `check` promises when it finds no problem: training loads both subsets."""
+    """What `check` promises when it finds no problem: training loads both subsets.
+
+    Each image has an object; a (COCO) crowd region may come with it, class id negative.
+    """
     train = datasets.FolderDataset()
     train.load_subset(dataset_dir, "train")
     train.prepare()
@@ -207,4 +222,5 @@ def assert_training_loads(dataset_dir, where):
         for image_id in dataset.image_ids:
             masks, class_ids = dataset.load_mask(image_id)
             assert masks.shape[:2] == dataset.load_image(image_id).shape[:2], where
-            assert masks.shape[-1] == len(class_ids) > 0 and (class_ids > 0).all(), where
+            assert masks.shape[-1] == len(class_ids) and (class_ids > 0).any(), where
+            assert (class_ids != 0).all() and masks.any(axis=(0, 1)).all(), where

@@ -547,7 +547,7 @@ def test_short_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
 
 def test_download_that_is_not_hdf5_is_refused(tmp_path, monkeypatch):
     serve(monkeypatch, b"<html>Sign in to continue</html>")
-    with pytest.raises(weights.DownloadError, match="did not return an HDF5 file"):
+    with pytest.raises(weights.DownloadError, match="did not return the HDF5 file"):
         weights.get_coco_weights(cache_dir=tmp_path / "cache")
     assert not os.path.exists(tmp_path / "cache")  # nor the folder made for it
 
