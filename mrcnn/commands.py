@@ -38,7 +38,7 @@ from mrcnn import cli, datasets, evaluate, files, images, splash, synthetic, uti
 from mrcnn.errors import InputError
 
 LAYER_CHOICES = ("heads", "3+", "4+", "5+", "all")
-ALL_COMMANDS = ("train", "splash", "detect", "evaluate", "check")
+ALL_COMMANDS = ("train", "splash", "detect", "evaluate", "export", "check")
 SHOWN_PROBLEMS = 5
 
 
@@ -121,6 +121,21 @@ def check_dataset_folder(dataset_dir):
         raise CommandError(f"--dataset {dataset_dir}: {what}. Give the folder that holds "
                            "train/ and val/.")
     return dataset_dir
+
+
+def check_export_output(path, format):
+    """Raise CommandError unless ``--output`` can take an export of ``format``.
+
+    A SavedModel is a folder (an existing one is replaced once the new one is
+    complete); a TFLite model is a file. Their parent folder is checked like
+    any output folder.
+    """
+    kind_ok = os.path.isdir if format == "saved_model" else os.path.isfile
+    if os.path.lexists(path) and not kind_ok(path):
+        wanted = "a folder" if format == "saved_model" else "a file"
+        raise CommandError(f"--output {path}: exists and is not {wanted}; a {format} export "
+                           f"is {wanted}. Choose another path or remove it.")
+    files.check_output_folder(os.path.dirname(os.path.abspath(path)), "--output")
 
 
 @dataclasses.dataclass
@@ -238,9 +253,13 @@ class SampleCommands:
         if saved:
             settings.update(saved.config if resume else saved.architecture())
         settings.update(option_settings(args, self.config_class))
+        if args.strategy == "mirrored":
+            settings["GPU_COUNT"] = max(1, len(cli.import_tensorflow_quietly().config
+                                               .list_physical_devices("GPU")))
         config = self.make_config(settings, len(class_names))
         config.display()
-        model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
+        model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs,
+                                  strategy=args.strategy)
         if resume:
             print(f"Resuming {model.resume(weights_path)}")
         else:
@@ -308,7 +327,10 @@ class SampleCommands:
                                pretrained=weights_path is not None)
         model.train_schedule(train_set, val_set, stages,
                              augmentation=augmentation() if args.augment else None)
-        print(f"Last checkpoint: {model.find_last()}")
+        from mrcnn import distribute
+
+        if distribute.is_chief(model.strategy):  # the other workers of a cluster write nothing
+            print(f"Last checkpoint: {model.find_last()}")
         return 0
 
     def splash(self, args):
@@ -387,6 +409,13 @@ class SampleCommands:
             evaluate.save_precision_recall_plot(result, os.path.join(staging, stem + "_pr.png"))
         print(f"Per-image results: {os.path.join(args.output, stem + '.csv')}")
         print(f"Precision-recall curve: {os.path.join(args.output, stem + '_pr.png')}")
+        return 0
+
+    def export(self, args):
+        check_export_output(args.output, args.format)
+        settings, class_names, weights_path = self.inference_settings(args)
+        model = self.inference_model(settings, class_names, weights_path, args.logs)
+        print(model.export(args.output, class_names=["BG"] + class_names, format=args.format))
         return 0
 
     def check(self, args):
@@ -476,6 +505,10 @@ class SampleCommands:
                                  "--weights none)")
         parser.add_argument("--augment", action="store_true",
                             help="augment training images (flips, small affine moves, lighting)")
+        parser.add_argument("--strategy", choices=("mirrored", "multiworker"),
+                            help="tf.distribute strategy: mirrored trains on every GPU of this "
+                                 "machine; multiworker on the machines TF_CONFIG lists (run the "
+                                 "command on each); default: one device")
         self._dataset_options(parser)
         parser.set_defaults(run=self.train, tensorflow=True)
 
@@ -521,6 +554,23 @@ class SampleCommands:
         self._inference_options(parser, "evaluation",
                                 "the per-image CSV and the precision-recall PNG")
         parser.set_defaults(run=self.evaluate, tensorflow=True)
+
+    def _add_export(self, commands):
+        parser = commands.add_parser(
+            "export", help="write the model for serving: a SavedModel folder or a TFLite file",
+            description="Write a TensorFlow SavedModel (or a .tflite file) whose serving_default "
+                        "signature takes one uint8 RGB image and returns boxes, class ids and "
+                        "names, scores and full-size masks; it runs without mrcnn (TensorFlow "
+                        "Serving, tf.saved_model.load). Prints the path.")
+        add_model_options(parser, "last", "weights: last (newest checkpoint under --logs, the "
+                                          "default), coco, imagenet, none or the path of a .h5 "
+                                          "file", self.logs_dir)
+        parser.add_argument("--output", required=True, metavar="PATH",
+                            help="the SavedModel folder, e.g. export/pikachu/1 for TensorFlow "
+                                 "Serving (replaced when complete), or the .tflite file")
+        parser.add_argument("--format", default="saved_model", choices=("saved_model", "tflite"),
+                            help="default: %(default)s")
+        parser.set_defaults(run=self.export, tensorflow=True)
 
     def _add_check(self, commands):
         parser = commands.add_parser(

@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import files
+from mrcnn.errors import InputError
 from mrcnn.transform import compose_image_meta
 
 FORMATS = ("saved_model", "tflite")
@@ -54,7 +55,7 @@ EXPORTED_RESIZE_MODES = ("square", "pad64")
 _DERIVED_CONFIG_ATTRIBUTES = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """A model or an argument that cannot be exported; the message says what to change."""
 
 

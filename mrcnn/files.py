@@ -324,6 +324,7 @@ def atomic_directory(path, replace=False):
     created = missing_folders(parent)
     os.makedirs(parent, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp's folder is private; ours follows umask
     try:
         yield temporary
         if os.path.isdir(path):
@@ -336,6 +337,13 @@ def atomic_directory(path, replace=False):
         shutil.rmtree(temporary, ignore_errors=True)
         remove_empty_folders(created)
         raise
+
+
+def _umask():
+    """The process's file mode creation mask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class ProgressBar:

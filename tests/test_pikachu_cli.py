@@ -104,10 +104,11 @@ def test_checkpoints_of_mrcnn_3_0_keep_their_settings(tmp_path):
 
 @pytest.mark.parametrize("command, options", [
     ("train", ["--dataset", "--weights", "--logs", "--epochs", "--steps-per-epoch", "--layers",
-               "--backbone", "--image-size", "--augment", "--class-attribute"]),
+               "--backbone", "--image-size", "--augment", "--class-attribute", "--strategy"]),
     ("splash", ["--image", "--video", "--weights", "--output"]),
     ("detect", ["--image", "--weights", "--output"]),
     ("evaluate", ["--dataset", "--subset", "--weights"]),
+    ("export", ["--weights", "--output", "--format"]),
     ("check", ["--dataset", "--class-attribute"]),
 ])
 def test_each_command_documents_its_options(command, options):
@@ -474,3 +475,28 @@ def test_check_of_a_coco_folder_lists_its_problems(coco_dataset, tmp_path):
         f"3 problem(s) found in {broken}."]
     assert_bad_input(run_cli("train", "--dataset", str(broken), "--weights", "none"),
                      str(broken / "train"), "holds several COCO files")
+
+
+def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "export" / "pikachu" / "1"
+    (tmp_path / "export" / "notes.tflite").mkdir(parents=True)
+    refused = run_cli("export", "--logs", str(trained["logs"]), "--format", "tflite",
+                      "--output", str(tmp_path / "export" / "notes.tflite"), env=trained["env"])
+    assert_bad_input(refused, "notes.tflite: exists and is not a file")
+    result = run_cli("export", "--logs", str(trained["logs"]), "--output", str(out),
+                     env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    assert sorted(os.listdir(tmp_path / "export")) == ["notes.tflite", "pikachu"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert no_partial_files(out.parent)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # as a folder made by mkdir
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    image = utils.read_image(str(trained["root"] / "cache" / "pikachu-synthetic" / "test" /
+                                 "test_0000.jpg"))
+    outputs = serve(image=tf.constant(image))
+    assert outputs["masks"].shape[:2] == image.shape[:2]
+    assert set(outputs["class_names"].numpy().tolist()) <= {b"pikachu"}
