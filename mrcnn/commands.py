@@ -107,11 +107,15 @@ def add_model_options(parser, weights_default, weights_help, logs_dir, option="-
 
 
 def add_training_options(parser, default_epochs, steps_per_epoch):
-    """--epochs and --steps-per-epoch, with their defaults as text."""
+    """--epochs and --steps-per-epoch, with their defaults as text, and --strategy."""
     parser.add_argument("--epochs", type=cli.positive_int, metavar="N",
                         help=f"train up to epoch N (default: {default_epochs})")
     parser.add_argument("--steps-per-epoch", type=cli.positive_int, metavar="N",
                         help=f"training steps per epoch (default: {steps_per_epoch})")
+    parser.add_argument("--strategy", choices=("mirrored", "multiworker"),
+                        help="tf.distribute strategy: mirrored trains on every GPU of this "
+                             "machine; multiworker on the machines TF_CONFIG lists (run the "
+                             "command on each); default: one device")
 
 
 def check_dataset_folder(dataset_dir):
@@ -505,10 +509,6 @@ class SampleCommands:
                                  "--weights none)")
         parser.add_argument("--augment", action="store_true",
                             help="augment training images (flips, small affine moves, lighting)")
-        parser.add_argument("--strategy", choices=("mirrored", "multiworker"),
-                            help="tf.distribute strategy: mirrored trains on every GPU of this "
-                                 "machine; multiworker on the machines TF_CONFIG lists (run the "
-                                 "command on each); default: one device")
         self._dataset_options(parser)
         parser.set_defaults(run=self.train, tensorflow=True)
 
