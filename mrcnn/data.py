@@ -28,15 +28,22 @@ image, pixel-level ones leave them alone) or any callable
 ``(image, masks) -> (image, masks)`` on ``[H, W, 3]`` uint8 and
 ``[H, W, N]`` bool arrays. It must keep the image size and the number of
 instances. imgaug is not supported: it does not import under numpy 2.
+
+``augment=True`` is the original's older, deprecated switch: a horizontal
+flip of half the images, applied before ``augmentation``. It keeps its place
+as the fourth argument of ``load_image_gt`` and ``data_generator``, so the
+original's positional calls mean what they meant.
 """
 
 import itertools
+import os
 import sys
+import warnings
 
 import keras
 import numpy as np
 
-from mrcnn import utils
+from mrcnn import utils, via
 from mrcnn.anchors import pyramid_anchors
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 from mrcnn.transform import compose_image_meta, mold_image, resize_image, resize_mask
@@ -49,8 +56,8 @@ PASS_STREAM, SAMPLE_STREAM = 0, 1
 #  Ground truth of one image
 ############################################################
 
-def load_image_gt(dataset, config, image_id, augmentation=None,
-                  use_mini_mask=False):
+def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
+                  use_mini_mask=False, *, rng=None):
     """Load an image and its ground truth, resized for the model.
 
     Args:
@@ -58,10 +65,14 @@ def load_image_gt(dataset, config, image_id, augmentation=None,
         config: the model's ``Config`` (IMAGE_RESIZE_MODE, IMAGE_MIN_DIM,
             IMAGE_MAX_DIM, IMAGE_MIN_SCALE, MINI_MASK_SHAPE).
         image_id: internal id of the image in ``dataset``.
+        augment: deprecated, as in the original: flip the image and its
+            masks left-right with probability 0.5 (before ``augmentation``).
+            Prefer ``augmentation=albumentations.HorizontalFlip(p=0.5)``.
         augmentation: None, an albumentations transform, or a callable
             ``(image, masks) -> (image, masks)``; see ``apply_augmentation``.
         use_mini_mask: return each mask cropped to its box and resized to
             ``config.MINI_MASK_SHAPE`` (see ``utils.minimize_mask``).
+        rng: seed or ``np.random.Generator`` of the ``augment`` flip.
 
     Returns:
         image: uint8 [H, W, 3], resized (and padded or cropped).
@@ -83,6 +94,10 @@ def load_image_gt(dataset, config, image_id, augmentation=None,
         mode=config.IMAGE_RESIZE_MODE)
     mask = resize_mask(mask, scale, padding, crop)
 
+    if _check_augment(augment, "load_image_gt"):
+        warnings.warn(AUGMENT_DEPRECATION, FutureWarning, stacklevel=2)
+        if np.random.default_rng(rng).random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
     if augmentation is not None:
         image, mask = apply_augmentation(augmentation, image, mask)
 
@@ -103,6 +118,25 @@ def load_image_gt(dataset, config, image_id, augmentation=None,
     return image, image_meta, class_ids, bbox, mask
 
 
+AUGMENT_DEPRECATION = (
+    "augment=True is deprecated (as in the original): it flips half the images left-right. "
+    "Pass augmentation=albumentations.HorizontalFlip(p=0.5) instead.")
+
+
+def _check_augment(augment, function):
+    """``augment`` as a bool; a transform given in its place is a TypeError that says where it goes.
+
+    The original's fourth argument of ``load_image_gt`` (and of
+    ``data_generator`` after ``shuffle``) is the ``augment`` flag, so a
+    transform passed there by position would otherwise be taken for a flip.
+    """
+    if augment is None or isinstance(augment, (bool, np.bool_, int, np.integer)):
+        return bool(augment)
+    raise TypeError(
+        f"{function}() got {type(augment).__name__} for augment, the original's on/off "
+        "left-right flip switch; pass transforms by name: augmentation=...")
+
+
 def _load_checked_mask(dataset, image_id, image_shape):
     """``dataset.load_mask`` as bool [H, W, N] and int32 [N], shapes checked."""
     mask, class_ids = dataset.load_mask(image_id)
@@ -120,8 +154,33 @@ def _load_checked_mask(dataset, image_id, image_shape):
         raise ValueError(
             f"{where} returned masks of {mask.shape[:2]} pixels for an image "
             f"of {tuple(image_shape[:2])} pixels (load_image): each mask must "
-            "have the size of the image.")
+            "have the size of the image." + _exif_hint(dataset, image_id, mask.shape, image_shape))
     return mask.astype(bool), class_ids
+
+
+def _exif_hint(dataset, image_id, mask_shape, image_shape):
+    """What to change when masks were sized from an EXIF-rotated file's stored size, else "".
+
+    ``load_image`` applies the EXIF orientation (as VIA displays, and
+    annotates, the photo), so a 90-degree orientation swaps the height and
+    width; code written for the original often sizes its masks from
+    ``skimage.io.imread``, which does not.
+    """
+    path = dataset.image_info[image_id].get("path")
+    if mask_shape[:2] != tuple(image_shape[1::-1]) or not isinstance(path, (str, os.PathLike)):
+        return ""
+    try:
+        _, _, orientation = via.displayed_size(path)
+    except OSError:
+        return ""
+    if orientation not in via.TRANSPOSING_ORIENTATIONS:
+        return ""
+    return (f" {path} has EXIF orientation {orientation} (rotated by 90 degrees), which "
+            "load_image applies, as VIA displays the photo and its regions: the masks have the "
+            "size stored in the file, the height and width swapped. Size the masks from the "
+            "image as load_image returns it, e.g. height, width = "
+            "self.load_image(image_id).shape[:2] (or mrcnn.via.displayed_size(path)), not from "
+            "skimage.io.imread(path).shape.")
 
 
 def apply_augmentation(augmentation, image, mask):
@@ -184,13 +243,13 @@ def _apply_albumentations(transform, image, mask):
 #  Batches
 ############################################################
 
-def load_training_sample(dataset, config, image_id, anchors, augmentation=None,
+def load_training_sample(dataset, config, image_id, anchors, augment=False, augmentation=None,
                          random_rois=0, detection_targets=False, rng=None):
     """Everything the training model needs of one image.
 
     Args:
-        dataset, config, image_id, augmentation: as for ``load_image_gt``
-            (masks are mini-masks when ``config.USE_MINI_MASK``).
+        dataset, config, image_id, augment, augmentation: as for
+            ``load_image_gt`` (masks are mini-masks when ``config.USE_MINI_MASK``).
         anchors: [A, (y1, x1, y2, x2)] anchors of ``config.IMAGE_SHAPE``.
         random_rois: if > 0, also draw that many ROIs
             (``generate_random_rois``).
@@ -209,8 +268,8 @@ def load_training_sample(dataset, config, image_id, anchors, augmentation=None,
     """
     rng = np.random.default_rng(rng)
     image, image_meta, gt_class_ids, gt_boxes, gt_masks = load_image_gt(
-        dataset, config, image_id, augmentation=augmentation,
-        use_mini_mask=config.USE_MINI_MASK)
+        dataset, config, image_id, augment=augment, augmentation=augmentation,
+        use_mini_mask=config.USE_MINI_MASK, rng=rng)
     if not np.any(gt_class_ids > 0):
         return None
     if tuple(image.shape) != tuple(config.IMAGE_SHAPE):
@@ -276,6 +335,8 @@ class DataGenerator(keras.utils.PyDataset):
             classes.
         config: the training ``Config``.
         shuffle: shuffle the images at the start of every epoch.
+        augment: the original's deprecated left-right flip of half the
+            images (see ``load_image_gt``); applies to every source.
         augmentation: see ``apply_augmentation``.
         random_rois: if > 0, add that many random ROIs per image.
         detection_targets: add the head targets for the random ROIs.
@@ -293,7 +354,7 @@ class DataGenerator(keras.utils.PyDataset):
             of ``keras.utils.PyDataset``.
     """
 
-    def __init__(self, dataset, config, shuffle=True, augmentation=None,
+    def __init__(self, dataset, config, shuffle=True, augment=False, augmentation=None,
                  random_rois=0, detection_targets=False,
                  no_augmentation_sources=None, batch_size=None, steps=None,
                  seed=None, **kwargs):
@@ -312,6 +373,7 @@ class DataGenerator(keras.utils.PyDataset):
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
+        self.augment = _check_augment(augment, "DataGenerator")
         self.augmentation = augmentation
         self.random_rois = random_rois
         self.detection_targets = detection_targets
@@ -425,7 +487,7 @@ class DataGenerator(keras.utils.PyDataset):
         try:
             return load_training_sample(
                 self.dataset, self.config, image_id, self.anchors,
-                augmentation=augmentation, random_rois=self.random_rois,
+                augment=self.augment, augmentation=augmentation, random_rois=self.random_rois,
                 detection_targets=self.detection_targets, rng=rng)
         except Exception as error:
             error.add_note(f"While loading image {image_id} "
@@ -444,10 +506,10 @@ def _pad_instances(arrays, size, axis):
     return np.stack(padded)
 
 
-def data_generator(dataset, config, shuffle=True, augmentation=None,
+def data_generator(dataset, config, shuffle=True, augment=False, augmentation=None,
                    random_rois=0, batch_size=1, detection_targets=False,
                    no_augmentation_sources=None):
-    """The original's endless generator of training batches.
+    """The original's endless generator of training batches, with its arguments.
 
     Yields ``(inputs, outputs)`` lists, ``inputs`` as the inputs of
     ``DataGenerator`` and ``outputs`` empty, or with ``detection_targets``
@@ -457,7 +519,7 @@ def data_generator(dataset, config, shuffle=True, augmentation=None,
         inputs, outputs = next(data_generator(dataset, config))
     """
     batches = DataGenerator(
-        dataset, config, shuffle=shuffle, augmentation=augmentation,
+        dataset, config, shuffle=shuffle, augment=augment, augmentation=augmentation,
         random_rois=random_rois, detection_targets=detection_targets,
         no_augmentation_sources=no_augmentation_sources, batch_size=batch_size)
     while True:
