@@ -304,7 +304,14 @@ class ProposalLayer(_ConfigLayer):
     Returns:
         Proposals [batch, proposal_count, (y1, x1, y2, x2)] normalized and
         clipped to the image, zero-padded when fewer survive NMS.
+
+    ``stages(inputs)`` gives the intermediate tensors too (the nodes the
+    original's inspection notebook looked up in the TF1 graph).
     """
+
+    # The intermediate tensors of ``stages``, in order.
+    STAGES = ("pre_nms_anchors", "refined_anchors", "refined_anchors_clipped", "nms_indices",
+              "proposals")
 
     def __init__(self, proposal_count, nms_threshold, config=None, **kwargs):
         super().__init__(config=config, **kwargs)
@@ -312,6 +319,25 @@ class ProposalLayer(_ConfigLayer):
         self.nms_threshold = nms_threshold
 
     def call(self, inputs):
+        return self.stages(inputs)["proposals"]
+
+    def stages(self, inputs):
+        """The layer's computation, stage by stage.
+
+        Args:
+            inputs: [rpn_probs, rpn_bbox, anchors] as for ``call``.
+
+        Returns:
+            A dict of tensors (K = min(PRE_NMS_LIMIT, num_anchors), boxes
+            normalized (y1, x1, y2, x2)):
+            pre_nms_anchors [batch, K, 4]: the anchors of the K best scores,
+                best first; refined_anchors [batch, K, 4]: those anchors moved
+                by the RPN's deltas; refined_anchors_clipped [batch, K, 4]:
+                clipped to the image; nms_indices [batch, proposal_count]
+                int32: the rows of refined_anchors_clipped that NMS keeps,
+                best first, padded with -1; proposals [batch,
+                proposal_count, 4]: those boxes, zero-padded.
+        """
         scores = inputs[0][:, :, 1]
         deltas = inputs[1] * np.reshape(self.config.RPN_BBOX_STD_DEV, [1, 1, 4]).astype(np.float32)
         anchors = inputs[2]
@@ -322,22 +348,26 @@ class ProposalLayer(_ConfigLayer):
         scores = batch_slice([scores, ix], lambda x, y: tf.gather(x, y), images)
         deltas = batch_slice([deltas, ix], lambda x, y: tf.gather(x, y), images)
         pre_nms_anchors = batch_slice([anchors, ix], lambda a, x: tf.gather(a, x), images,
-                                            names=["pre_nms_anchors"])
-        boxes = batch_slice([pre_nms_anchors, deltas], apply_box_deltas_graph, images,
-                                  names=["refined_anchors"])
+                                      names=["pre_nms_anchors"])
+        refined = batch_slice([pre_nms_anchors, deltas], apply_box_deltas_graph, images,
+                              names=["refined_anchors"])
         window = np.array([0, 0, 1, 1], dtype=np.float32)
-        boxes = batch_slice(boxes, lambda x: clip_boxes_graph(x, window), images,
-                                  names=["refined_anchors_clipped"])
+        clipped = batch_slice(refined, lambda x: clip_boxes_graph(x, window), images,
+                              names=["refined_anchors_clipped"])
 
         def nms(boxes, scores):
             indices = tf.image.non_max_suppression(
                 boxes, scores, self.proposal_count, self.nms_threshold, name="rpn_non_max_suppression")
             proposals = tf.gather(boxes, indices)
-            padding = tf.maximum(self.proposal_count - tf.shape(proposals)[0], 0)
-            return tf.pad(proposals, [(0, padding), (0, 0)])
+            padding = tf.maximum(self.proposal_count - tf.shape(indices)[0], 0)
+            return (tf.pad(indices, [(0, padding)], constant_values=-1),
+                    tf.pad(proposals, [(0, padding), (0, 0)]))
 
-        proposals = batch_slice([boxes, scores], nms, images)
-        return tf.reshape(proposals, [-1, self.proposal_count, 4])
+        nms_indices, proposals = batch_slice([clipped, scores], nms, images)
+        return {"pre_nms_anchors": pre_nms_anchors, "refined_anchors": refined,
+                "refined_anchors_clipped": clipped,
+                "nms_indices": tf.reshape(nms_indices, [-1, self.proposal_count]),
+                "proposals": tf.reshape(proposals, [-1, self.proposal_count, 4])}
 
     def compute_output_shape(self, input_shape):
         return (None, self.proposal_count, 4)

@@ -43,11 +43,11 @@ def rpn_class_loss_graph(rpn_match, rpn_class_logits):
     return _mean_or_zero(loss)
 
 
-def rpn_bbox_loss_graph(images_per_gpu, target_bbox, rpn_match, rpn_bbox):
+def rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox):
     """RPN bounding-box loss.
 
     Args:
-        images_per_gpu: the static per-replica batch size.
+        config: the Config; its IMAGES_PER_GPU is the static per-replica batch size.
         target_bbox: [batch, max positive anchors, (dy, dx, log(dh), log(dw))],
             zero-padded; rows in the order of the positive anchors.
         rpn_match: [batch, anchors, 1] int; 1 positive, -1 negative, 0 neutral.
@@ -60,7 +60,7 @@ def rpn_bbox_loss_graph(images_per_gpu, target_bbox, rpn_match, rpn_bbox):
     indices = tf.where(tf.equal(rpn_match, 1))
     rpn_bbox = tf.gather_nd(rpn_bbox, indices)
     batch_counts = tf.reduce_sum(tf.cast(tf.equal(rpn_match, 1), tf.int32), axis=1)
-    target_bbox = batch_pack_graph(target_bbox, batch_counts, images_per_gpu)
+    target_bbox = batch_pack_graph(target_bbox, batch_counts, config.IMAGES_PER_GPU)
     return _mean_or_zero(smooth_l1_loss(target_bbox, rpn_bbox))
 
 

@@ -25,30 +25,45 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import distribute, files, runs, transform, utils, weights
+from mrcnn import distribute, files, inspection, runs, transform, utils, weights
 from mrcnn import export as export_module
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
-from mrcnn.backbone import fpn_graph, resnet_graph
+from mrcnn.backbone import conv_block, fpn_graph, identity_block, resnet_graph
 from mrcnn.data import DataGenerator, data_generator, load_image_gt
-from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
-from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
-from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph
+from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph, rpn_graph
 from mrcnn.layers import (AnchorsLayer, BatchNorm, DetectionLayer, DetectionTargetLayer,
-                          ProposalLayer, PyramidROIAlign, norm_boxes_graph, parse_image_meta_graph)
+                          ProposalLayer, PyramidROIAlign, apply_box_deltas_graph,
+                          batch_pack_graph, clip_boxes_graph, denorm_boxes_graph,
+                          detection_targets_graph, log2_graph, norm_boxes_graph, overlaps_graph,
+                          parse_image_meta_graph, refine_detections_graph, trim_zeros_graph)
 from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
-                          mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph)
+                          mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
+                          smooth_l1_loss)
+from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 from mrcnn.training import LAYER_REGEX, CheckpointSaver, TrainingModel, set_trainable
+from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
 from mrcnn.utils import log
 
-# The original model.py's public names: the model, and the data path and layers
-# that now live in mrcnn.data and mrcnn.layers (``modellib.load_image_gt`` ...).
+# The original model.py's public names: the model, and the backbone, heads,
+# layers, losses and data path that now live in their own modules
+# (``modellib.load_image_gt``, ``modellib.resnet_graph``, ...).
 __all__ = [
     "MaskRCNN", "log",
+    # data path (mrcnn.data, mrcnn.targets, mrcnn.transform, mrcnn.anchors)
     "DataGenerator", "data_generator", "load_image_gt", "build_rpn_targets",
     "build_detection_targets", "generate_random_rois", "mold_image", "unmold_image",
     "compose_image_meta", "parse_image_meta", "compute_backbone_shapes",
+    # graph: backbone and heads (mrcnn.backbone, mrcnn.heads)
+    "identity_block", "conv_block", "resnet_graph", "rpn_graph", "build_rpn_model",
+    "fpn_classifier_graph", "build_fpn_mask_graph",
+    # graph: layers and their TensorFlow helpers (mrcnn.layers)
     "BatchNorm", "ProposalLayer", "PyramidROIAlign", "DetectionTargetLayer", "DetectionLayer",
-    "norm_boxes_graph", "parse_image_meta_graph",
+    "apply_box_deltas_graph", "clip_boxes_graph", "log2_graph", "overlaps_graph",
+    "detection_targets_graph", "refine_detections_graph", "trim_zeros_graph",
+    "batch_pack_graph", "norm_boxes_graph", "denorm_boxes_graph", "parse_image_meta_graph",
+    # losses (mrcnn.losses)
+    "smooth_l1_loss", "rpn_class_loss_graph", "rpn_bbox_loss_graph", "mrcnn_class_loss_graph",
+    "mrcnn_bbox_loss_graph", "mrcnn_mask_loss_graph",
 ]
 
 
@@ -149,10 +164,10 @@ class MaskRCNN:
         mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
                                           train_bn=config.TRAIN_BN)
-        return keras.Model([input_image, input_image_meta, input_anchors],
-                           [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class,
-                            rpn_bbox],
-                           name="mask_rcnn")
+        return weights.Keras2WeightsModel([input_image, input_image_meta, input_anchors],
+                                          [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask,
+                                           rpn_rois, rpn_class, rpn_bbox],
+                                          name="mask_rcnn")
 
     def _build_training_heads(self, config, input_image, input_image_meta, rpn_rois,
                               rpn_class_logits, rpn_class, rpn_bbox, mrcnn_feature_maps):
@@ -194,7 +209,7 @@ class MaskRCNN:
                                           train_bn=config.TRAIN_BN)
         output_rois = KL.Identity(name="output_rois")(rois)
 
-        rpn_bbox_loss = functools.partial(rpn_bbox_loss_graph, config.IMAGES_PER_GPU)
+        rpn_bbox_loss = functools.partial(rpn_bbox_loss_graph, config)
         losses = [
             LossLayer(rpn_class_loss_graph, name="rpn_class_loss")([input_rpn_match, rpn_class_logits]),
             LossLayer(rpn_bbox_loss, name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match, rpn_bbox]),
@@ -242,6 +257,16 @@ class MaskRCNN:
         report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
         self.set_log_dir(filepath)
         return report
+
+    def save_weights(self, filepath):
+        """Write the model's weights to ``filepath`` in the Keras-2 by-name layout.
+
+        The original's ``model.keras_model.save_weights("mask_rcnn_shapes.h5")``
+        does the same. The file loads with ``load_weights(filepath,
+        by_name=True)`` into any configuration, here and in the original. It
+        is written atomically (see ``weights.save_weights``).
+        """
+        weights.save_weights(self.keras_model, filepath)
 
     def load_pretrained(self, filepath, exclude=None):
         """Load weights to start a new training run from (transfer learning).
@@ -523,7 +548,7 @@ class MaskRCNN:
         Returns:
             As detect(), in the coordinates of the original images described by the metas.
         """
-        self._check_batch(molded_images)
+        self._check_batch(molded_images, "detect_molded")
         molded_images = np.asarray(molded_images, dtype=np.float32)
         image_shape = molded_images.shape[1:]
         metas = parse_image_meta(image_metas)
@@ -542,11 +567,11 @@ class MaskRCNN:
             results.append({"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks})
         return results
 
-    def _check_batch(self, images):
+    def _check_batch(self, images, caller="detect"):
         if self.mode != "inference":
-            raise RuntimeError("Create the model with mode='inference' to detect.")
+            raise RuntimeError(f"Create the model with mode='inference' to call {caller}().")
         if len(images) != self.config.BATCH_SIZE:
-            raise ValueError(f"detect() got {len(images)} images but the model was built for "
+            raise ValueError(f"{caller}() got {len(images)} images but the model was built for "
                              f"BATCH_SIZE={self.config.BATCH_SIZE}: pass exactly that many, "
                              "or set GPU_COUNT and IMAGES_PER_GPU in the inference config.")
 
@@ -598,34 +623,66 @@ class MaskRCNN:
                 if layer.weights]
 
     def run_graph(self, images, outputs, image_metas=None):
-        """Run the inference graph on images and return the named intermediate tensors.
+        """Run the inference graph on a batch and return intermediate tensors by name.
 
         Args:
-            images: list of BATCH_SIZE images.
-            outputs: list of (name, tensor) pairs, where each tensor is a
-                symbolic output of this model, e.g.
-                ``model.keras_model.get_layer("ROI").output``.
-            image_metas: optional metas to use instead of mold_inputs' ones.
+            images: BATCH_SIZE images, as for ``detect``; or, with
+                ``image_metas``, images already molded (as the original took
+                them then): [BATCH_SIZE, H, W, 3], used as given.
+            outputs: (name, target) pairs (or a dict), each target one of:
+                a symbolic tensor of this model, e.g.
+                ``model.keras_model.get_layer("ROI").output``; a handle from
+                ``model.ancestor(...)``; a layer name ("rpn_class") or an
+                intermediate tensor's name ("ROI/refined_anchors:0").
+            image_metas: [BATCH_SIZE, IMAGE_META_SIZE] metas of molded images.
 
         Returns:
-            An ordered dict name -> numpy array.
+            A dict name -> numpy array, in the order of ``outputs``; each is
+            also printed with ``log``.
         """
-        model = self.keras_model
-        probe = keras.Model(model.inputs, [tensor for _, tensor in outputs])
-        molded_images, metas, _ = self.mold_inputs(images)
-        if image_metas is not None:
-            metas = image_metas
-        inputs = [molded_images, metas.astype(np.float32)]
-        if self.mode == "inference":
-            inputs.append(self._batch_anchors(molded_images[0].shape))
-        values = probe.predict_on_batch(inputs)
-        if len(outputs) == 1:
-            values = [values]
-        result = {}
-        for (name, _), value in zip(outputs, values):
-            result[name] = value
+        self._check_batch(images, "run_graph")
+        if image_metas is None:
+            images, image_metas, _ = self.mold_inputs(images)
+        molded_images = np.asarray(images, dtype=np.float32)
+        inputs = [molded_images, np.asarray(image_metas, dtype=np.float32),
+                  self._batch_anchors(molded_images.shape[1:])]
+        result = inspection.run(self.keras_model, inputs, outputs)
+        for name, value in result.items():
             log(name, value)
         return result
+
+    def ancestor(self, tensor, name, checked=None):
+        """The intermediate tensor that the original's TF1 graph-node ``name`` denotes.
+
+        A Keras 3 model has no TF1 graph to walk; the tensors the original's
+        inspection notebook looked up this way are computed by the layers
+        themselves (``ProposalLayer.stages``). This returns a handle on one of
+        them for ``run_graph``::
+
+            pillar = model.keras_model.get_layer("ROI").output
+            rpn = model.run_graph([image], [
+                ("pre_nms_anchors", model.ancestor(pillar, "ROI/pre_nms_anchors:0")),
+                ("post_nms_anchor_ix", model.ancestor(pillar, "ROI/rpn_non_max_suppression:0")),
+            ])
+
+        Known names: "ROI/pre_nms_anchors:0", "ROI/refined_anchors:0",
+        "ROI/refined_anchors_clipped:0" ([batch, K, 4] normalized), and
+        "ROI/rpn_non_max_suppression:0" (and its "/NonMaxSuppressionV2:0",
+        "V3" variants): the indices NMS keeps for the first image.
+
+        Args:
+            tensor: the symbolic tensor to search from (upstream of it).
+            name: the TF1 node name.
+            checked: ignored (the original's recursion state).
+
+        Returns:
+            A ``inspection.LayerStage``, or None when that layer is not
+            upstream of ``tensor``.
+
+        Raises:
+            ValueError: for any other name, saying what to call instead.
+        """
+        return inspection.find_stage(self.keras_model, tensor, name)
 
 
 def _normalize_boxes(inputs):

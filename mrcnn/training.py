@@ -32,10 +32,11 @@ LAYER_REGEX = {
 }
 
 
-class TrainingModel(keras.Model):
+class TrainingModel(weights.Keras2WeightsModel):
     """Functional Mask R-CNN training graph whose last five outputs are its losses.
 
     Build it like a functional model: ``TrainingModel(inputs, outputs, config=config)``.
+    Its ``save_weights("name.h5")`` writes the Keras-2 layout, as the original's did.
     """
 
     def __init__(self, *args, config=None, **kwargs):

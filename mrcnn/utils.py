@@ -39,6 +39,7 @@ _MOVED = {
     "generate_anchors": "mrcnn.anchors",
     "generate_pyramid_anchors": "mrcnn.anchors",
     "batch_slice": "mrcnn.layers",
+    "box_refinement_graph": "mrcnn.layers",
 }
 
 

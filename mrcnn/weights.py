@@ -99,6 +99,27 @@ def save_weights(keras_model, filepath):
             _write_layer(f.create_group(layer.name), layer)
 
 
+class Keras2WeightsModel(keras.Model):
+    """A ``keras.Model`` whose ``save_weights`` writes this layout for a plain ``.h5`` name.
+
+    Keras 3 saves weights only to ``.weights.h5`` files, in its own layout;
+    the original's code calls ``model.keras_model.save_weights("name.h5")``
+    and expects the Keras-2 layout that ``load_weights(..., by_name=True)``
+    reads. Names ending in ``.h5`` or ``.hdf5`` (but not ``.weights.h5``) get
+    that layout (``save_weights`` above, atomically); other names keep
+    Keras 3's behaviour.
+    """
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        path = os.fspath(filepath)
+        if not path.endswith((".h5", ".hdf5")) or path.endswith(".weights.h5"):
+            return super().save_weights(filepath, overwrite=overwrite, **kwargs)
+        if not overwrite and os.path.exists(path):
+            raise FileExistsError(f"{path} exists and overwrite=False: choose another name.")
+        save_weights(self, path)
+        return None
+
+
 def _write_layer(group, layer):
     entries = layer_weight_names(layer)
     names = [name for name, _ in entries]
@@ -129,6 +150,12 @@ class LoadResult:
     excluded: list    # model layers skipped because of ``exclude``: unchanged
     skipped: list = dataclasses.field(default_factory=list)  # ``skip_mismatched`` layers whose
     # shapes differ in the file: unchanged
+
+    def __repr__(self):
+        """One line: the count of loaded layers and the names of the others (a notebook shows it)."""
+        others = ", ".join(f"{field}={getattr(self, field)!r}"
+                           for field in ("missing", "unused", "excluded", "skipped"))
+        return f"LoadResult({self.filepath!r}, loaded {len(self.loaded)} layers, {others})"
 
 
 class WeightsError(InputError):

@@ -4,12 +4,14 @@ Models are expensive to build on a 2-core machine, so the tiny inference
 model is built once per session; tests that change weights must restore them.
 """
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no online version check
 
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -148,6 +150,43 @@ class ShapesConfig(TinyConfig):
 def make_shapes_config(**overrides):
     """A ShapesConfig with ``overrides`` (attribute -> value)."""
     return type("TestConfig", (ShapesConfig,), overrides)()
+
+
+def write_keras2_file(path, layout, rng, weightless=("input_image", "activation"),
+                      root=None, value=None):
+    """Write ``layout`` ([(group, [(weight name, shape)])]) in the Keras-2 layout
+    with random values; returns {(group, weight name): value}.
+
+    ``value(weight_name, shape, rng)`` gives each weight's array (default: standard normal)."""
+    values = {}
+    with h5py.File(path, "w") as f:
+        group = f if root is None else f.create_group(root)
+        group.attrs["layer_names"] = np.array(
+            [name.encode() for name in weightless] + [name.encode() for name, _ in layout])
+        group.attrs["backend"] = b"tensorflow"
+        group.attrs["keras_version"] = b"2.2.4"
+        for name in weightless:
+            group.create_group(name).attrs["weight_names"] = np.array([], dtype="S")
+        for layer_name, layer_weights in layout:
+            layer_group = group.create_group(layer_name)
+            layer_group.attrs["weight_names"] = np.array([w.encode() for w, _ in layer_weights])
+            for weight_name, shape in layer_weights:
+                array = (rng.standard_normal(shape) if value is None
+                         else value(weight_name, shape, rng)).astype(np.float32)
+                layer_group[weight_name] = array
+                values[(layer_name, weight_name)] = array
+    return values
+
+
+COCO_LAYOUT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                                "coco_weights_layout.json")
+
+
+def coco_layout_rows():
+    """[(group, weight name, shape)] of the released mask_rcnn_coco.h5 (committed layout)."""
+    with open(COCO_LAYOUT_FILE, encoding="utf-8") as f:
+        layers = json.load(f)["layers"]
+    return [(group, name, tuple(shape)) for group, weights_ in layers for name, shape in weights_]
 
 
 def iou_matrix(boxes1, boxes2):

@@ -363,7 +363,8 @@ def test_rpn_bbox_loss_pairs_targets_with_positive_anchors_in_order():
     target[0, 1] = rpn_bbox[0, 3] + 2.0  # |diff| 2 -> 1.5
     target[1, 0] = rpn_bbox[1, 0]        # 0
     expected = np.mean([0.125] * 4 + [1.5] * 4 + [0.0] * 4)
-    loss = losses.rpn_bbox_loss_graph(2, target, rpn_match, rpn_bbox).numpy()
+    config = type("TwoImages", (Config,), {"IMAGES_PER_GPU": 2})()
+    loss = losses.rpn_bbox_loss_graph(config, target, rpn_match, rpn_bbox).numpy()
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 

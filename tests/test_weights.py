@@ -5,7 +5,6 @@ mask_rcnn_coco.h5 (real layer and weight names, random values); nothing is downl
 """
 
 import importlib.util
-import json
 import io
 import logging
 import os
@@ -22,6 +21,8 @@ from keras import layers as KL
 
 from mrcnn import weights
 from mrcnn.weights import CLASS_SPECIFIC_LAYERS, load_weights, save_weights
+
+from conftest import coco_layout_rows, write_keras2_file  # noqa: E402
 
 REFERENCE_TSV = (Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
                  / "mask_rcnn_coco_weights.tsv")
@@ -69,7 +70,7 @@ def build_rpn_model(depth):
     return keras.Model(feature_map, [class_logits, bbox], name="rpn_model")
 
 
-def build_model(num_classes=NUM_CLASSES):
+def build_model(num_classes=NUM_CLASSES, model_class=keras.Model):
     """A small model with the original's layer names and kinds of layers."""
     image = KL.Input((16, 16, 3), name="input_image")
     x = KL.Conv2D(4, 3, padding="same", name="conv1")(image)
@@ -85,7 +86,7 @@ def build_model(num_classes=NUM_CLASSES):
     logits = KL.TimeDistributed(KL.Dense(num_classes), name="mrcnn_class_logits")(y)
     bbox = KL.TimeDistributed(KL.Dense(4 * num_classes), name="mrcnn_bbox_fc")(y)
     mask = KL.TimeDistributed(KL.Conv2D(num_classes, 1), name="mrcnn_mask")(rois)
-    return keras.Model([image, rois], [rpn_class, rpn_bbox, logits, bbox, mask], name="mask_rcnn")
+    return model_class([image, rois], [rpn_class, rpn_bbox, logits, bbox, mask], name="mask_rcnn")
 
 
 def variable_for(model, group, weight_name):
@@ -98,29 +99,6 @@ def variable_for(model, group, weight_name):
     if isinstance(layer, KL.Wrapper):
         layer = layer.layer
     return getattr(layer, attribute)
-
-
-def write_keras2_file(path, layout, rng, weightless=("input_image", "activation"),
-                      root=None):
-    """Write ``layout`` ([(group, [(weight name, shape)])]) in the Keras-2 layout
-    with random values; returns {(group, weight name): value}."""
-    values = {}
-    with h5py.File(path, "w") as f:
-        group = f if root is None else f.create_group(root)
-        group.attrs["layer_names"] = np.array(
-            [name.encode() for name in weightless] + [name.encode() for name, _ in layout])
-        group.attrs["backend"] = b"tensorflow"
-        group.attrs["keras_version"] = b"2.2.4"
-        for name in weightless:
-            group.create_group(name).attrs["weight_names"] = np.array([], dtype="S")
-        for layer_name, layer_weights in layout:
-            layer_group = group.create_group(layer_name)
-            layer_group.attrs["weight_names"] = np.array([w.encode() for w, _ in layer_weights])
-            for weight_name, shape in layer_weights:
-                value = rng.standard_normal(shape).astype(np.float32)
-                layer_group[weight_name] = value
-                values[(layer_name, weight_name)] = value
-    return values
 
 
 def value_of(variable):
@@ -323,6 +301,47 @@ def test_keras3_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=re.escape(
             f"{path} is an HDF5 file but not in the Keras-2 by-name layout")):
         load_weights(model, path, by_name=True)
+
+
+def file_layout(path):
+    """[(group, [(weight name, shape)])] of the weighted layers of a Keras-2 layout file."""
+    with h5py.File(path, "r") as f:
+        groups = [name.decode() for name in f.attrs["layer_names"]]
+        return [(group, [(name.decode(), f[group][name.decode()].shape)
+                         for name in f[group].attrs["weight_names"]])
+                for group in groups if len(f[group].attrs["weight_names"])]
+
+
+def test_keras_model_save_weights_to_h5_writes_the_keras2_layout(tmp_path, rng):
+    model = build_model(model_class=weights.Keras2WeightsModel)
+    for variable in model.weights:
+        variable.assign(rng.standard_normal(variable.shape))
+    path = tmp_path / "mask_rcnn_shapes.h5"
+    model.save_weights(str(path))  # the original's shapes tutorial
+    assert sorted(file_layout(path)) == sorted(expected_layout())
+
+    other = build_model()
+    result = load_weights(other, path, by_name=True)
+    assert len(result.loaded) == len(expected_layout())
+    for saved, loaded in zip(snapshot(model), snapshot(other)):
+        np.testing.assert_array_equal(saved, loaded)
+    with pytest.raises(FileExistsError, match="overwrite=False"):
+        model.save_weights(path, overwrite=False)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from Keras's own saving code
+def test_keras_model_keeps_keras3_saving_for_weights_h5(tmp_path, rng):
+    model = build_model(model_class=weights.Keras2WeightsModel)
+    for variable in model.weights:
+        variable.assign(rng.standard_normal(variable.shape))
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    with pytest.raises(ValueError, match="not in the Keras-2 by-name layout"):
+        load_weights(build_model(), path, by_name=True)
+    other = build_model()
+    other.load_weights(path)
+    for saved, loaded in zip(snapshot(model), snapshot(other)):
+        np.testing.assert_array_equal(saved, loaded)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from Keras's own saving code
@@ -560,13 +579,6 @@ def coco_layout_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def coco_layout_rows():
-    """[(group, weight name, shape)] of the released mask_rcnn_coco.h5 (committed layout)."""
-    with open(coco_layout_module().LAYOUT_FILE, encoding="utf-8") as f:
-        layers = json.load(f)["layers"]
-    return [(group, name, tuple(shape)) for group, weights_ in layers for name, shape in weights_]
 
 
 @pytest.mark.skipif(not REFERENCE_TSV.exists(), reason=f"{REFERENCE_TSV} is not here")
