@@ -13,11 +13,15 @@ such as Agg (headless) it never calls ``plt.show()``. Functions with an ``ax`` a
 that Axes instead and return its figure. Randomness (colors, sampled ROIs) comes from an optional
 ``rng`` (seed or numpy Generator), never from the global random state.
 
-In a notebook, end such a call with ``;`` (or assign its result): a Figure left as a cell's last
-value is displayed a second time.
+In Jupyter each figure is drawn once, also when the call is the last line of a cell (as in
+the original's notebooks): the returned Figure does not display itself again in the cell that
+showed it, or whose end will show it (an ``ax`` of a pyplot figure); in a later cell, ``fig``
+alone displays it as usual.
 """
 
 import colorsys
+import functools
+import io
 import itertools
 
 import matplotlib
@@ -46,7 +50,8 @@ def _show(fig):
     """Show a figure this module created, unless the backend cannot show (Agg, pdf, ...)."""
     if matplotlib.get_backend().lower() not in _NON_INTERACTIVE_BACKENDS:
         plt.show()
-    return fig
+        fig._mrcnn_displayed_in_cell = _current_cell()
+    return _displayed_once(fig)
 
 
 def _axes(ax, figsize):
@@ -59,7 +64,39 @@ def _axes(ax, figsize):
 
 def _finish(ax, created):
     """The Axes' figure; shown first (where the backend can) if this module created it."""
-    return _show(ax.figure) if created else ax.figure
+    return _show(ax.figure) if created else _displayed_once(ax.figure)
+
+
+def _displayed_once(shown, render=None):
+    """``shown`` (a Figure or Table), which in Jupyter displays itself at most once per cell.
+
+    A figure left as a cell's last value is displayed by IPython, on top of
+    ``plt.show()`` (done by ``_show``) or of the inline backend's display of
+    the open pyplot figures at the end of the cell (when drawn on an ``ax``).
+    IPython asks an object's ``_ipython_display_`` first, for both; this one
+    displays the object with ``render`` (default: a figure as PNG) unless it
+    was displayed in the same cell already.
+    """
+    if _in_jupyter():
+        shown._ipython_display_ = functools.partial(_display_once_per_cell, shown,
+                                                    render or _display_png)
+    return shown
+
+
+def _display_once_per_cell(shown, render):
+    cell = _current_cell()
+    if getattr(shown, "_mrcnn_displayed_in_cell", None) == cell:
+        return
+    shown._mrcnn_displayed_in_cell = cell
+    render(shown)
+
+
+def _display_png(fig):
+    import IPython.display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    IPython.display.display(IPython.display.Image(buffer.getvalue()))
 
 
 def _show_outside_image(ax, image_shape, margin):
@@ -78,6 +115,17 @@ def _mask_outlines(mask, color):
     padded = np.pad(np.asarray(mask, dtype=np.uint8), 1)
     return [Polygon(np.fliplr(verts) - 1, facecolor="none", edgecolor=color)
             for verts in find_contours(padded, 0.5)]
+
+
+def _current_cell():
+    """An id of the Jupyter request being run, the same in its post-execute hooks (None outside)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    header = getattr(shell, "parent_header", None) or {}
+    return header.get("header", {}).get("msg_id")
 
 
 def _in_jupyter():
@@ -481,14 +529,30 @@ def display_table(table):
     Inside Jupyter the table is displayed with IPython.display and None is returned; elsewhere the
     HTML string is returned (e.g. to write to a file).
     """
-    rows = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
-                   for row in table)
-    html = f"<table>{rows}</table>"
+    html = _table_html(table)
     if not _in_jupyter():
         return html
+    _display_html(html)
+    return None
+
+
+def _table_html(table):
+    rows = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                   for row in table)
+    return f"<table>{rows}</table>"
+
+
+def _display_html(html):
     import IPython.display
     IPython.display.display(IPython.display.HTML(html))
-    return None
+
+
+class Table(list):
+    """Rows of a table (lists of cells), as display_weight_stats returns them.
+
+    A list; in Jupyter it displays as the HTML table (once per cell: the call that returns it has
+    shown it already).
+    """
 
 
 def _weighted_layers(layers):
@@ -512,7 +576,8 @@ def display_weight_stats(model):
     all equal is flagged "*** dead?" (except Conv2D biases, which legitimately stay constant) and
     one with |min| or |max| over 1000 "*** Overflow?", in red.
     The table is shown with display_table. Returns the table: a header row
-    ["WEIGHT NAME", "SHAPE", "MIN", "MAX", "STD"] and one row of strings per weight.
+    ["WEIGHT NAME", "SHAPE", "MIN", "MAX", "STD"] and one row of strings per weight, as a Table
+    (a list).
     """
     import keras
 
@@ -529,4 +594,6 @@ def display_weight_stats(model):
                           f"{value.min():+9.4f}", f"{value.max():+10.4f}",
                           f"{value.std():+9.4f}"])
     display_table(table)
-    return table
+    table = Table(table)
+    table._mrcnn_displayed_in_cell = _current_cell()
+    return _displayed_once(table, lambda rows: _display_html(_table_html(rows)))

@@ -1,6 +1,7 @@
 """Tests for mrcnn.visualize: what each function draws, checked on the returned figures (Agg)."""
 
 import colorsys
+import os
 
 import matplotlib
 
@@ -17,6 +18,7 @@ from mrcnn import visualize  # noqa: E402
 from conftest import box_mask  # noqa: E402
 
 CLASS_NAMES = ["BG", "pikachu", "ball", "hat"]
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -407,3 +409,72 @@ def test_display_weight_stats_lists_every_weight_and_flags_dead_and_overflow():
     assert alerts["huge/kernel"] == "<span style='color:red'>*** Overflow?</span>"
     flagged = {name for name, alert in alerts.items() if alert}
     assert flagged == {"dead_dense/kernel", "mrcnn_class_fc/bias", "huge/kernel"}
+
+
+@pytest.mark.notebooks
+def test_a_display_call_ending_a_notebook_cell_draws_its_figure_once(tmp_path):
+    """In Jupyter, as in the original's notebooks: one image per figure, whether the call creates
+    its figure (shown by plt.show) or draws on an ``ax`` (shown at the end of the cell), while
+    the returned Figure still displays on request in a later cell."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    setup = "\n".join([
+        "%matplotlib inline",
+        "import numpy as np, matplotlib.pyplot as plt",
+        "from mrcnn import visualize",
+        "image = np.full((64, 64, 3), 128, np.uint8)",
+        "masks = np.zeros((64, 64, 1), bool)",
+        "masks[10:30, 10:30] = True",
+        "args = (image, np.array([[10, 10, 30, 30]]), masks, np.array([1]), ['BG', 'a'])",
+    ])
+    cells = {  # source: images expected
+        setup: 0,
+        "visualize.display_instances(*args)": 1,
+        "_, ax = plt.subplots(1)\nvisualize.display_instances(*args, ax=ax)": 1,
+        "fig = visualize.display_images([image, image])\nfig": 1,
+        "fig": 1,
+        "for _ in range(2):\n    visualize.display_instances(*args)": 2,
+        "visualize.plot_precision_recall(0.5, np.array([1, 0.5]), np.array([0.2, 0.6]))": 1,
+        "visualize.display_top_masks(image, masks, np.array([1]), ['BG', 'a'])": 1,
+    }
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    environment = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", ROOT_DIR)
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        client.execute()
+
+    for cell, expected in zip(nb.cells, cells.values()):
+        images = [output for output in cell.outputs if "image/png" in output.get("data", {})]
+        assert len(images) == expected, cell.source
+        assert not [output for output in cell.outputs if output.output_type == "execute_result"]
+
+
+@pytest.mark.notebooks
+def test_weight_stats_ending_a_notebook_cell_show_one_table(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = ["\n".join([
+        "import keras",
+        "from mrcnn import visualize",
+        "class Model:",
+        "    keras_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name='fc')])",
+        "visualize.display_weight_stats(Model())",
+    ]), "table = visualize.display_weight_stats(Model())", "table"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", ROOT_DIR)
+        client.execute()
+
+    for cell in nb.cells:
+        tables = [output for output in cell.outputs if "text/html" in output.get("data", {})]
+        assert len(tables) == 1, cell.source
+        assert "fc/kernel" in tables[0]["data"]["text/html"]
+        assert not [output for output in cell.outputs if output.output_type == "execute_result"]
