@@ -11,9 +11,13 @@ The original module's other names now live with their stage: the data
 path in :mod:`mrcnn.data` (``load_image_gt``, ``data_generator``), the
 pre- and post-processing in :mod:`mrcnn.transform` (``mold_image``,
 ``compose_image_meta``, ...), the numpy targets in :mod:`mrcnn.targets`, the
-anchors in :mod:`mrcnn.anchors` and the graph layers in :mod:`mrcnn.layers`;
-they are re-exported here so that the old ``modellib.<name>`` paths keep
-working. Training runs (folders, checkpoints, settings) are :mod:`mrcnn.runs`.
+anchors in :mod:`mrcnn.anchors`, the graph functions in :mod:`mrcnn.backbone`
+(``resnet_graph``, ``identity_block``, ...), :mod:`mrcnn.heads` (``rpn_graph``,
+``fpn_classifier_graph``, ...) and :mod:`mrcnn.layers`, and the losses in
+:mod:`mrcnn.losses`; they are re-exported here so that the old
+``modellib.<name>`` paths keep working. Training runs (folders, checkpoints,
+settings) are :mod:`mrcnn.runs`; ``run_graph`` and ``ancestor`` look inside the
+graph with :mod:`mrcnn.inspection`.
 """
 
 import functools
