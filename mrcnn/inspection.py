@@ -6,10 +6,12 @@ The original's notebooks fetched intermediate tensors of the TF1 graph by op
 name, e.g. ``model.ancestor(pillar, "ROI/pre_nms_anchors:0")``. A Keras 3
 model has no such graph; instead, a layer that wants its intermediate tensors
 seen has a ``stages(inputs)`` method returning them in a dict, and a
-``STAGES`` tuple naming them (``layers.ProposalLayer``: pre_nms_anchors,
-refined_anchors, refined_anchors_clipped, nms_indices, proposals). A
-``LayerStage`` handle names one of them; ``run`` computes the layer's inputs
-with the model and then the layer's stages from those inputs, eagerly.
+``STAGES`` tuple naming them in order, the last being the layer's output
+(``layers.ProposalLayer``: pre_nms_anchors, refined_anchors,
+refined_anchors_clipped, nms_indices, proposals). A ``LayerStage`` handle
+names one of them; ``run`` computes the layer's inputs with the model and
+then the layer's stages from those inputs, eagerly; the layer's output, when
+also asked for, is then its last stage, from the same computation.
 
 The original's names keep working: "<layer>/<stage>:0", and for the RPN's
 non-max suppression "ROI/rpn_non_max_suppression:0" (with the
@@ -116,9 +118,12 @@ def run(keras_model, inputs, outputs):
     """
     outputs = list(dict(outputs).items())
     targets = [resolve(keras_model, target, name) for name, target in outputs]
-    plain = [target for target in targets if not isinstance(target, LayerStage)]
     layer_inputs = {target.layer: _as_list(keras_model.get_layer(target.layer).input)
                     for target in targets if isinstance(target, LayerStage)}
+    # The output of a layer whose stages are computed is its last stage, so that the stages
+    # and the output come from one computation (the NMS indices index the boxes given).
+    targets = [_output_stage(keras_model, target, layer_inputs) for target in targets]
+    plain = [target for target in targets if not isinstance(target, LayerStage)]
     probe = keras.Model(keras_model.inputs,
                         plain + [tensor for tensors in layer_inputs.values() for tensor in tensors])
     values = iter(_as_list(probe.predict_on_batch(inputs)))
@@ -138,6 +143,15 @@ def run(keras_model, inputs, outputs):
             rows = stages[target.layer][target.stage][target.image]
             result[name] = rows[rows >= 0]
     return result
+
+
+def _output_stage(keras_model, target, layer_inputs):
+    """``target``, or the ``LayerStage`` of the last stage if it is a computed layer's output."""
+    for layer_name in layer_inputs:
+        layer = keras_model.get_layer(layer_name)
+        if target is layer.output:
+            return LayerStage(layer_name, layer.STAGES[-1])
+    return target
 
 
 def _as_list(value):

@@ -309,7 +309,7 @@ class ProposalLayer(_ConfigLayer):
     original's inspection notebook looked up in the TF1 graph).
     """
 
-    # The intermediate tensors of ``stages``, in order.
+    # The intermediate tensors of ``stages``, in order; the last is the layer's output.
     STAGES = ("pre_nms_anchors", "refined_anchors", "refined_anchors_clipped", "nms_indices",
               "proposals")
 
