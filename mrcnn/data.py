@@ -518,6 +518,7 @@ def data_generator(dataset, config, shuffle=True, augment=False, augmentation=No
 
         inputs, outputs = next(data_generator(dataset, config))
     """
+    augment = _check_augment(augment, "data_generator")
     batches = DataGenerator(
         dataset, config, shuffle=shuffle, augment=augment, augmentation=augmentation,
         random_rois=random_rois, detection_targets=detection_targets,

@@ -262,8 +262,10 @@ def test_load_image_gt_keeps_the_original_argument_order(dataset):
 
     with pytest.raises(TypeError, match="got function for augment.*augmentation=..."):
         modellib.load_image_gt(dataset, config, 0, flip_up_down)
-    with pytest.raises(TypeError, match="got function for augment"):
+    with pytest.raises(TypeError, match="data_generator.. got function for augment"):
         next(modellib.data_generator(dataset, config, True, flip_up_down))
+    with pytest.raises(TypeError, match="DataGenerator.. got function for augment"):
+        modellib.DataGenerator(dataset, config, True, flip_up_down)
     image_up_down, _, _, _, _ = modellib.load_image_gt(dataset, config, 0, False, flip_up_down)
     np.testing.assert_array_equal(image_up_down, image[::-1])
 
