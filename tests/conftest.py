@@ -4,6 +4,7 @@ Models are expensive to build on a 2-core machine, so the tiny inference
 model is built once per session; tests that change weights must restore them.
 """
 
+import importlib.util
 import json
 import os
 
@@ -176,6 +177,14 @@ def write_keras2_file(path, layout, rng, weightless=("input_image", "activation"
                 layer_group[weight_name] = array
                 values[(layer_name, weight_name)] = array
     return values
+
+
+def load_module(name, path):
+    """Import a sample script by its path (samples are not packages on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 COCO_LAYOUT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",

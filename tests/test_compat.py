@@ -27,13 +27,11 @@ from PIL import Image  # noqa: E402
 
 import mrcnn.model as modellib  # noqa: E402
 from mrcnn import utils, visualize, weights  # noqa: E402
-from mrcnn.config import Config  # noqa: E402
 from mrcnn.shapes import ShapesConfig, ShapesDataset  # noqa: E402
 
-from conftest import coco_layout_rows, iou_matrix, write_keras2_file  # noqa: E402
+from conftest import coco_layout_rows, iou_matrix, load_module, write_keras2_file  # noqa: E402
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COCO_CLASS_COUNT = 81
 CLASS_SPECIFIC_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 
 
@@ -80,15 +78,10 @@ def dataset():
 # demo.ipynb and inspect_weights.ipynb: a COCO-layout file, detect, display, weight statistics
 
 
-class CocoConfig(Config):
-    """The original's COCO configuration (samples/coco/coco.py)."""
-
-    NAME = "coco"
-    IMAGES_PER_GPU = 2
-    NUM_CLASSES = COCO_CLASS_COUNT
+coco = load_module("coco_sample", os.path.join(ROOT_DIR, "samples", "coco", "coco.py"))
 
 
-class InferenceConfig(CocoConfig):
+class InferenceConfig(coco.CocoConfig):
     GPU_COUNT = 1
     IMAGES_PER_GPU = 1
 
@@ -132,7 +125,7 @@ def test_demo_detects_and_displays_with_coco_weights(coco_demo, tmp_path, capsys
     model, _, _ = coco_demo
     model.config.display()
     assert "NUM_CLASSES                    81" in capsys.readouterr().out
-    class_names = ["BG", "person"] + [f"class {i}" for i in range(2, COCO_CLASS_COUNT)]
+    class_names = ["BG", "person"] + [f"class {i}" for i in range(2, model.config.NUM_CLASSES)]
     photo = np.random.default_rng(1).integers(0, 256, (427, 640, 3), dtype=np.uint8)
     Image.fromarray(photo).save(tmp_path / "street.png")
     image = skimage.io.imread(tmp_path / "street.png")

@@ -10,7 +10,6 @@ import functools
 import glob
 import hashlib
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -26,19 +25,12 @@ from PIL import Image
 from mrcnn import coco as coco_files
 from mrcnn import evaluate, runs, synthetic, utils, via
 
-from conftest import ROBOFLOW_FILE, write_coco_dataset
+from conftest import ROBOFLOW_FILE, load_module, write_coco_dataset
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BALLOON = os.path.join(REPO, "samples", "balloon", "balloon.py")
 COCO = os.path.join(REPO, "samples", "coco", "coco.py")
 TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--image-size", "128", "--backbone", "resnet50"]
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 coco_sample = load_module("coco_sample", COCO)

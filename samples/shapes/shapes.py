@@ -12,7 +12,7 @@ keeps them where the original's notebooks import them, in either way::
     dataset.prepare()
 
 ``train_shapes.ipynb`` beside this file is the tutorial: it trains a model on
-these images on a CPU in a few minutes, saves it, reloads it and measures it.
+these images on a CPU in about ten minutes, saves it, reloads it and measures it.
 """
 
 from mrcnn.shapes import ShapesConfig, ShapesDataset
