@@ -43,7 +43,7 @@ import warnings
 import keras
 import numpy as np
 
-from mrcnn import utils, via
+from mrcnn import images, utils
 from mrcnn.anchors import pyramid_anchors
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 from mrcnn.transform import compose_image_meta, mold_image, resize_image, resize_mask
@@ -170,16 +170,16 @@ def _exif_hint(dataset, image_id, mask_shape, image_shape):
     if mask_shape[:2] != tuple(image_shape[1::-1]) or not isinstance(path, (str, os.PathLike)):
         return ""
     try:
-        _, _, orientation = via.displayed_size(path)
-    except OSError:
+        _, _, orientation = images.displayed_size(path)
+    except (OSError, utils.ImageError):
         return ""
-    if orientation not in via.TRANSPOSING_ORIENTATIONS:
+    if orientation not in images.TRANSPOSING_ORIENTATIONS:
         return ""
     return (f" {path} has EXIF orientation {orientation} (rotated by 90 degrees), which "
             "load_image applies, as VIA displays the photo and its regions: the masks have the "
             "size stored in the file, the height and width swapped. Size the masks from the "
             "image as load_image returns it, e.g. height, width = "
-            "self.load_image(image_id).shape[:2] (or mrcnn.via.displayed_size(path)), not from "
+            "self.load_image(image_id).shape[:2] (or mrcnn.images.displayed_size(path)), not from "
             "skimage.io.imread(path).shape.")
 
 

@@ -379,7 +379,7 @@ class BalloonStyleDataset(utils.Dataset):
 
 
 def test_a_balloon_style_dataset_on_an_exif_rotated_photo_is_told_what_to_change(tmp_path):
-    from mrcnn import via
+    from mrcnn import images
 
     photo = Image.fromarray(np.full((60, 100, 3), 90, np.uint8))  # stored 60 x 100
     exif = photo.getexif()
@@ -396,11 +396,11 @@ def test_a_balloon_style_dataset_on_an_exif_rotated_photo_is_told_what_to_change
         modellib.load_image_gt(dataset, config, 0)
     message = str(error.value)
     assert f"{path} has EXIF orientation 6" in message
-    assert "mrcnn.via.displayed_size(path)" in message and "skimage.io.imread" in message
+    assert "mrcnn.images.displayed_size(path)" in message and "skimage.io.imread" in message
 
     class Fixed(BalloonStyleDataset):  # the change the message asks for
         def image_size(self, path):
-            height, width, _ = via.displayed_size(path)
+            height, width, _ = images.displayed_size(path)
             return height, width
 
     dataset = Fixed()
