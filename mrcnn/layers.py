@@ -356,8 +356,8 @@ class ProposalLayer(_ConfigLayer):
                               names=["refined_anchors_clipped"])
 
         def nms(boxes, scores):
-            indices = tf.image.non_max_suppression(
-                boxes, scores, self.proposal_count, self.nms_threshold, name="rpn_non_max_suppression")
+            indices = nms_graph(boxes, scores, self.proposal_count, self.nms_threshold,
+                                name="rpn_non_max_suppression")
             proposals = tf.gather(boxes, indices)
             padding = tf.maximum(self.proposal_count - tf.shape(indices)[0], 0)
             return (tf.pad(indices, [(0, padding)], constant_values=-1),
@@ -570,8 +570,31 @@ class DetectionTargetLayer(_ConfigLayer):
 # Detection layer (inference)
 # ---------------------------------------------------------------------------
 
+def nms_graph(boxes, scores, max_output_size, iou_threshold, name=None):
+    """Greedy non-maximum suppression: [K] int32 indices of the boxes kept, best first.
+
+    Args:
+        boxes: [N, (y1, x1, y2, x2)]; scores: [N].
+        max_output_size: K <= max_output_size.
+
+    As ``tf.image.non_max_suppression``, through the padded form of the op cut
+    to its valid count: TFLite's converter maps that form to its builtin
+    kernel as it is, while the unpadded form came back from TFLite with
+    repeated indices in the padding.
+    """
+    indices, count = tf.raw_ops.NonMaxSuppressionV4(
+        boxes=boxes, scores=scores, max_output_size=max_output_size,
+        iou_threshold=iou_threshold, score_threshold=float("-inf"),
+        pad_to_max_output_size=True, name=name)
+    return indices[:count]
+
+
 def refine_detections_graph(rois, probs, deltas, window, config):
     """Final detections of one image: refine, filter and run per-class NMS.
+
+    A proposal is a candidate when its class is not the background, its score
+    reaches DETECTION_MIN_CONFIDENCE and its refined box, clipped to the
+    window, has a positive height and width.
 
     Args:
         rois: [N, (y1, x1, y2, x2)] normalized proposals.
@@ -590,11 +613,15 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     refined_rois = apply_box_deltas_graph(rois, deltas_specific * config.BBOX_STD_DEV.astype(np.float32))
     refined_rois = clip_boxes_graph(refined_rois, window)
 
-    keep = tf.where(class_ids > 0)[:, 0]
+    # Boxes clipped flat against the window hold no pixel: they are dropped
+    # before NMS (as torchvision drops small boxes), which also keeps TFLite's
+    # NMS kernel, unreliable on zero-area boxes, in step with TensorFlow's.
+    has_area = tf.logical_and(refined_rois[:, 2] > refined_rois[:, 0],
+                              refined_rois[:, 3] > refined_rois[:, 1])
+    candidate = tf.logical_and(class_ids > 0, has_area)
     if config.DETECTION_MIN_CONFIDENCE:
-        conf_keep = tf.where(class_scores >= config.DETECTION_MIN_CONFIDENCE)[:, 0]
-        keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(conf_keep, 0))
-        keep = tf.sparse.to_dense(keep)[0]
+        candidate = tf.logical_and(candidate, class_scores >= config.DETECTION_MIN_CONFIDENCE)
+    keep = tf.where(candidate)[:, 0]
 
     pre_nms_class_ids = tf.gather(class_ids, keep)
     pre_nms_scores = tf.gather(class_scores, keep)
@@ -605,9 +632,8 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     def nms_keep_map(class_id):
         """Indices into ``keep`` of the boxes of one class that survive NMS, padded with -1."""
         ixs = tf.where(tf.equal(pre_nms_class_ids, class_id))[:, 0]
-        class_keep = tf.image.non_max_suppression(
-            tf.gather(pre_nms_rois, ixs), tf.gather(pre_nms_scores, ixs),
-            max_output_size=max_instances, iou_threshold=config.DETECTION_NMS_THRESHOLD)
+        class_keep = nms_graph(tf.gather(pre_nms_rois, ixs), tf.gather(pre_nms_scores, ixs),
+                               max_instances, config.DETECTION_NMS_THRESHOLD)
         class_keep = tf.gather(keep, tf.gather(ixs, class_keep))
         gap = max_instances - tf.shape(class_keep)[0]
         class_keep = tf.pad(class_keep, [(0, gap)], mode="CONSTANT", constant_values=-1)
@@ -617,9 +643,7 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     nms_keep = tf.map_fn(nms_keep_map, unique_pre_nms_class_ids,
                          fn_output_signature=tf.TensorSpec([max_instances], tf.int64))
     nms_keep = tf.reshape(nms_keep, [-1])
-    nms_keep = tf.gather(nms_keep, tf.where(nms_keep > -1)[:, 0])
-    keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(nms_keep, 0))
-    keep = tf.sparse.to_dense(keep)[0]
+    keep = tf.sort(tf.gather(nms_keep, tf.where(nms_keep > -1)[:, 0]))  # a subset of keep
 
     class_scores_keep = tf.gather(class_scores, keep)
     num_keep = tf.minimum(tf.shape(class_scores_keep)[0], max_instances)

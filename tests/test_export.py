@@ -143,8 +143,8 @@ def matched_detections(served, expected):
 def test_saved_model_gives_detect_results_without_mrcnn(model, images, saved_model, tmp_path):
     """The exported graph and detect() run the same network on bit-identical molded images, but
     TensorFlow optimizes the two graphs differently (oneDNN fusions), so their outputs differ by
-    about 1e-6. With random weights many boxes overlap or are clipped flat by the window, and an
-    NMS decision or a box rounding within that of its threshold can come out the other way: one
+    about 1e-6. With random weights many boxes overlap, and an NMS decision or a box rounding
+    within that of its threshold can come out the other way: one
     detection in ten may then be another. Every other detection must be the same."""
     served = detections_in_fresh_process(saved_model, images, tmp_path)
     matched = total = 0
@@ -160,8 +160,8 @@ def test_saved_model_gives_detect_results_without_mrcnn(model, images, saved_mod
         assert list(result["class_names"]) == [CLASS_NAMES[i] for i in result["class_ids"]]
         matched += len(pairs)
         total += max(len(result["scores"]), len(expected["scores"]))
-    # Not vacuous: there are detections, and at least 90 % of them are the same.
-    assert total >= 5 * len(images) and matched >= 0.9 * total, (matched, total)
+    # Not vacuous: there are several detections an image, and at least 90 % of them are the same.
+    assert total >= 3 * len(images) and matched >= 0.9 * total, (matched, total)
 
 
 def test_unmold_graph_matches_unmold_detections(model, images):

@@ -308,7 +308,9 @@ def numpy_detections(rois, probs, deltas, window, config):
     refined = np.stack([np.clip(refined[:, 0], window[0], window[2]), np.clip(refined[:, 1], window[1], window[3]),
                         np.clip(refined[:, 2], window[0], window[2]), np.clip(refined[:, 3], window[1], window[3])],
                        axis=1)
-    candidates = np.where((class_ids > 0) & (scores >= config.DETECTION_MIN_CONFIDENCE))[0]
+    has_area = (refined[:, 2] > refined[:, 0]) & (refined[:, 3] > refined[:, 1])
+    candidates = np.where((class_ids > 0) & (scores >= config.DETECTION_MIN_CONFIDENCE)
+                          & has_area)[0]
     keep = []
     for class_id in np.unique(class_ids[candidates]):
         ix = candidates[class_ids[candidates] == class_id]
@@ -321,12 +323,36 @@ def numpy_detections(rois, probs, deltas, window, config):
     return out
 
 
+def test_nms_graph_keeps_what_reference_nms_keeps_best_first():
+    rng = np.random.default_rng(3)
+    boxes = random_boxes(rng, 60, min_side=0.1)
+    scores = rng.permutation(60).astype(np.float32) / 60
+    for limit in (5, 60):
+        kept = layers.nms_graph(boxes, scores, limit, 0.5).numpy()
+        np.testing.assert_array_equal(kept, greedy_nms(boxes, scores, 0.5, limit))
+    assert 5 < len(greedy_nms(boxes, scores, 0.5, 60)) < 60, "the case should suppress some boxes"
+
+
+def numpy_flat_candidates(rois, probs, deltas, window, config):
+    """How many confident non-background proposals are clipped to a zero-area box."""
+    class_ids = probs.argmax(axis=1)
+    scores = probs[np.arange(len(probs)), class_ids]
+    refined = utils.apply_box_deltas(rois, deltas[np.arange(len(rois)), class_ids] * config.BBOX_STD_DEV)
+    y1, y2 = np.clip(refined[:, [0, 2]], window[0], window[2]).T
+    x1, x2 = np.clip(refined[:, [1, 3]], window[1], window[3]).T
+    flat = (y2 <= y1) | (x2 <= x1)
+    return int((flat & (class_ids > 0) & (scores >= config.DETECTION_MIN_CONFIDENCE)).sum())
+
+
 def test_detection_layer_matches_numpy(config):
     from mrcnn.data import compose_image_meta
 
     rng = np.random.default_rng(5)
     num_rois = 40
     rois = np.stack([random_boxes(rng, num_rois, min_side=0.2), random_boxes(rng, num_rois, min_side=0.2)])
+    # Proposals below the window (y1 = 0.95 > its bottom, 118 / 128): clipped
+    # flat against it, they hold no pixel and are no detection.
+    rois[:, :6, 0], rois[:, :6, 2] = 0.95, 0.99
     logits = rng.normal(0, 2, size=(2, num_rois, config.NUM_CLASSES))
     probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
     deltas = rng.normal(0, 0.3, size=(2, num_rois, config.NUM_CLASSES, 4)).astype(np.float32)
@@ -340,6 +366,8 @@ def test_detection_layer_matches_numpy(config):
     for i in range(2):
         expected = numpy_detections(rois[i], probs[i], deltas[i], normalized_window, config)
         assert (expected[:, 4] > 0).sum() > 2, "the case should keep several detections"
+        flat = numpy_flat_candidates(rois[i], probs[i], deltas[i], normalized_window, config)
+        assert flat > 0, "the case should have flat boxes to drop"
         np.testing.assert_allclose(detections[i], expected, atol=1e-5)
 
 
