@@ -25,10 +25,13 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # offline: no version check
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
+
+from mrcnn import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()  # TensorFlow's start-up log hidden
 
 from mrcnn import datasets, runs, synthetic, via  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
