@@ -7,7 +7,7 @@ files are matched to the model by these names.
 
 from keras import layers as KL
 
-from mrcnn.layers import BatchNorm
+from mrcnn.layers import conv_bn
 
 RESNET_BLOCKS = {"resnet50": 5, "resnet101": 22}
 
@@ -18,16 +18,14 @@ def _bottleneck(input_tensor, kernel_size, filters, stage, block, strides, use_b
     conv_name_base = f"res{stage}{block}_branch"
     bn_name_base = f"bn{stage}{block}_branch"
 
-    x = KL.Conv2D(nb_filter1, (1, 1), strides=strides, name=conv_name_base + "2a",
-                  use_bias=use_bias)(input_tensor)
-    x = BatchNorm(train_bn, name=bn_name_base + "2a")(x)
+    x = conv_bn(input_tensor, nb_filter1, (1, 1), conv_name_base + "2a", bn_name_base + "2a",
+                strides=strides, use_bias=use_bias, train_bn=train_bn)
     x = KL.Activation("relu")(x)
-    x = KL.Conv2D(nb_filter2, (kernel_size, kernel_size), padding="same",
-                  name=conv_name_base + "2b", use_bias=use_bias)(x)
-    x = BatchNorm(train_bn, name=bn_name_base + "2b")(x)
+    x = conv_bn(x, nb_filter2, (kernel_size, kernel_size), conv_name_base + "2b",
+                bn_name_base + "2b", padding="same", use_bias=use_bias, train_bn=train_bn)
     x = KL.Activation("relu")(x)
-    x = KL.Conv2D(nb_filter3, (1, 1), name=conv_name_base + "2c", use_bias=use_bias)(x)
-    return BatchNorm(train_bn, name=bn_name_base + "2c")(x)
+    return conv_bn(x, nb_filter3, (1, 1), conv_name_base + "2c", bn_name_base + "2c",
+                   use_bias=use_bias, train_bn=train_bn)
 
 
 def identity_block(input_tensor, kernel_size, filters, stage, block, use_bias=True, train_bn=True):
@@ -53,9 +51,9 @@ def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2),
     convolution and of the shortcut (the spatial size is divided by them).
     """
     x = _bottleneck(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn)
-    shortcut = KL.Conv2D(filters[2], (1, 1), strides=strides, name=f"res{stage}{block}_branch1",
-                         use_bias=use_bias)(input_tensor)
-    shortcut = BatchNorm(train_bn, name=f"bn{stage}{block}_branch1")(shortcut)
+    shortcut = conv_bn(input_tensor, filters[2], (1, 1), f"res{stage}{block}_branch1",
+                       f"bn{stage}{block}_branch1", strides=strides, use_bias=use_bias,
+                       train_bn=train_bn)
     x = KL.Add()([x, shortcut])
     return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
 
@@ -77,8 +75,7 @@ def resnet_graph(input_image, architecture, stage5=False, train_bn=True):
         raise ValueError(f"Unknown ResNet architecture {architecture!r}: use one of {sorted(RESNET_BLOCKS)}.")
     # Stage 1
     x = KL.ZeroPadding2D((3, 3))(input_image)
-    x = KL.Conv2D(64, (7, 7), strides=(2, 2), name="conv1", use_bias=True)(x)
-    x = BatchNorm(train_bn, name="bn_conv1")(x)
+    x = conv_bn(x, 64, (7, 7), "conv1", "bn_conv1", strides=(2, 2), train_bn=train_bn)
     x = KL.Activation("relu")(x)
     C1 = x = KL.MaxPooling2D((3, 3), strides=(2, 2), padding="same")(x)
     # Stage 2

@@ -8,7 +8,7 @@ by them.
 import keras
 from keras import layers as KL
 
-from mrcnn.layers import BatchNorm, PyramidROIAlign, TimeDistributed
+from mrcnn.layers import PyramidROIAlign, TimeDistributed, conv_bn
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -66,12 +66,11 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     """
     x = PyramidROIAlign([pool_size, pool_size], name="roi_align_classifier")(
         [rois, image_meta] + feature_maps)
-    x = TimeDistributed(KL.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid"),
-                        name="mrcnn_class_conv1")(x)
-    x = TimeDistributed(BatchNorm(train_bn), name="mrcnn_class_bn1")(x)
+    x = conv_bn(x, fc_layers_size, (pool_size, pool_size), "mrcnn_class_conv1", "mrcnn_class_bn1",
+                train_bn=train_bn, time_distributed=True)
     x = KL.Activation("relu")(x)
-    x = TimeDistributed(KL.Conv2D(fc_layers_size, (1, 1)), name="mrcnn_class_conv2")(x)
-    x = TimeDistributed(BatchNorm(train_bn), name="mrcnn_class_bn2")(x)
+    x = conv_bn(x, fc_layers_size, (1, 1), "mrcnn_class_conv2", "mrcnn_class_bn2",
+                train_bn=train_bn, time_distributed=True)
     x = KL.Activation("relu")(x)
     shared = KL.Reshape((-1, fc_layers_size), name="pool_squeeze")(x)
 
@@ -99,8 +98,8 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     """
     x = PyramidROIAlign([pool_size, pool_size], name="roi_align_mask")([rois, image_meta] + feature_maps)
     for i in range(1, 5):
-        x = TimeDistributed(KL.Conv2D(256, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
-        x = TimeDistributed(BatchNorm(train_bn), name=f"mrcnn_mask_bn{i}")(x)
+        x = conv_bn(x, 256, (3, 3), f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}", padding="same",
+                    train_bn=train_bn, time_distributed=True)
         x = KL.Activation("relu")(x)
     x = TimeDistributed(KL.Conv2DTranspose(256, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)

@@ -1,5 +1,6 @@
 """Graph helpers, custom layers and losses against independent numpy computations."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -160,6 +161,71 @@ def test_frozen_batch_norm_uses_moving_statistics_when_training():
     trainable.build(x.shape)
     batch_stats = trainable(x, training=True).numpy()
     np.testing.assert_allclose(batch_stats.mean(axis=0), 0.0, atol=1e-5)
+
+
+def frozen_batch_norm(channels, rng):
+    """A built BatchNorm(train_bn=False) with random gamma, beta and moving statistics."""
+    bn = layers.BatchNorm(train_bn=False)
+    bn.build((None, channels))
+    bn.set_weights([rng.uniform(0.5, 2.0, channels), rng.normal(size=channels),
+                    rng.normal(size=channels), rng.uniform(0.5, 2.0, channels)])
+    return bn
+
+
+@pytest.mark.parametrize("kernel, input_side, padding, time_distributed", [
+    ((3, 3), 9, "same", False),        # a backbone convolution
+    ((1, 1), 6, "valid", False),
+    ((5, 5), 5, "valid", True),        # the classifier head: the kernel covers the input
+])
+def test_conv_bn_equals_conv_then_batch_norm_with_equal_gradients(kernel, input_side, padding,
+                                                                   time_distributed):
+    rng = np.random.default_rng(4)
+    shape = (2, 3, input_side, input_side, 4) if time_distributed else (2, input_side, input_side, 4)
+    x = rng.normal(size=shape).astype(np.float32)
+    inputs = KL.Input(shape[1:])
+    output = layers.conv_bn(inputs, 6, kernel, "c", "b", padding=padding, train_bn=False,
+                            time_distributed=time_distributed)
+    folded = keras.Model(inputs, output)
+    conv, bn = folded.get_layer("c"), folded.get_layer("b")
+    inner_bn = bn.layer if time_distributed else bn
+    assert inner_bn.folded
+    inner_conv = conv.layer if time_distributed else conv
+    assert inner_conv._whole_input == (kernel == (input_side, input_side))  # the matmul path
+    reference_bn = frozen_batch_norm(6, rng)
+    conv.set_weights([rng.normal(size=w.shape) for w in conv.get_weights()])
+    bn.set_weights(reference_bn.get_weights())
+    kernel_value, bias_value = conv.get_weights()
+
+    def reference(x, kernel, bias, gamma, beta):
+        flat = tf.reshape(x, (-1,) + shape[-3:])
+        z = tf.nn.conv2d(flat, kernel, 1, padding.upper()) + bias
+        y = (z - reference_bn.moving_mean) / tf.sqrt(reference_bn.moving_variance
+                                                       + reference_bn.epsilon) * gamma + beta
+        return tf.reshape(y, tf.concat([shape[:-3], tf.shape(y)[1:]], 0))
+
+    expected = reference(x, kernel_value, bias_value, reference_bn.gamma, reference_bn.beta)
+    np.testing.assert_allclose(folded(x, training=True), expected, rtol=1e-4, atol=1e-4)
+
+    weights = [conv.weights[0], conv.weights[1], inner_bn.gamma, inner_bn.beta]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.sin(folded(x, training=True)))
+    gradients = tape.gradient(loss, weights)
+    variables = [tf.Variable(w.numpy()) for w in weights]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.sin(reference(x, *variables)))
+    for got, want in zip(gradients, tape.gradient(loss, variables)):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    # Weights keep their layers: the BatchNorm's are not the convolution's too.
+    assert [w.name for w in conv.weights] == ["kernel", "bias"]
+    assert [w.name for w in bn.weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
+
+
+def test_conv_bn_with_trainable_batch_norm_is_not_folded():
+    inputs = KL.Input((8, 8, 3))
+    model = keras.Model(inputs, layers.conv_bn(inputs, 4, (3, 3), "c", "b", train_bn=None))
+    assert not model.get_layer("b").folded
+    with pytest.raises(ValueError, match="frozen BatchNorm"):
+        layers.Conv2D(4, 3, batch_norm=layers.BatchNorm(train_bn=None))
 
 
 # ---------------------------------------------------------------------------
