@@ -173,6 +173,13 @@ class Config:
     # Gradient norm clipping.
     GRADIENT_CLIP_NORM = 5.0
 
+    # CPU threads (see mrcnn.threads): TensorFlow's intra-op pool (the threads of one
+    # operation), its inter-op pool (operations run at once) and the threads that build
+    # training batches ahead of the step. None chooses each from the machine's cores.
+    CPU_THREADS = None
+    CPU_INTER_OP_THREADS = None
+    DATA_WORKERS = None
+
     def __init__(self):
         """Compute the derived attributes and validate the configuration."""
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
@@ -238,6 +245,11 @@ class Config:
             raise ConfigError(
                 f"MASK_SHAPE {list(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
                 f"({self.MASK_POOL_SIZE}) in each dimension: the mask head upsamples once by 2.")
+        for name in ("CPU_THREADS", "CPU_INTER_OP_THREADS", "DATA_WORKERS"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ConfigError(f"{name} is {value!r}: give a number of threads >= 1, "
+                                  "or None to choose it from the machine's cores.")
         unknown = set(self.LOSS_WEIGHTS) - set(LOSS_NAMES)
         if unknown:
             raise ConfigError(f"LOSS_WEIGHTS has unknown keys {sorted(unknown)}: use "

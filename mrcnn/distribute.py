@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn import input_pipeline
 from mrcnn.config import ConfigError
 
 STRATEGIES = ("mirrored", "multiworker")
@@ -141,46 +142,31 @@ def shared_seed(strategy, seed=None):
     return int(variable.numpy())
 
 
-def distributed_batches(strategy, generator, workers=1):
+def distributed_batches(strategy, generator, meter=None, first_step=0):
     """A ``tf.distribute`` dataset of a ``data.DataGenerator``'s stream, for ``strategy``.
 
     Args:
         strategy: the model's strategy.
         generator: a DataGenerator whose batch size is one replica's
             (IMAGES_PER_GPU), with the same seed on every worker.
-        workers: batches loaded in parallel on each worker.
+        meter: an input_pipeline.PipelineMeter: its workers load batches in
+            parallel on each worker, and it counts them.
+        first_step: the global step to start at.
 
     Returns:
         A ``DistributedDatasetsFromFunction`` whose step s gives replica r
         (counted across all workers) the generator's batch
-        ``s * replicas + r``: together the replicas read the stream's images
-        ``s * global batch ... (s + 1) * global batch - 1``, the images of a
-        single-device run with the global batch. Each worker loads only its
-        own replicas' batches.
+        ``(first_step + s) * replicas + r``: together the replicas read the
+        stream's images of a single-device run with the global batch. Each
+        worker loads only its own replicas' batches (input_pipeline.batches).
     """
-    sample = generator.batch(0)
-    signature = tf.nest.map_structure(
-        lambda array: tf.TensorSpec(array.shape, tf.as_dtype(array.dtype)), sample)
-    flat_signature = tf.nest.flatten(signature)
 
     def dataset_fn(input_context):
         total = input_context.num_replicas_in_sync
         local = total // input_context.num_input_pipelines
-        first = input_context.input_pipeline_id * local
-
-        def load(element):
-            step, replica = divmod(int(element), local)
-            return tf.nest.flatten(generator.batch(step * total + first + replica))
-
-        def load_graph(element):
-            arrays = tf.numpy_function(load, [element], [spec.dtype for spec in flat_signature])
-            for array, spec in zip(arrays, flat_signature):
-                array.set_shape(spec.shape)
-            return tf.nest.pack_sequence_as(signature, arrays)
-
-        return (tf.data.Dataset.counter()
-                .map(load_graph, num_parallel_calls=workers, deterministic=True)
-                .prefetch(tf.data.AUTOTUNE))
+        return input_pipeline.batches(generator, first_step, meter, replicas=local,
+                                      first_replica=input_context.input_pipeline_id * local,
+                                      replicas_in_sync=total)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 

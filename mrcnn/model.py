@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import distribute, files, inspection, runs, transform, utils, weights
+from mrcnn import (distribute, files, input_pipeline, inspection, runs, threads, transform, utils,
+                   weights)
 from mrcnn import export as export_module
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import conv_block, fpn_graph, identity_block, resnet_graph
@@ -99,6 +100,7 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
+        threads.configure_tensorflow(config.CPU_THREADS, config.CPU_INTER_OP_THREADS)
         self._anchor_cache = {}
         self.set_log_dir()
         self.strategy = distribute.make_strategy(config, strategy)
@@ -421,11 +423,15 @@ class MaskRCNN:
         steps = self.config.STEPS_PER_EPOCH
         if self.distributed:
             seed = distribute.shared_seed(self.strategy, seed)
-        train_data = self._training_batches(train_dataset, steps, seed, augmentation,
-                                            no_augmentation_sources)
-        val_data = None
+        workers = threads.data_workers(self.config.DATA_WORKERS)
+        train_meter = input_pipeline.PipelineMeter(workers)
+        train_data = self._training_batches(train_dataset, steps, seed, train_meter,
+                                            augmentation, no_augmentation_sources)
+        val_meter = val_data = None
         if val_dataset is not None:
-            val_data = self._training_batches(val_dataset, self.config.VALIDATION_STEPS, seed)
+            val_meter = input_pipeline.PipelineMeter(workers)
+            val_data = self._training_batches(val_dataset, self.config.VALIDATION_STEPS, seed,
+                                              val_meter)
 
         chief = distribute.is_chief(self.strategy)
         callbacks = [keras.callbacks.TerminateOnNaN()]
@@ -436,6 +442,8 @@ class MaskRCNN:
                 CheckpointSaver(self.checkpoint_path),
             ]
         callbacks += list(custom_callbacks or [])
+        if verbose and chief:
+            callbacks.append(input_pipeline.ThroughputReport(train_meter, self.config.BATCH_SIZE))
 
         print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
         if self.distributed:
@@ -456,10 +464,12 @@ class MaskRCNN:
                 steps_per_epoch=steps,
                 callbacks=callbacks,
                 validation_data=val_data,
-                validation_steps=self.config.VALIDATION_STEPS if val_data else None,
+                validation_steps=self.config.VALIDATION_STEPS if val_data is not None else None,
                 shuffle=False,  # the generator's stream of images is shuffled already
                 verbose=verbose,
             )
+        except tf.errors.OpError as error:
+            input_pipeline.reraise(error, train_meter, val_meter)
         finally:
             # A run that wrote no checkpoint (it failed or diverged in its
             # first epoch) leaves no folder behind, nor a model_dir made for it.
@@ -491,20 +501,27 @@ class MaskRCNN:
                                             stage.epochs, stage.layers, **train_kwargs))
         return histories
 
-    def _training_batches(self, dataset, steps, seed, augmentation=None,
+    def _training_batches(self, dataset, steps, seed, meter, augmentation=None,
                           no_augmentation_sources=None):
-        """What ``fit`` reads: a DataGenerator, or its distributed dataset under a strategy."""
-        workers = max(1, min(4, os.cpu_count() or 1))
+        """What ``fit`` reads: the DataGenerator's batches as a tf.data pipeline
+        (mrcnn.input_pipeline), distributed over the replicas under a strategy.
+
+        The stream starts after the batches of the epochs already trained, so a
+        resumed run goes on with the images after those its earlier epochs used.
+        ``meter`` (an input_pipeline.PipelineMeter) counts the pipeline's work.
+        """
         # Without the RPN's ROIs the heads train on random ROIs fed as the input_roi input.
         random_rois = 0 if self.config.USE_RPN_ROIS else self.config.POST_NMS_ROIS_TRAINING
         options = dict(shuffle=True, augmentation=augmentation,
                        no_augmentation_sources=no_augmentation_sources, random_rois=random_rois,
                        steps=steps, seed=seed)
+        first_step = self.epoch * steps
         if not self.distributed:
-            return DataGenerator(dataset, self.config, workers=workers, **options)
+            return input_pipeline.batches(DataGenerator(dataset, self.config, **options),
+                                          first_step, meter)
         generator = DataGenerator(dataset, self.config, batch_size=self.config.IMAGES_PER_GPU,
                                   **options)
-        return distribute.distributed_batches(self.strategy, generator, workers)
+        return distribute.distributed_batches(self.strategy, generator, meter, first_step)
 
     # ------------------------------------------------------------------
     # Inference
