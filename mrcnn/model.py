@@ -386,6 +386,9 @@ class MaskRCNN:
             optimizer = distribute.ClippedSGD(clip_norm=self.config.GRADIENT_CLIP_NORM,
                                               learning_rate=learning_rate, momentum=momentum)
             self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+            # Create the momentum slots now: created inside the first training step, they
+            # make TensorFlow trace the whole step a second time.
+            optimizer.build(self.keras_model.trainable_variables)
 
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
               custom_callbacks=None, no_augmentation_sources=None, verbose=1, seed=None):
