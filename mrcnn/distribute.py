@@ -2,7 +2,7 @@
 
 ``MaskRCNN(mode, config, model_dir, strategy=...)`` builds its model under a
 strategy made by ``make_strategy``; ``MaskRCNN.train`` then feeds it with
-``distributed_batches`` and compiles it with ``ClippedSGD``. This replaces
+``distributed_batches`` and compiles it with ``training.DecaySGD``. This replaces
 the original's ParallelModel: every replica runs the whole graph on its own
 images, and the gradients are summed across replicas each step.
 
@@ -15,7 +15,7 @@ The quantities of a distributed run:
 - The loss of a step is the mean of the replicas' losses, and the gradient
   is the gradient of that mean: each replica divides its loss by the number
   of replicas and the gradients are summed. ``GRADIENT_CLIP_NORM`` clips that
-  summed gradient (see ``ClippedSGD``), so one step on R replicas of one image
+  summed gradient (see ``training.DecaySGD``), so one step on R replicas of one image
   each is exactly one single-device step on the mean gradient of those R
   images.
 - ``STEPS_PER_EPOCH`` and ``VALIDATION_STEPS`` count global steps; an epoch
@@ -29,7 +29,6 @@ The quantities of a distributed run:
 
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -169,48 +168,3 @@ def distributed_batches(strategy, generator, meter=None, first_step=0):
                                       replicas_in_sync=total)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
-
-
-class ClippedSGD(keras.optimizers.SGD):
-    """SGD with momentum whose per-tensor norm clipping applies to the global batch's gradient.
-
-    Keras clips each replica's gradient before it sums them, so with R
-    replicas the applied gradient could be up to R times ``clip_norm``. This
-    optimizer sums the replicas' gradients first (each replica's loss is
-    already divided by R, so the sum is the gradient of the mean loss), clips
-    each tensor to ``clip_norm`` as the original did on one GPU, and lets
-    Keras apply the result. The price is one more all-reduce of the
-    gradients per step when there is more than one replica.
-
-    Args:
-        clip_norm: largest L2 norm of each gradient tensor; None or 0: no clipping.
-        **kwargs: of ``keras.optimizers.SGD`` (learning_rate, momentum, ...).
-    """
-
-    def __init__(self, clip_norm=None, **kwargs):
-        super().__init__(**kwargs)
-        self.clip_norm = clip_norm
-
-    def apply(self, grads, trainable_variables=None):
-        grads = list(grads)
-        if self.clip_norm:
-            grads = self._clip_global_gradients(grads)
-        return super().apply(grads, trainable_variables)
-
-    def _clip_global_gradients(self, grads):
-        present = [i for i, grad in enumerate(grads) if grad is not None]
-        values = [grads[i] for i in present]
-        context = tf.distribute.get_replica_context()
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if context is not None and replicas > 1:
-            values = context.all_reduce(tf.distribute.ReduceOp.SUM, values)
-        values = [tf.clip_by_norm(value, self.clip_norm) for value in values]
-        if context is not None and replicas > 1:
-            # Keras sums the replicas' gradients once more: give it one R-th each.
-            values = [value / replicas for value in values]
-        for i, value in zip(present, values):
-            grads[i] = value
-        return grads
-
-    def get_config(self):
-        return {**super().get_config(), "clip_norm": self.clip_norm}

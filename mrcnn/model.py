@@ -45,7 +45,7 @@ from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_gra
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
-from mrcnn.training import LAYER_REGEX, CheckpointSaver, TrainingModel, set_trainable
+from mrcnn.training import LAYER_REGEX, CheckpointSaver, DecaySGD, TrainingModel, set_trainable
 from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
 from mrcnn.utils import log
 
@@ -378,13 +378,13 @@ class MaskRCNN:
     def compile(self, learning_rate, momentum):
         """Compile with SGD (momentum, per-tensor gradient-norm clipping at GRADIENT_CLIP_NORM).
 
-        The five losses and the L2 weight decay are the model's own
-        (TrainingModel.compute_loss). Under a strategy, the clipping applies
-        to the gradient summed over the replicas (distribute.ClippedSGD).
+        The five losses are the model's own (TrainingModel.compute_loss); the optimizer
+        (training.DecaySGD) adds the L2 weight decay's gradient and clips each tensor of
+        the gradient, under a strategy the gradient summed over the replicas.
         """
         with self.strategy.scope():
-            optimizer = distribute.ClippedSGD(clip_norm=self.config.GRADIENT_CLIP_NORM,
-                                              learning_rate=learning_rate, momentum=momentum)
+            optimizer = DecaySGD(self.config.WEIGHT_DECAY, self.config.GRADIENT_CLIP_NORM,
+                                 learning_rate=learning_rate, momentum=momentum)
             self.keras_model.compile(optimizer=optimizer, jit_compile=False)
             # Create the momentum slots now: created inside the first training step, they
             # make TensorFlow trace the whole step a second time.

@@ -135,8 +135,11 @@ def run_mirrored(output_dir):
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
             loss = model.compute_loss(y_pred=outputs)
+            # The loss carries the weight decay's value only; the optimizer adds its
+            # gradient (training.DecaySGD): differentiate it here.
+            decay = model.weight_decay()
         parts = [tf.reduce_mean(part) for part in outputs[-len(LOSS_NAMES):]]
-        return loss, parts, tape.gradient(loss, variables)
+        return loss, parts, tape.gradient(loss + decay, variables)
 
     reference_losses = []
     clipped = 0

@@ -77,7 +77,7 @@ def test_two_replica_losses_match_one_device_on_the_same_images(mirrored):
 
 @pytest.mark.slow
 def test_clipping_applies_to_the_summed_gradient(mirrored):
-    # Some gradient tensors were clipped: ClippedSGD's all-reduce path ran, and
+    # Some gradient tensors were clipped: DecaySGD's all-reduce path ran, and
     # the weights still match the one-device run that clips the mean gradient.
     assert mirrored["clipped_tensors"] > 0
     assert mirrored["weights_moved"] > 1e-3

@@ -1,4 +1,5 @@
-"""Tests of mrcnn.training: checkpoint saver, transfer schedule, trainable layers."""
+"""Tests of mrcnn.training: checkpoint saver, transfer schedule, trainable layers, the
+optimizer (its weight decay gradient: the same update as differentiating the L2 term)."""
 
 import os
 
@@ -6,6 +7,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers as KL
 
 from mrcnn import runs, training
@@ -63,3 +65,57 @@ def test_transfer_schedule_follows_the_original_recipe():
     assert training.transfer_schedule(1, 0.001) == [stage("heads", 1, 0.001)]
     assert training.transfer_schedule(3, 0.001, pretrained=False) == [stage("all", 3, 0.001)]
     assert training.transfer_schedule(5, 0.01, layers="4+") == [stage("4+", 5, 0.01)]
+
+
+
+def test_decay_sgd_steps_like_sgd_on_the_loss_plus_the_l2_term():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 5)).astype(np.float32)
+
+    def make_model():
+        inputs = keras.Input((5,))
+        hidden = keras.layers.Dense(4, name="dense")(inputs)
+        outputs = keras.layers.BatchNormalization(name="bn")(hidden, training=False)
+        model = keras.Model(inputs, outputs)
+        model.set_weights([rng.uniform(0.5, 2.0, size=w.shape) for w in model.get_weights()])
+        return model
+
+    decayed, plain = make_model(), make_model()
+    plain.set_weights(decayed.get_weights())
+    wd = 0.05
+    settings = dict(learning_rate=0.1, momentum=0.9)
+    clip = 0.05
+    ours = training.DecaySGD(wd, clip, **settings)
+    reference = keras.optimizers.SGD(clipnorm=clip, **settings)
+
+    def loss_of(model):
+        return tf.reduce_sum(tf.sin(model(x)))
+
+    clipped = False
+    for _ in range(3):  # momentum carries the decay over from step to step
+        with tf.GradientTape() as tape:
+            loss = loss_of(decayed)
+        ours.apply_gradients(zip(tape.gradient(loss, decayed.trainable_weights),
+                                 decayed.trainable_weights))
+        with tf.GradientTape() as tape:
+            l2 = sum(wd * tf.reduce_sum(tf.square(w)) / int(np.prod(w.shape))
+                     for w in plain.trainable_weights if w.name not in ("gamma", "beta"))
+            loss = loss_of(plain) + l2
+        gradients = tape.gradient(loss, plain.trainable_weights)
+        clipped |= any(float(tf.norm(g)) > clip for g in gradients)
+        reference.apply_gradients(zip(gradients, plain.trainable_weights))
+    assert clipped
+    for a, b in zip(decayed.weights, plain.weights):
+        assert np.isfinite(a.numpy()).all()
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(decayed.get_layer("dense").kernel.numpy(),
+                           make_model().get_layer("dense").kernel.numpy())
+
+
+def test_only_batch_norm_gamma_and_beta_escape_the_decay():
+    bn = keras.layers.BatchNormalization()
+    bn.build((None, 3))
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    assert [training.decays(w) for w in bn.weights] == [False, False, True, True]
+    assert all(training.decays(w) for w in dense.weights)
