@@ -1,0 +1,187 @@
+"""The torchvision side of the side-by-side benchmarks (run by them, not by hand).
+
+Runs with a Python that has torch and torchvision, which are no dependency of mrcnn::
+
+    python -m venv ~/venv-torch
+    ~/venv-torch/bin/pip install torch torchvision
+
+and is started by ``bench/compare_torchvision.py`` (``--torch-python ~/venv-torch/bin/python``
+or ``MRCNN_TORCH_PYTHON``) as::
+
+    python bench/torchvision_worker.py --case detect_r101_1024 --scene scene.npz --threads 2
+
+It builds torchvision's Mask R-CNN with the case's sizes (see side_by_side.CASES), Glorot-uniform
+random weights and zero biases (Keras' default initialisation, which mrcnn's side uses too),
+and then serves the side_by_side protocol. Only the standard library, numpy, torch and
+torchvision are imported here.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import side_by_side  # noqa: E402
+
+# torchvision's module names -> the benchmark's stages.
+STAGE_PREFIXES = (("backbone.body", "backbone"), ("backbone.fpn", "fpn"), ("rpn", "rpn"),
+                  ("roi_heads.box", "box_head"), ("roi_heads.mask", "mask_head"))
+
+
+def build_model(spec):
+    """torchvision's Mask R-CNN with the case's sizes and Glorot-uniform random weights."""
+    trainable = 5 if spec.get("layers", "all") == "all" else 0
+    backbone = resnet_fpn_backbone(backbone_name=spec["backbone"], weights=None,
+                                   trainable_layers=trainable)
+    model = MaskRCNN(
+        backbone, num_classes=spec["classes"], min_size=spec["size"], max_size=spec["size"],
+        rpn_post_nms_top_n_test=spec["proposals_inference"],
+        rpn_post_nms_top_n_train=spec["proposals_training"],
+        rpn_pre_nms_top_n_train=spec["proposals_training"],
+        rpn_batch_size_per_image=spec["rpn_train_anchors"],
+        box_batch_size_per_image=spec["train_rois"], box_positive_fraction=spec["positive_ratio"],
+        box_detections_per_img=spec["max_detections"],
+        box_score_thresh=spec.get("min_confidence", 0.0))
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight, generator=generator)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def stage_of(module_name):
+    for prefix, stage in STAGE_PREFIXES:
+        if module_name.startswith(prefix):
+            return stage
+    raise ValueError(f"No stage for torchvision module {module_name!r}.")
+
+
+class MacCounter:
+    """Forward hooks that count the multiply-accumulates of one call, per stage.
+
+    ``forward`` counts the call itself; ``training`` adds the backward pass's kernel and
+    input gradients of each layer that needs them (side_by_side.training_macs).
+    """
+
+    def __init__(self, model):
+        self.forward = dict.fromkeys(side_by_side.STAGES, 0)
+        self.training = dict.fromkeys(side_by_side.STAGES, 0)
+        self.handles = [module.register_forward_hook(self._hook(name))
+                        for name, module in model.named_modules()
+                        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+
+    def _hook(self, name):
+        stage = stage_of(name)
+
+        def count(module, inputs, output):
+            x = inputs[0]
+            if isinstance(module, nn.Linear):
+                macs = output.numel() * module.in_features
+            elif isinstance(module, nn.ConvTranspose2d):
+                kh, kw = module.kernel_size
+                macs = x.numel() * module.out_channels * kh * kw // module.groups
+            else:
+                kh, kw = module.kernel_size
+                macs = output.numel() * (module.in_channels // module.groups) * kh * kw
+            self.forward[stage] += macs
+            self.training[stage] += side_by_side.training_macs(
+                macs, module.weight.requires_grad, x.requires_grad)
+        return count
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def scale_class_logits(model, image, threshold, count):
+    """Sharpen the class softmax so that about ``count`` ROIs pass ``threshold``."""
+    captured = []
+    layer = model.roi_heads.box_predictor.cls_score
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    with torch.inference_mode():
+        model([image])
+    handle.remove()
+    scale = side_by_side.logit_scale_for(captured[0].numpy(), threshold, count)
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    return scale
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", required=True, choices=sorted(side_by_side.CASES))
+    parser.add_argument("--scene", required=True, help="scene file written by the parent")
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    spec = side_by_side.case_spec(args.case)
+    image, masks, class_ids = side_by_side.load_scene(args.scene)
+    start = time.perf_counter()
+    model = build_model(spec)
+    build_seconds = time.perf_counter() - start
+    extra = {}
+
+    if spec["mode"] == "detect":
+        model.eval()
+        as_tensor = lambda: torch.from_numpy(image).permute(2, 0, 1).float().div_(255)  # noqa: E731
+        if spec.get("handful"):
+            extra["logit_scale"] = scale_class_logits(model, as_tensor(), spec["min_confidence"],
+                                                      spec["handful"])
+
+        def step():
+            with torch.inference_mode():
+                start = time.perf_counter()
+                output = model([as_tensor()])[0]
+                output["masks"] = output["masks"][:, 0] > 0.5
+                seconds = time.perf_counter() - start
+            return {"seconds": seconds, "detections": int(len(output["boxes"]))}
+    else:
+        model.train()
+        boxes = []
+        for i in range(masks.shape[2]):
+            ys, xs = np.nonzero(masks[:, :, i])
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        targets = [{"boxes": torch.tensor(boxes, dtype=torch.float32),
+                    "labels": torch.from_numpy(class_ids.astype(np.int64)),
+                    "masks": torch.from_numpy(np.ascontiguousarray(
+                        masks.transpose(2, 0, 1))).to(torch.uint8)}]
+        images = [torch.from_numpy(image).permute(2, 0, 1).float().div_(255)]
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(parameters, lr=spec["learning_rate"], momentum=0.9,
+                                    weight_decay=1e-4)
+        extra["trainable_weights"] = sum(p.numel() for p in parameters)
+
+        def step():
+            start = time.perf_counter()
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+            optimizer.step()
+            return {"seconds": time.perf_counter() - start, "loss": float(loss)}
+
+    # The first call, counted but not timed as a steady one, also counts the MACs.
+    counter = MacCounter(model)
+    first = step()
+    counter.remove()
+    macs = counter.forward if spec["mode"] == "detect" else counter.training
+    side_by_side.answer(ready=True, build_s=build_seconds, first=first, macs=macs,
+                        versions={"torch": torch.__version__,
+                                  "torchvision": __import__("torchvision").__version__},
+                        **extra)
+    side_by_side.serve(step)
+
+
+if __name__ == "__main__":
+    main()
