@@ -376,6 +376,43 @@ class AnchorsLayer(KL.Layer):
         return {**super().get_config(), "anchors": self.anchors.tolist()}
 
 
+@keras.saving.register_keras_serializable(package="mrcnn")
+class ActiveRows(KL.Layer):
+    """The leading rows of a zero-padded batch that hold entries in some image.
+
+    The mask head runs on this many ROIs instead of every slot: the detections (at
+    inference) and the positive training ROIs come first in their tensors and the rest is
+    padding, on which the head's work would be thrown away.
+
+    Inputs:
+        values: [batch, N, ...].
+        active: [batch, N] bool, True for the rows in use, which come first in each image.
+
+    Returns:
+        values[:, :n]: n is the largest number of active rows of an image, rounded up to a
+        multiple of ``multiple`` (so that a few shapes recur and their kernels are reused),
+        at least ``multiple`` and at most ``limit`` (default N).
+    """
+
+    def __init__(self, multiple=8, limit=None, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = multiple
+        self.limit = limit
+
+    def call(self, inputs):
+        values, active = inputs
+        count = tf.reduce_max(tf.reduce_sum(tf.cast(active, tf.int32), axis=1))
+        rows = tf.maximum(1, (count + self.multiple - 1) // self.multiple) * self.multiple
+        limit = tf.shape(values)[1] if self.limit is None else self.limit
+        return values[:, :tf.minimum(rows, limit)]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], None, *input_shape[0][2:])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple, "limit": self.limit}
+
+
 class _ConfigLayer(KL.Layer):
     """Base for the layers that read their settings from a Config object.
 

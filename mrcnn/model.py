@@ -36,11 +36,12 @@ from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import conv_block, fpn_graph, identity_block, resnet_graph
 from mrcnn.data import DataGenerator, data_generator, load_image_gt
 from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph, rpn_graph
-from mrcnn.layers import (AnchorsLayer, BatchNorm, DetectionLayer, DetectionTargetLayer,
-                          ProposalLayer, PyramidROIAlign, apply_box_deltas_graph,
-                          batch_pack_graph, clip_boxes_graph, denorm_boxes_graph,
-                          detection_targets_graph, log2_graph, norm_boxes_graph, overlaps_graph,
-                          parse_image_meta_graph, refine_detections_graph, trim_zeros_graph)
+from mrcnn.layers import (ActiveRows, AnchorsLayer, BatchNorm, DetectionLayer,
+                          DetectionTargetLayer, ProposalLayer, PyramidROIAlign,
+                          apply_box_deltas_graph, batch_pack_graph, clip_boxes_graph,
+                          denorm_boxes_graph, detection_targets_graph, log2_graph,
+                          norm_boxes_graph, overlaps_graph, parse_image_meta_graph,
+                          refine_detections_graph, trim_zeros_graph)
 from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
@@ -126,6 +127,9 @@ class MaskRCNN:
         [B, anchors, 4] normalized. Outputs: mrcnn_detection
         [B, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)]
         normalized, mrcnn_class, mrcnn_bbox, mrcnn_mask, ROI, rpn_class, rpn_bbox.
+        mrcnn_mask [B, n, MASK_SHAPE[0], MASK_SHAPE[1], NUM_CLASSES] covers the first n
+        detection slots, n >= the detections of any image (layers.ActiveRows); in training,
+        the first n ROIs, n >= the positive ROIs of any image.
         """
         input_image = keras.Input(shape=[None, None, config.IMAGE_SHAPE[2]], name="input_image")
         input_image_meta = keras.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
@@ -167,6 +171,9 @@ class MaskRCNN:
         detections = DetectionLayer(config=config, name="mrcnn_detection")(
             [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
         detection_boxes = KL.Lambda(lambda x: x[..., :4], name="detection_boxes")(detections)
+        # The mask head runs on the detections only, not on the empty slots after them.
+        detected = KL.Lambda(lambda x: x[..., 4] > 0, name="detected")(detections)
+        detection_boxes = ActiveRows(name="mask_rois")([detection_boxes, detected])
         mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
                                           train_bn=config.TRAIN_BN)
@@ -209,7 +216,8 @@ class MaskRCNN:
         # Only positive ROIs train the mask head, and the targets list them
         # first: running the head on the others would be wasted work.
         max_positives = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
-        mask_rois = KL.Lambda(lambda x: x[:, :max_positives], name="mask_rois")(rois)
+        positive = KL.Lambda(lambda x: x > 0, name="positive_rois")(target_class_ids)
+        mask_rois = ActiveRows(limit=max_positives, name="mask_rois")([rois, positive])
         mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
                                           train_bn=config.TRAIN_BN)

@@ -526,3 +526,14 @@ def test_batch_slice():
     np.testing.assert_allclose(sums.numpy(), a.numpy().sum(axis=(1, 2)))
     single = layers.batch_slice(a, lambda x: x[0], 2)
     np.testing.assert_allclose(single.numpy(), a.numpy()[:2, 0])
+
+
+@pytest.mark.parametrize("counts, multiple, limit, rows", [
+    ([3, 5], 4, None, 8), ([0, 0], 4, None, 4), ([9, 2], 4, None, 10), ([9, 2], 4, 6, 6),
+    ([4, 1], 1, None, 4),
+])
+def test_active_rows_keeps_the_rows_in_use_in_some_image(counts, multiple, limit, rows):
+    values = np.arange(2 * 10 * 3, dtype=np.float32).reshape(2, 10, 3)
+    active = np.arange(10)[None, :] < np.array(counts)[:, None]
+    out = layers.ActiveRows(multiple=multiple, limit=limit)([values, active]).numpy()
+    np.testing.assert_array_equal(out, values[:, :rows])

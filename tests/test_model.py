@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrcnn import model as modellib
-from mrcnn import utils
+from mrcnn import layers, utils
 
 from conftest import TinyConfig
 
@@ -398,3 +398,36 @@ def test_importing_mrcnn_keeps_the_matplotlib_backend():
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "svg"
+
+
+def test_mask_head_runs_on_the_detections_only_with_the_same_masks(inference_model, tiny_config,
+                                                                    synthetic_dataset, tmp_path,
+                                                                    monkeypatch):
+    image = synthetic_dataset.load_image(1)
+    scores = inference_model.detect([image])[0]["scores"]
+    assert len(scores) > 12
+
+    class Confident(type(tiny_config)):
+        DETECTION_MIN_CONFIDENCE = float(np.sort(scores)[-6])  # about 6 detections pass
+
+    def build():
+        model = modellib.MaskRCNN("inference", Confident(), str(tmp_path))
+        model.keras_model.set_weights(inference_model.keras_model.get_weights())
+        return model
+
+    trimmed = build()
+    layer = trimmed.keras_model.get_layer
+    outputs = trimmed.run_graph([image], [("detections", layer("mrcnn_detection").output),
+                                          ("masks", layer("mrcnn_mask").output)])
+    count = int((outputs["detections"][0, :, 4] > 0).sum())
+    assert 0 < count <= 8 and outputs["masks"].shape[1] == 8
+    # A model whose mask head runs on every slot gives the same results.
+    monkeypatch.setattr(modellib, "ActiveRows",
+                        lambda **kwargs: layers.ActiveRows(multiple=10 ** 6, **kwargs))
+    every_slot = build()
+    assert every_slot.run_graph([image], [("m", every_slot.keras_model.get_layer(
+        "mrcnn_mask").output)])["m"].shape[1] == Confident.DETECTION_MAX_INSTANCES
+    (got,), (expected,) = trimmed.detect([image]), every_slot.detect([image])
+    assert len(got["scores"]) == count
+    for key in ("rois", "class_ids", "scores", "masks"):
+        np.testing.assert_array_equal(got[key], expected[key])
