@@ -409,14 +409,7 @@ def test_mask_head_runs_on_the_detections_only_with_the_same_masks(tiny_config, 
         DETECTION_MAX_INSTANCES = 100  # more slots than the per-class NMS leaves detections
 
     keras.utils.set_random_seed(2)
-    reference = modellib.MaskRCNN("inference", Wide(), str(tmp_path))
-
-    def build():
-        model = modellib.MaskRCNN("inference", Wide(), str(tmp_path))
-        model.keras_model.set_weights(reference.keras_model.get_weights())
-        return model
-
-    trimmed = build()
+    trimmed = modellib.MaskRCNN("inference", Wide(), str(tmp_path))
     layer = trimmed.keras_model.get_layer
     outputs = trimmed.run_graph([image], [("detections", layer("mrcnn_detection").output),
                                           ("masks", layer("mrcnn_mask").output)])
@@ -426,7 +419,8 @@ def test_mask_head_runs_on_the_detections_only_with_the_same_masks(tiny_config, 
     # A model whose mask head runs on every slot gives the same results.
     monkeypatch.setattr(modellib, "ActiveRows",
                         lambda **kwargs: layers.ActiveRows(multiple=10 ** 6, **kwargs))
-    every_slot = build()
+    every_slot = modellib.MaskRCNN("inference", Wide(), str(tmp_path))
+    every_slot.keras_model.set_weights(trimmed.keras_model.get_weights())
     assert every_slot.run_graph([image], [("m", every_slot.keras_model.get_layer(
         "mrcnn_mask").output)])["m"].shape[1] == Wide.DETECTION_MAX_INSTANCES
     (got,), (expected,) = trimmed.detect([image]), every_slot.detect([image])
