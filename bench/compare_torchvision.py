@@ -29,6 +29,8 @@ Usage::
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -88,15 +90,15 @@ def mrcnn_config(spec):
     return BenchConfig()
 
 
-def mrcnn_macs(model, spec):
+def mrcnn_macs(model, spec, mask_rois):
     """Multiply-accumulates of one call of ``model`` (a MaskRCNN), per stage.
 
     Backbone and FPN: every convolution of the graph rebuilt on an input of the case's size
     (its output size times its kernel). RPN: the shared head on every pyramid level. Heads:
-    per ROI, times the ROIs the graph feeds them (the proposals and the detection slots at
-    inference; the training ROIs and their positive slots in training). A training step adds
-    each layer's kernel gradient (trainable layers) and input gradient (layers with a
-    trainable layer before them).
+    per ROI, times the ROIs the graph feeds them: the box head gets the proposals at
+    inference and the training ROIs in training, the mask head ``mask_rois`` (the rows of
+    the mrcnn_mask output of a call). A training step adds each layer's kernel gradient
+    (trainable layers) and input gradient (layers with a trainable layer before them).
     """
     import keras
 
@@ -138,11 +140,7 @@ def mrcnn_macs(model, spec):
     macs["rpn"] = side_by_side.training_macs(forward, trains("rpn_model"), True) if training \
         else forward
     # Heads, per ROI.
-    if training:
-        box_rois = config.TRAIN_ROIS_PER_IMAGE
-        mask_rois = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
-    else:
-        box_rois, mask_rois = config.POST_NMS_ROIS_INFERENCE, config.DETECTION_MAX_INSTANCES
+    box_rois = config.TRAIN_ROIS_PER_IMAGE if training else config.POST_NMS_ROIS_INFERENCE
     for stage, rois, names, side in (
             ("box_head", box_rois, ["mrcnn_class_conv1", "mrcnn_class_conv2",
                                     "mrcnn_class_logits", "mrcnn_bbox_fc"], config.POOL_SIZE),
@@ -198,10 +196,20 @@ def scale_class_logits(model, image, threshold, count):
     return scale
 
 
-def mrcnn_worker(args):
-    import contextlib
-    import io
+def mask_head_rows(model, image, batch):
+    """ROIs the mask head runs on in one call: detect() of ``image``, or the training step
+    of ``batch`` (the rows of the mrcnn_mask output; see layers.ActiveRows)."""
+    import keras
 
+    layer = model.keras_model.get_layer("mrcnn_mask")
+    if batch is None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return model.run_graph([image], [("mask", layer.output)])["mask"].shape[1]
+    probe = keras.Model(model.keras_model.inputs, layer.output)
+    return probe.predict_on_batch(batch).shape[1]
+
+
+def mrcnn_worker(args):
     import keras
 
     from mrcnn.data import DataGenerator
@@ -221,6 +229,7 @@ def mrcnn_worker(args):
     build_seconds = time.perf_counter() - start
     extra = {}
 
+    batch = None
     if mode == "inference":
         if spec.get("handful"):
             with contextlib.redirect_stdout(io.StringIO()):
@@ -249,7 +258,7 @@ def mrcnn_worker(args):
 
     first = step()
     side_by_side.answer(ready=True, build_s=build_seconds, first=first,
-                        macs=mrcnn_macs(model, spec),
+                        macs=mrcnn_macs(model, spec, mask_head_rows(model, image, batch)),
                         versions={"tensorflow": tf.__version__, "keras": keras.__version__},
                         **extra)
     side_by_side.serve(step)
