@@ -103,6 +103,7 @@ class MaskRCNN:
         self.model_dir = model_dir
         threads.configure_tensorflow(config.CPU_THREADS, config.CPU_INTER_OP_THREADS)
         self._anchor_cache = {}
+        self._compiled_for = None  # the trained layers the compiled training step updates
         self.set_log_dir()
         self.strategy = distribute.make_strategy(config, strategy)
         self.distributed = self.strategy is not tf.distribute.get_strategy()
@@ -398,6 +399,19 @@ class MaskRCNN:
             # make TensorFlow trace the whole step a second time.
             optimizer.build(self.keras_model.trainable_variables)
 
+    def _restart_optimizer(self, learning_rate):
+        """A fresh optimizer state at ``learning_rate`` without a new training step.
+
+        What compile() does (momentum 0, iteration 0), keeping the traced training step:
+        a train() stage that trains the same layers as the one before it does not pay for
+        tracing and optimising the graph again.
+        """
+        optimizer = self.keras_model.optimizer
+        for variable in optimizer.momentums:
+            variable.assign(tf.zeros_like(variable))
+        optimizer.iterations.assign(0)
+        optimizer.learning_rate.assign(learning_rate)
+
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
               custom_callbacks=None, no_augmentation_sources=None, verbose=1, seed=None):
         """Train the model.
@@ -415,10 +429,15 @@ class MaskRCNN:
                 ``(image, masks) -> (image, masks)`` (see mrcnn.data).
             custom_callbacks: extra keras callbacks (run on every worker).
             no_augmentation_sources: dataset sources never augmented.
-            verbose: Keras fit verbosity (1 shows the progress bar with all five losses).
+            verbose: Keras fit verbosity (1 shows the progress bar with all five losses,
+                and each epoch's training rate beside the data pipeline's).
             seed: seed of the data stream (image order, anchor and ROI
                 sampling); None draws one (the chief's, on every worker of
                 a cluster).
+
+        Each stage starts a fresh optimizer (momentum 0). A stage that trains the same
+        layers as the stage before it keeps the traced training step: only a change of
+        layers pays for tracing and optimising the graph again.
 
         Under a tf.distribute strategy (``self.distributed``) each step
         trains on IMAGES_PER_GPU images per replica, STEPS_PER_EPOCH global
@@ -460,8 +479,12 @@ class MaskRCNN:
         if self.distributed:
             print(distribute.describe(self.strategy, self.config))
         print(f"Checkpoint Path: {self.checkpoint_path}")
-        self.set_trainable(layer_regex, verbose=verbose)
-        self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        trained = tuple(self.set_trainable(layer_regex, verbose=verbose))
+        if trained == self._compiled_for:
+            self._restart_optimizer(learning_rate)
+        else:
+            self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+            self._compiled_for = trained
 
         # A new run: its folder, maybe model_dir; only the chief writes files.
         created = files.missing_folders(self.log_dir) if chief else []

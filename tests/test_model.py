@@ -427,3 +427,23 @@ def test_mask_head_runs_on_the_detections_only_with_the_same_masks(tiny_config, 
     assert len(got["scores"]) == count
     for key in ("rois", "class_ids", "scores", "masks"):
         np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_a_stage_with_the_same_layers_keeps_the_traced_step(synthetic_dataset, tmp_path):
+    class Short(TinyConfig):
+        STEPS_PER_EPOCH = 2
+
+    model = modellib.MaskRCNN("training", Short(), str(tmp_path))
+    traces = []  # compute_loss runs in Python only while TensorFlow traces the step
+    compute_loss = model.keras_model.compute_loss
+    model.keras_model.compute_loss = lambda *args, **kwargs: (traces.append(1),
+                                                              compute_loss(*args, **kwargs))[1]
+    model.train(synthetic_dataset, None, learning_rate=0.01, epochs=1, layers="heads", verbose=0)
+    optimizer = model.keras_model.optimizer
+    assert len(traces) == 1
+    model.train(synthetic_dataset, None, learning_rate=0.002, epochs=2, layers="heads", verbose=0)
+    assert len(traces) == 1 and model.keras_model.optimizer is optimizer
+    assert float(optimizer.learning_rate) == pytest.approx(0.002)
+    assert int(optimizer.iterations) == 2  # restarted with the stage
+    model.train(synthetic_dataset, None, learning_rate=0.002, epochs=3, layers="all", verbose=0)
+    assert len(traces) == 2 and model.epoch == 3
