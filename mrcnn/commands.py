@@ -90,7 +90,7 @@ def load_weights(model, weights_path):
 
 def add_model_options(parser, weights_default, weights_help, logs_dir, option="--weights"):
     """--weights (or another name for it, e.g. the COCO sample's --model), --logs,
-    --backbone, --image-size and --debug."""
+    --backbone, --image-size, --threads and --debug."""
     parser.add_argument(option, dest="weights", default=weights_default, metavar="WEIGHTS",
                         help=weights_help)
     parser.add_argument("--logs", default=logs_dir, metavar="DIR",
@@ -103,11 +103,22 @@ def add_model_options(parser, weights_default, weights_help, logs_dir, option="-
                              f"{cli.MAX_IMAGE_SIZE} (default: the checkpoint's, else the "
                              "configuration's, or 128 for the synthetic demo; smaller is faster "
                              "on CPU)")
+    parser.add_argument("--threads", type=cli.positive_int, metavar="N",
+                        help="CPU threads of one TensorFlow operation (default: every core "
+                             "this process may use; see mrcnn.threads)")
     cli.add_debug_option(parser)
 
 
+def machine_settings(args):
+    """Config.CPU_THREADS and DATA_WORKERS given by --threads and --workers: settings of this
+    machine, not of the run (runs.save_run_settings leaves them out)."""
+    options = {"CPU_THREADS": "threads", "DATA_WORKERS": "workers"}
+    return {name: getattr(args, option) for name, option in options.items()
+            if getattr(args, option, None)}
+
+
 def add_training_options(parser, default_epochs, steps_per_epoch):
-    """--epochs and --steps-per-epoch, with their defaults as text, and --strategy."""
+    """--epochs and --steps-per-epoch, with their defaults as text, --strategy and --workers."""
     parser.add_argument("--epochs", type=cli.positive_int, metavar="N",
                         help=f"train up to epoch N (default: {default_epochs})")
     parser.add_argument("--steps-per-epoch", type=cli.positive_int, metavar="N",
@@ -116,6 +127,9 @@ def add_training_options(parser, default_epochs, steps_per_epoch):
                         help="tf.distribute strategy: mirrored trains on every GPU of this "
                              "machine; multiworker on the machines TF_CONFIG lists (run the "
                              "command on each); default: one device")
+    parser.add_argument("--workers", type=cli.positive_int, metavar="N",
+                        help="threads that build training batches ahead of the step "
+                             "(default: 1 on up to 4 cores, more above; see mrcnn.threads)")
 
 
 def check_dataset_folder(dataset_dir):
@@ -260,7 +274,7 @@ class SampleCommands:
         if args.strategy == "mirrored":
             settings["GPU_COUNT"] = max(1, len(cli.import_tensorflow_quietly().config
                                                .list_physical_devices("GPU")))
-        config = self.make_config(settings, len(class_names))
+        config = self.make_config(dict(settings, **machine_settings(args)), len(class_names))
         config.display()
         model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs,
                                   strategy=args.strategy)
@@ -276,7 +290,8 @@ class SampleCommands:
         The classes and settings are the checkpoint's when it has run
         settings; otherwise ``class_names`` (default: ``[DEFAULT_CLASS]``) and
         the configuration's. ``settings`` (e.g. a lower
-        DETECTION_MIN_CONFIDENCE for evaluation) and the options apply last;
+        DETECTION_MIN_CONFIDENCE for evaluation) and the options (--threads
+        included) apply last;
         settings that cannot work fail now, before any model is built.
         """
         from mrcnn import runs
@@ -288,6 +303,7 @@ class SampleCommands:
             list(class_names or [self.dataset_class.DEFAULT_CLASS]))
         values.update(settings or {})
         values.update(option_settings(args, self.config_class))
+        values.update(machine_settings(args))
         self.make_config(values, len(class_names), inference=True)
         return values, class_names, weights_path
 

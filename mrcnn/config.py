@@ -33,6 +33,8 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox
               "mrcnn_mask_loss")
 # Attributes computed from the others in __init__.
 DERIVED_ATTRIBUTES = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+# Settings of the machine a run happens on, not of the run: not saved with it.
+MACHINE_SETTINGS = ("CPU_THREADS", "CPU_INTER_OP_THREADS", "DATA_WORKERS")
 
 
 class ConfigError(InputError):
@@ -245,7 +247,7 @@ class Config:
             raise ConfigError(
                 f"MASK_SHAPE {list(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
                 f"({self.MASK_POOL_SIZE}) in each dimension: the mask head upsamples once by 2.")
-        for name in ("CPU_THREADS", "CPU_INTER_OP_THREADS", "DATA_WORKERS"):
+        for name in MACHINE_SETTINGS:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ConfigError(f"{name} is {value!r}: give a number of threads >= 1, "

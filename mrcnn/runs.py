@@ -26,7 +26,7 @@ import re
 import h5py
 
 from mrcnn import files, weights
-from mrcnn.config import Config, ConfigError
+from mrcnn.config import MACHINE_SETTINGS, Config, ConfigError
 
 LOG_DIR_TIME_FORMAT = "%Y%m%dT%H%M"
 SETTINGS_FILE = "run_settings.json"
@@ -167,11 +167,14 @@ def save_run_settings(log_dir, config, class_names):
         log_dir: the run folder.
         config: the training ``Config``. Callable settings (a custom
             BACKBONE) cannot be saved: they are written as null and the
-            rebuilding script must supply them.
+            rebuilding script must supply them. The thread counts
+            (``config.MACHINE_SETTINGS``) belong to the machine, not the
+            run: they are not saved.
         class_names: the object classes without the background, e.g.
             ``dataset.class_names[1:]``.
     """
-    values = {key: (None if callable(value) else value) for key, value in config.to_dict().items()}
+    values = {key: (None if callable(value) else value) for key, value in config.to_dict().items()
+              if key not in MACHINE_SETTINGS}
     data = {"version": SETTINGS_VERSION, "config": values, "class_names": list(class_names)}
     return files.write_json(os.path.join(log_dir, SETTINGS_FILE), data)
 

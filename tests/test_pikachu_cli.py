@@ -8,6 +8,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from mrcnn import coco, commands, runs, synthetic, utils, via
+from mrcnn.config import MACHINE_SETTINGS
 
 from conftest import ROBOFLOW_FILE, square_region, write_coco_dataset
 
@@ -85,6 +87,19 @@ def test_backbone_follows_the_starting_weights():
     assert settings("--weights", "imagenet", "--backbone", "resnet101")["BACKBONE"] == "resnet101"
 
 
+def test_thread_options_set_the_config_but_are_not_settings_of_the_run(tmp_path):
+    args = pikachu.COMMANDS.build_parser().parse_args(
+        ["train", "--threads", "1", "--workers", "3", "--logs", str(tmp_path)])
+    assert commands.machine_settings(args) == {"CPU_THREADS": 1, "DATA_WORKERS": 3}
+    assert "CPU_THREADS" not in commands.option_settings(args, pikachu.PikachuConfig)
+    defaults = pikachu.COMMANDS.build_parser().parse_args(["detect"])
+    assert commands.machine_settings(defaults) == {}
+    settings, _, _ = pikachu.COMMANDS.inference_settings(
+        pikachu.COMMANDS.build_parser().parse_args(["detect", "--threads", "2", "--weights",
+                                                    "none"]))
+    assert settings["CPU_THREADS"] == 2 and "DATA_WORKERS" not in settings
+
+
 def test_checkpoints_of_mrcnn_3_0_keep_their_settings(tmp_path):
     run = tmp_path / "pikachu20260101T0000"
     run.mkdir()
@@ -104,11 +119,12 @@ def test_checkpoints_of_mrcnn_3_0_keep_their_settings(tmp_path):
 
 @pytest.mark.parametrize("command, options", [
     ("train", ["--dataset", "--weights", "--logs", "--epochs", "--steps-per-epoch", "--layers",
-               "--backbone", "--image-size", "--augment", "--class-attribute", "--strategy"]),
-    ("splash", ["--image", "--video", "--weights", "--output"]),
-    ("detect", ["--image", "--weights", "--output"]),
-    ("evaluate", ["--dataset", "--subset", "--weights"]),
-    ("export", ["--weights", "--output", "--format"]),
+               "--backbone", "--image-size", "--augment", "--class-attribute", "--strategy",
+               "--threads", "--workers"]),
+    ("splash", ["--image", "--video", "--weights", "--output", "--threads"]),
+    ("detect", ["--image", "--weights", "--output", "--threads"]),
+    ("evaluate", ["--dataset", "--subset", "--weights", "--threads"]),
+    ("export", ["--weights", "--output", "--format", "--threads"]),
     ("check", ["--dataset", "--class-attribute"]),
 ])
 def test_each_command_documents_its_options(command, options):
@@ -208,7 +224,8 @@ def trained(tmp_path_factory, coco_dataset):
     root = tmp_path_factory.mktemp("run")
     env = dict(os.environ, MRCNN_CACHE=str(root / "cache"))
     logs = root / "logs"
-    processes = {"synthetic": subprocess.Popen(cli_command("train", "--logs", str(logs), *QUICK_RUN),
+    processes = {"synthetic": subprocess.Popen(cli_command("train", "--logs", str(logs), *QUICK_RUN,
+                                                       "--threads", "2", "--workers", "2"),
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, env=env, cwd=REPO),
                  "coco": subprocess.Popen(
@@ -237,10 +254,14 @@ def test_train_writes_a_checkpoint_and_its_settings(trained):
     assert f"train: {split['train']} images" in output and f"val: {split['val']} images" in output
     [checkpoint] = glob.glob(str(trained["logs"] / "pikachu*" / "mask_rcnn_pikachu_0001.h5"))
     assert f"Last checkpoint: {checkpoint}" in output
+    assert re.search(r"images/s trained; the data pipeline builds [0-9.]+ images/s \(2 workers\)",
+                     output)
+    assert re.search(r"^CPU_THREADS +2$", output, re.M)
     with open(os.path.join(os.path.dirname(checkpoint), runs.SETTINGS_FILE)) as f:
         settings = json.load(f)
     assert settings["class_names"] == ["pikachu"]
     config = settings["config"]
+    assert not set(MACHINE_SETTINGS) & set(config)  # the machine's, not the run's
     assert (config["NAME"], config["NUM_CLASSES"], config["BACKBONE"]) == ("pikachu", 2, "resnet50")
     assert (config["IMAGE_MAX_DIM"], config["STEPS_PER_EPOCH"]) == (128, 2)
     assert config["FPN_CLASSIF_FC_LAYERS_SIZE"] == synthetic.DEMO_SETTINGS["FPN_CLASSIF_FC_LAYERS_SIZE"]
