@@ -156,6 +156,6 @@ class ThroughputReport(keras.callbacks.Callback):
                              "trained_images_per_s": trained,
                              "pipeline_images_per_s": capacity})
         workers = f"{self.meter.workers} worker{'s' if self.meter.workers > 1 else ''}"
-        print(f"Epoch {epoch + 1}: {self._steps} steps in {seconds:.1f} s: {trained:.1f} "
+        print(f"\nEpoch {epoch + 1}: {self._steps} steps in {seconds:.1f} s: {trained:.1f} "
               f"images/s trained; the data pipeline builds {capacity:.1f} images/s "
               f"({workers})")
