@@ -162,28 +162,26 @@ def mrcnn_macs(model, spec, mask_rois):
     return macs
 
 
-class SceneDataset:
-    """A utils.Dataset of one scene file (made lazily: mrcnn is imported in the worker)."""
+def scenes_dataset(path, classes):
+    """A prepared utils.Dataset of the scenes of a side_by_side.save_scenes file."""
+    from mrcnn import utils
 
-    @staticmethod
-    def make(path, classes):
-        from mrcnn import utils
+    scenes = side_by_side.load_scenes(path)
 
-        image, masks, class_ids = side_by_side.load_scene(path)
+    class Scenes(utils.Dataset):
+        def load_image(self, image_id):
+            return scenes[image_id][0]
 
-        class OneScene(utils.Dataset):
-            def load_image(self, image_id):
-                return image
+        def load_mask(self, image_id):
+            return scenes[image_id][1], scenes[image_id][2]
 
-            def load_mask(self, image_id):
-                return masks, class_ids
-
-        dataset = OneScene()
-        for class_id in range(1, classes):
-            dataset.add_class("bench", class_id, f"class_{class_id}")
-        dataset.add_image("bench", image_id=0, path=path)
-        dataset.prepare()
-        return dataset
+    dataset = Scenes()
+    for class_id in range(1, classes):
+        dataset.add_class("bench", class_id, f"class_{class_id}")
+    for image_id in range(len(scenes)):
+        dataset.add_image("bench", image_id=image_id, path=f"{path}#{image_id}")
+    dataset.prepare()
+    return dataset
 
 
 def scale_class_logits(model, image, threshold, count):
@@ -220,7 +218,7 @@ def mrcnn_worker(args):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     spec = side_by_side.case_spec(args.case)
     config = mrcnn_config(spec)
-    image, _, _ = side_by_side.load_scene(args.scene)
+    image = side_by_side.load_scenes(args.scene)[0][0]
     keras.utils.set_random_seed(0)
     mode = "inference" if spec["mode"] == "detect" else "training"
     logs = tempfile.mkdtemp(prefix="mrcnn_compare_")
@@ -241,7 +239,7 @@ def mrcnn_worker(args):
             result = model.detect([image])[0]
             return {"seconds": time.perf_counter() - start, "detections": len(result["scores"])}
     else:
-        dataset = SceneDataset.make(args.scene, spec["classes"])
+        dataset = scenes_dataset(args.scene, spec["classes"])
         generator = DataGenerator(dataset, config, shuffle=False, steps=1)
         start = time.perf_counter()
         batch = list(generator[0][0])
@@ -308,17 +306,21 @@ def resolve_torch_python(option):
     return python
 
 
-def write_scene(folder, size):
-    """One synthetic scene of ``size`` pixels (image, masks, class ids) in an .npz file."""
+def write_scenes(path, count, size, seed):
+    """``count`` synthetic scenes of ``size`` pixels (mrcnn.synthetic, ``seed``) in a scenes file."""
     from mrcnn.synthetic import SyntheticDataset
 
     dataset = SyntheticDataset()
-    dataset.load_synthetic(1, size, size, seed=0)
+    dataset.load_synthetic(count, size, size, seed=seed)
     dataset.prepare()
-    masks, class_ids = dataset.load_mask(0)
-    path = os.path.join(folder, f"scene_{size}.npz")
-    np.savez(path, image=dataset.load_image(0), masks=masks, class_ids=class_ids)
+    side_by_side.save_scenes(path, [(dataset.load_image(i), *dataset.load_mask(i))
+                                    for i in dataset.image_ids])
     return path
+
+
+def write_scene(folder, size):
+    """One synthetic scene of ``size`` pixels (seed 0) in ``folder``; its path."""
+    return write_scenes(os.path.join(folder, f"scene_{size}.npz"), 1, size, seed=0)
 
 
 def machine():

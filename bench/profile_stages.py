@@ -128,7 +128,7 @@ def stage_seconds(op_seconds, keras_model):
 def profile_detect(spec, scene, log_dir):
     config = compare_torchvision.mrcnn_config(spec)
     model = MaskRCNN("inference", config, log_dir)
-    image, _, _ = side_by_side.load_scene(scene)
+    image = side_by_side.load_scenes(scene)[0][0]
     model.detect([image])  # trace and warm up
     timings = {}
 
@@ -157,7 +157,7 @@ def profile_detect(spec, scene, log_dir):
 def profile_train(spec, scene, log_dir):
     config = compare_torchvision.mrcnn_config(spec)
     model = MaskRCNN("training", config, log_dir)
-    dataset = compare_torchvision.SceneDataset.make(scene, spec["classes"])
+    dataset = compare_torchvision.scenes_dataset(scene, spec["classes"])
     generator = DataGenerator(dataset, config, shuffle=False, steps=1)
     model.set_trainable(LAYER_REGEX[spec["layers"]], verbose=0)
     model.compile(spec["learning_rate"], config.LEARNING_MOMENTUM)

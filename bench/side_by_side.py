@@ -143,7 +143,46 @@ def serve(step):
             raise ValueError(f"Unknown worker command {command!r}.")
 
 
-def load_scene(path):
-    """(image uint8 [H, W, 3], masks bool [H, W, N], class_ids int32 [N]) from a scene file."""
+def save_scenes(path, scenes):
+    """Write scenes to an .npz file both environments read.
+
+    Args:
+        scenes: list of (image uint8 [H, W, 3], masks bool [H, W, N], class_ids int [N]),
+            all of one image size.
+    """
+    np.savez(path, images=np.stack([image for image, _, _ in scenes]),
+             masks=np.concatenate([np.moveaxis(masks, -1, 0) for _, masks, _ in scenes]),
+             class_ids=np.concatenate([class_ids for _, _, class_ids in scenes]).astype(np.int32),
+             counts=np.array([len(class_ids) for _, _, class_ids in scenes]))
+
+
+def load_scenes(path):
+    """The scenes of a save_scenes file: [(image, masks [H, W, N] bool, class_ids [N])]."""
     with np.load(path) as data:
-        return data["image"], data["masks"], data["class_ids"]
+        images, masks, class_ids, counts = (data[k] for k in ("images", "masks", "class_ids",
+                                                               "counts"))
+    ends = np.cumsum(counts)
+    return [(image, np.moveaxis(masks[end - count:end], 0, -1), class_ids[end - count:end])
+            for image, end, count in zip(images, ends, counts)]
+
+
+def save_detections(path, detections):
+    """Write per-image detections (dicts of rois, class_ids, scores, masks [H, W, N]) to .npz."""
+    np.savez(path, counts=np.array([len(d["scores"]) for d in detections]),
+             rois=np.concatenate([np.reshape(d["rois"], (-1, 4)) for d in detections]),
+             class_ids=np.concatenate([d["class_ids"] for d in detections]),
+             scores=np.concatenate([d["scores"] for d in detections]),
+             masks=np.concatenate([np.moveaxis(d["masks"], -1, 0) for d in detections]))
+
+
+def load_detections(path):
+    """The detections of a save_detections file, as detect() returns them."""
+    with np.load(path) as data:
+        counts, rois, class_ids, scores, masks = (data[k] for k in (
+            "counts", "rois", "class_ids", "scores", "masks"))
+    ends = np.cumsum(counts)
+    return [{"rois": rois[end - n:end].astype(np.int32),
+             "class_ids": class_ids[end - n:end].astype(np.int32),
+             "scores": scores[end - n:end].astype(np.float32),
+             "masks": np.moveaxis(masks[end - n:end], 0, -1).astype(bool)}
+            for end, n in zip(ends, counts)]

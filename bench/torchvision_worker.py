@@ -12,11 +12,13 @@ or ``MRCNN_TORCH_PYTHON``) as::
 
 It builds torchvision's Mask R-CNN with the case's sizes (see side_by_side.CASES), Glorot-uniform
 random weights and zero biases (Keras' default initialisation, which mrcnn's side uses too),
-and then serves the side_by_side protocol. Only the standard library, numpy, torch and
-torchvision are imported here.
+and then serves the side_by_side protocol. With ``--learn`` it trains torchvision's model
+from scratch for bench/learning_vs_torchvision.py instead. Only the standard library, numpy,
+torch and torchvision are imported here.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,6 +35,23 @@ import side_by_side  # noqa: E402
 # torchvision's module names -> the benchmark's stages.
 STAGE_PREFIXES = (("backbone.body", "backbone"), ("backbone.fpn", "fpn"), ("rpn", "rpn"),
                   ("roi_heads.box", "box_head"), ("roi_heads.mask", "mask_head"))
+
+
+def as_tensor(image):
+    """uint8 [H, W, 3] -> float [3, H, W] in [0, 1], as torchvision's models take images."""
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+
+
+def target_of(masks, class_ids):
+    """torchvision's training target of one image: boxes (x1, y1, x2, y2), labels, masks."""
+    boxes = []
+    for i in range(masks.shape[2]):
+        ys, xs = np.nonzero(masks[:, :, i])
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.from_numpy(class_ids.astype(np.int64)),
+            "masks": torch.from_numpy(np.ascontiguousarray(masks.transpose(2, 0, 1))).to(
+                torch.uint8)}
 
 
 def build_model(spec):
@@ -116,16 +135,100 @@ def scale_class_logits(model, image, threshold, count):
     return scale
 
 
+def build_learner(settings):
+    """torchvision's Mask R-CNN as it trains from scratch (its own initialisation and
+    trainable BatchNorm), with the sizes of ``settings`` (see bench/learning_vs_torchvision)."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    levels = len(settings["anchor_scales"])
+    anchors = AnchorGenerator(sizes=tuple((scale,) for scale in settings["anchor_scales"]),
+                              aspect_ratios=(tuple(settings["anchor_ratios"]),) * levels)
+    fc = settings["fc_layers_size"]
+    return maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=settings["classes"],
+        trainable_backbone_layers=5, rpn_anchor_generator=anchors,
+        min_size=settings["size"], max_size=settings["size"],
+        rpn_pre_nms_top_n_train=settings["pre_nms"], rpn_pre_nms_top_n_test=settings["pre_nms"],
+        rpn_post_nms_top_n_train=settings["proposals_training"],
+        rpn_post_nms_top_n_test=settings["proposals_inference"],
+        rpn_batch_size_per_image=settings["rpn_train_anchors"],
+        box_batch_size_per_image=settings["train_rois"],
+        box_positive_fraction=settings["positive_ratio"],
+        box_head=TwoMLPHead(256 * 7 * 7, fc), box_predictor=FastRCNNPredictor(fc, settings["classes"]),
+        box_score_thresh=settings["min_confidence"],
+        box_detections_per_img=settings["max_detections"])
+
+
+def learn(args):
+    """Train from scratch for ``--minutes`` of wall clock, then detect the held-out scenes.
+
+    Answers one JSON line (steps, seconds, mean loss of the first and last 20 steps) and
+    writes the detections with side_by_side.save_detections.
+    """
+    with open(args.learn, encoding="utf-8") as f:
+        settings = json.load(f)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(settings["seed"])
+    examples = [(as_tensor(image), target_of(masks, class_ids))
+                for image, masks, class_ids in side_by_side.load_scenes(settings["train_scenes"])
+                if len(class_ids)]
+    model = build_learner(settings)
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    rate = settings["learning_rate"]
+    optimizer = torch.optim.SGD(parameters, lr=rate, momentum=settings["momentum"],
+                                weight_decay=settings["weight_decay"])
+    rng = np.random.default_rng(settings["seed"])
+    order, losses = [], []
+    start = time.perf_counter()
+    while time.perf_counter() - start < settings["minutes"] * 60:
+        if len(order) < settings["batch"]:
+            order.extend(rng.permutation(len(examples)))
+        batch = [examples[order.pop()] for _ in range(settings["batch"])]
+        for group in optimizer.param_groups:  # torchvision's reference recipe: linear warm-up
+            group["lr"] = rate * min(1.0, (len(losses) + 1) / settings["warmup_steps"])
+        loss = sum(model([image for image, _ in batch], [target for _, target in batch]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if not np.isfinite(losses[-1]):
+            break
+    seconds = time.perf_counter() - start
+    model.eval()
+    detections = []
+    with torch.inference_mode():
+        for image, _, _ in side_by_side.load_scenes(settings["heldout_scenes"]):
+            output = model([as_tensor(image)])[0]
+            x1, y1, x2, y2 = output["boxes"].round().int().numpy().T
+            detections.append({"rois": np.stack([y1, x1, y2, x2], axis=1),
+                               "class_ids": output["labels"].numpy(),
+                               "scores": output["scores"].numpy(),
+                               "masks": (output["masks"][:, 0] > 0.5).numpy().transpose(1, 2, 0)})
+    side_by_side.save_detections(args.detections, detections)
+    side_by_side.answer(steps=len(losses), seconds=seconds, first_loss=float(np.mean(losses[:20])),
+                        last_loss=float(np.mean(losses[-20:])), peak_rss_mib=side_by_side.peak_rss_mib(),
+                        versions={"torch": torch.__version__,
+                                  "torchvision": __import__("torchvision").__version__})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", required=True, choices=sorted(side_by_side.CASES))
-    parser.add_argument("--scene", required=True, help="scene file written by the parent")
+    parser.add_argument("--case", choices=sorted(side_by_side.CASES))
+    parser.add_argument("--scene", help="scene file written by the parent")
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--learn", metavar="SETTINGS_JSON",
+                        help="train from scratch with these settings (learning benchmark)")
+    parser.add_argument("--detections", help="where --learn writes the held-out detections")
     args = parser.parse_args()
+    if args.learn:
+        return learn(args)
 
     torch.set_num_threads(args.threads)
     spec = side_by_side.case_spec(args.case)
-    image, masks, class_ids = side_by_side.load_scene(args.scene)
+    image, masks, class_ids = side_by_side.load_scenes(args.scene)[0]
     start = time.perf_counter()
     model = build_model(spec)
     build_seconds = time.perf_counter() - start
@@ -133,29 +236,21 @@ def main():
 
     if spec["mode"] == "detect":
         model.eval()
-        as_tensor = lambda: torch.from_numpy(image).permute(2, 0, 1).float().div_(255)  # noqa: E731
         if spec.get("handful"):
-            extra["logit_scale"] = scale_class_logits(model, as_tensor(), spec["min_confidence"],
-                                                      spec["handful"])
+            extra["logit_scale"] = scale_class_logits(model, as_tensor(image),
+                                                      spec["min_confidence"], spec["handful"])
 
         def step():
             with torch.inference_mode():
                 start = time.perf_counter()
-                output = model([as_tensor()])[0]
+                output = model([as_tensor(image)])[0]
                 output["masks"] = output["masks"][:, 0] > 0.5
                 seconds = time.perf_counter() - start
             return {"seconds": seconds, "detections": int(len(output["boxes"]))}
     else:
         model.train()
-        boxes = []
-        for i in range(masks.shape[2]):
-            ys, xs = np.nonzero(masks[:, :, i])
-            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        targets = [{"boxes": torch.tensor(boxes, dtype=torch.float32),
-                    "labels": torch.from_numpy(class_ids.astype(np.int64)),
-                    "masks": torch.from_numpy(np.ascontiguousarray(
-                        masks.transpose(2, 0, 1))).to(torch.uint8)}]
-        images = [torch.from_numpy(image).permute(2, 0, 1).float().div_(255)]
+        targets = [target_of(masks, class_ids)]
+        images = [as_tensor(image)]
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(parameters, lr=spec["learning_rate"], momentum=0.9,
                                     weight_decay=1e-4)
