@@ -1,0 +1,120 @@
+"""Does resident memory stay flat over long runs of detect() and of training?
+
+Goal (issue 12): 500 detect() calls and a 1,000-step training run grow the resident memory
+(RSS) by less than 5% after the first calls. The run uses the synthetic demo's settings
+(``pikachu.QUICK_SETTINGS``: ResNet50, 128x128, batch 2) on synthetic scenes, samples the
+RSS as it goes, and compares the end with the RSS after the warm-up (the first 50 calls,
+the first 100 steps), when every function is traced and every buffer allocated once.
+
+Usage::
+
+    python bench/memory.py                       # 500 calls, 1,000 steps (about 10 minutes)
+    python bench/memory.py --detect-calls 100 --train-steps 200
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
+
+import keras  # noqa: E402
+
+import pikachu  # noqa: E402
+from mrcnn.model import MaskRCNN  # noqa: E402
+from mrcnn.synthetic import SyntheticDataset  # noqa: E402
+
+GOAL_GROWTH = 0.05
+PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def rss_mib():
+    """Resident memory of this process now, MiB."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * PAGE_MIB
+
+
+class RssSampler(keras.callbacks.Callback):
+    """RSS after every ``every`` training steps: a list of (step, MiB)."""
+
+    def __init__(self, every):
+        super().__init__()
+        self.every = every
+        self.samples = []
+        self._step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every == 0:
+            self.samples.append((self._step, rss_mib()))
+
+
+def growth(samples, warm_up):
+    """(RSS after the warm-up, RSS at the end, relative growth) of [(count, MiB)] samples."""
+    start = next(mib for count, mib in samples if count >= warm_up)
+    end = samples[-1][1]
+    return start, end, (end - start) / start
+
+
+def measure_detect(calls, logs, images):
+    model = MaskRCNN("inference", pikachu.make_config(pikachu.QUICK_SETTINGS, 1, inference=True),
+                     logs)
+    samples = []
+    start = time.perf_counter()
+    for call in range(1, calls + 1):
+        model.detect([images[call % len(images)]])
+        if call % 10 == 0:
+            samples.append((call, rss_mib()))
+    return samples, (time.perf_counter() - start) / calls
+
+
+def measure_training(steps, logs, dataset):
+    per_epoch = 100
+    config = pikachu.make_config(dict(pikachu.QUICK_SETTINGS, STEPS_PER_EPOCH=per_epoch), 1)
+    model = MaskRCNN("training", config, logs)
+    sampler = RssSampler(every=20)
+    start = time.perf_counter()
+    model.train(dataset, None, learning_rate=config.LEARNING_RATE,
+                epochs=max(1, steps // per_epoch), layers="all", custom_callbacks=[sampler],
+                verbose=0)
+    return sampler.samples, (time.perf_counter() - start) / sampler._step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--detect-calls", type=int, default=500)
+    parser.add_argument("--train-steps", type=int, default=1000,
+                        help="training steps, a multiple of 100 (default 1000)")
+    args = parser.parse_args()
+
+    dataset = SyntheticDataset()
+    dataset.load_synthetic(200, 128, 128, seed=1)
+    dataset.prepare()
+    images = [dataset.load_image(i) for i in range(20)]
+    logs = tempfile.mkdtemp(prefix="mrcnn_memory_")
+
+    rows = []
+    if args.detect_calls:
+        samples, seconds = measure_detect(args.detect_calls, logs, images)
+        rows.append((f"{args.detect_calls} detect() calls ({seconds:.3f} s each)", 50, samples))
+    if args.train_steps:
+        samples, seconds = measure_training(args.train_steps, logs, dataset)
+        rows.append((f"{samples[-1][0]} training steps ({seconds:.3f} s each)", 100, samples))
+
+    print(f"\nresident memory, MiB (goal: growth < {GOAL_GROWTH:.0%} after the warm-up)")
+    print("| run | after warm-up | end | growth | samples |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for title, warm_up, samples in rows:
+        start, end, change = growth(samples, warm_up)
+        trace = " ".join(f"{mib:.0f}" for _, mib in samples[::max(1, len(samples) // 10)])
+        print(f"| {title} | {start:.0f} (after {warm_up}) | {end:.0f} | {change:+.1%} "
+              f"| {trace} |")
+
+
+if __name__ == "__main__":
+    main()
