@@ -149,18 +149,21 @@ class DecaySGD(keras.optimizers.SGD):
     def apply(self, grads, trainable_variables=None):
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        grads = [self._with_decay(g, v, replicas) if g is not None and decays(v) else g
+        grads = [self._with_decay(g, v, replicas) if decays(v) else g
                  for g, v in zip(grads, variables)]
         if self.clip_norm:
             grads = self._clipped(grads, replicas)
         return super().apply(grads, trainable_variables)
 
     def _with_decay(self, gradient, variable, replicas):
-        """``gradient`` plus the decay's gradient, one ``replicas``-th of it on each replica."""
+        """``gradient`` (None: the loss does not depend on ``variable``) plus the decay's
+        gradient, one ``replicas``-th of it on each replica."""
+        scale = 2 * self.l2_weight_decay / (int(np.prod(variable.shape)) * replicas)
+        if gradient is None:
+            return tf.convert_to_tensor(variable) * scale
         gradient = tf.convert_to_tensor(gradient)
         with tf.control_dependencies([gradient]):  # computed once the gradient exists
-            decay = tf.identity(variable) * (
-                2 * self.l2_weight_decay / (int(np.prod(variable.shape)) * replicas))
+            decay = tf.identity(variable) * scale
         return gradient + decay
 
     def _clipped(self, grads, replicas):

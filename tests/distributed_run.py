@@ -100,6 +100,9 @@ def largest_difference(weights_a, weights_b):
 
 
 def run_mirrored(output_dir):
+    # Both runs sum the same numbers: in the same order only with deterministic kernels
+    # (TensorFlow's parallel reductions otherwise split their work by the free cores).
+    tf.config.experimental.enable_op_determinism()
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
@@ -137,9 +140,9 @@ def run_mirrored(output_dir):
             loss = model.compute_loss(y_pred=outputs)
             # The loss carries the weight decay's value only; the optimizer adds its
             # gradient (training.DecaySGD): differentiate it here.
-            decay = model.weight_decay()
+            differentiated = loss + model.weight_decay()
         parts = [tf.reduce_mean(part) for part in outputs[-len(LOSS_NAMES):]]
-        return loss, parts, tape.gradient(loss + decay, variables)
+        return loss, parts, tape.gradient(differentiated, variables)
 
     reference_losses = []
     clipped = 0

@@ -119,3 +119,11 @@ def test_only_batch_norm_gamma_and_beta_escape_the_decay():
     dense.build((None, 3))
     assert [training.decays(w) for w in bn.weights] == [False, False, True, True]
     assert all(training.decays(w) for w in dense.weights)
+
+
+def test_decay_sgd_decays_a_weight_the_loss_does_not_use():
+    weight = keras.Variable(np.array([[1.0, -2.0], [3.0, 0.5]], np.float32), name="kernel")
+    optimizer = training.DecaySGD(0.1, learning_rate=0.5, momentum=0.9)
+    optimizer.apply([None], [weight])
+    # The gradient of 0.1 * sum(w²) / 4 is 0.05 * w: one step of 0.5 scales w by 0.975.
+    np.testing.assert_allclose(weight.numpy(), [[0.975, -1.95], [2.925, 0.4875]], rtol=1e-6)
