@@ -2,8 +2,8 @@
 
 Both models train from random weights on the same synthetic scenes (mrcnn.synthetic) at the
 same image size with the same backbone (ResNet50-FPN) and the sizes of the synthetic demo
-(``pikachu.QUICK_SETTINGS``: 128x128 images, 2 a batch, anchors of 8 to 128 pixels, 32
-training ROIs an image, a 256-wide box head, SGD at 0.01 with momentum 0.9), each for the
+(``mrcnn.synthetic.DEMO_SETTINGS``: 128x128 images, 2 a batch, anchors of 8 to 128 pixels,
+32 training ROIs an image, a 256-wide box head, SGD at 0.01 with momentum 0.9), each for the
 same wall-clock minutes on the same machine, one after the other (graph building
 included). Then each detects the same held-out scenes with confidence 0.7 and the same COCO
 evaluation code (mrcnn.evaluate: pycocotools' COCOeval and the original's mAP) scores both.
@@ -42,7 +42,9 @@ def demo_settings(args, folder):
     """The run's settings, the synthetic demo's sizes, shared with the torchvision side."""
     import pikachu
 
-    config = pikachu.make_config(pikachu.QUICK_SETTINGS, class_count=1)
+    from mrcnn import synthetic
+
+    config = pikachu.COMMANDS.make_config(synthetic.DEMO_SETTINGS, class_count=1)
     return {
         "minutes": args.minutes, "seed": 0, "classes": config.NUM_CLASSES,
         "size": int(config.IMAGE_MAX_DIM), "batch": config.BATCH_SIZE,
@@ -72,14 +74,15 @@ def mrcnn_learn(settings_path, detections_path, threads):
     import numpy as np
 
     import pikachu
-    from mrcnn import weights
+    from mrcnn import synthetic, weights
     from mrcnn.model import MaskRCNN
 
     with open(settings_path, encoding="utf-8") as f:
         settings = json.load(f)
     keras.utils.set_random_seed(settings["seed"])
     thread_settings = {"CPU_THREADS": threads} if threads else {}
-    config = pikachu.make_config(dict(pikachu.QUICK_SETTINGS, **thread_settings), class_count=1)
+    config = pikachu.COMMANDS.make_config(dict(synthetic.DEMO_SETTINGS, **thread_settings),
+                                          class_count=1)
     logs = tempfile.mkdtemp(prefix="mrcnn_learning_")
     train_set = compare_torchvision.scenes_dataset(settings["train_scenes"], config.NUM_CLASSES)
     model = MaskRCNN("training", config, logs)
@@ -105,8 +108,8 @@ def mrcnn_learn(settings_path, detections_path, threads):
     trained = os.path.join(logs, "trained.h5")
     weights.save_weights(model.keras_model, trained)
 
-    inference = MaskRCNN("inference", pikachu.make_config(
-        dict(pikachu.QUICK_SETTINGS, **thread_settings), class_count=1, inference=True), logs)
+    inference = MaskRCNN("inference", pikachu.COMMANDS.make_config(
+        dict(synthetic.DEMO_SETTINGS, **thread_settings), class_count=1, inference=True), logs)
     inference.load_weights(trained, by_name=True)
     heldout = side_by_side.load_scenes(settings["heldout_scenes"])
     side_by_side.save_detections(detections_path,

@@ -2,8 +2,8 @@
 
 Goal (issue 12): 500 detect() calls and a 1,000-step training run grow the resident memory
 (RSS) by less than 5% after the first calls. The run uses the synthetic demo's settings
-(``pikachu.QUICK_SETTINGS``: ResNet50, 128x128, batch 2) on synthetic scenes, samples the
-RSS as it goes, and compares the end with the RSS after the warm-up (the first 50 calls,
+(``mrcnn.synthetic.DEMO_SETTINGS``: ResNet50, 128x128, batch 2) on synthetic scenes,
+samples the RSS as it goes, and compares the end with the RSS after the warm-up (the first 50 calls,
 the first 100 steps), when every function is traced and every buffer allocated once.
 
 Usage::
@@ -27,7 +27,7 @@ import keras  # noqa: E402
 
 import pikachu  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
-from mrcnn.synthetic import SyntheticDataset  # noqa: E402
+from mrcnn import synthetic  # noqa: E402
 
 GOAL_GROWTH = 0.05
 PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
@@ -62,8 +62,8 @@ def growth(samples, warm_up):
 
 
 def measure_detect(calls, logs, images):
-    model = MaskRCNN("inference", pikachu.make_config(pikachu.QUICK_SETTINGS, 1, inference=True),
-                     logs)
+    config = pikachu.COMMANDS.make_config(synthetic.DEMO_SETTINGS, 1, inference=True)
+    model = MaskRCNN("inference", config, logs)
     samples = []
     start = time.perf_counter()
     for call in range(1, calls + 1):
@@ -75,7 +75,8 @@ def measure_detect(calls, logs, images):
 
 def measure_training(steps, logs, dataset):
     per_epoch = 100
-    config = pikachu.make_config(dict(pikachu.QUICK_SETTINGS, STEPS_PER_EPOCH=per_epoch), 1)
+    config = pikachu.COMMANDS.make_config(dict(synthetic.DEMO_SETTINGS,
+                                               STEPS_PER_EPOCH=per_epoch), 1)
     model = MaskRCNN("training", config, logs)
     sampler = RssSampler(every=20)
     start = time.perf_counter()
@@ -92,7 +93,7 @@ def main():
                         help="training steps, a multiple of 100 (default 1000)")
     args = parser.parse_args()
 
-    dataset = SyntheticDataset()
+    dataset = synthetic.SyntheticDataset()
     dataset.load_synthetic(200, 128, 128, seed=1)
     dataset.prepare()
     images = [dataset.load_image(i) for i in range(20)]

@@ -6,7 +6,8 @@ Prints, with the machine it ran on:
 * detect() latency for one 1024x1024 image (median of --repeats calls, after one warm-up call
   that builds the predict function);
 * the time of one training step (batch of one image, all layers trained, median of the steps
-  after the first, which builds the training function);
+  after the first, which builds the training function), and the first step of a second
+  train() stage of the same layers (which keeps the traced step: no second tracing);
 * the peak resident memory of the process.
 
 The weights are random: speed does not depend on them, except through the number of
@@ -96,6 +97,9 @@ def main():
     timer = StepTimer()
     trainer.train(dataset, None, learning_rate=0.001, epochs=1, layers="all",
                   custom_callbacks=[timer], verbose=0)
+    second = StepTimer()
+    trainer.train(dataset, None, learning_rate=0.0001, epochs=2, layers="all",
+                  custom_callbacks=[second], verbose=0)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -103,8 +107,12 @@ def main():
     print(f"build: inference model {build_inference:.1f} s, training model {build_training:.1f} s")
     print(f"detect() 1024x1024, {config.DETECTION_MAX_INSTANCES} instances: first call {first_detect:.1f} s, "
           f"then median {statistics.median(detect_seconds):.2f} s over {args.repeats}")
+    steady = statistics.median(timer.seconds[1:] + second.seconds[1:])
     print(f"training step (batch 1, layers='all'): first {timer.seconds[0]:.1f} s, "
-          f"then median {statistics.median(timer.seconds[1:]):.2f} s over {len(timer.seconds) - 1}")
+          f"then median {steady:.2f} s over {len(timer.seconds) + len(second.seconds) - 2} "
+          f"(first / steady {timer.seconds[0] / steady:.1f})")
+    print(f"second train() stage, same layers: first step {second.seconds[0]:.1f} s "
+          f"(first / steady {second.seconds[0] / steady:.1f})")
     print(f"peak resident memory: {peak_mib:.0f} MiB")
 
 
