@@ -138,17 +138,21 @@ def scale_class_logits(model, image, threshold, count):
 def build_learner(settings):
     """torchvision's Mask R-CNN as it trains from scratch (its own initialisation and
     trainable BatchNorm), with the sizes of ``settings`` (see bench/learning_vs_torchvision)."""
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.models import resnet50
     from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
     levels = len(settings["anchor_scales"])
     anchors = AnchorGenerator(sizes=tuple((scale,) for scale in settings["anchor_scales"]),
                               aspect_ratios=(tuple(settings["anchor_ratios"]),) * levels)
     fc = settings["fc_layers_size"]
-    return maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=settings["classes"],
-        trainable_backbone_layers=5, rpn_anchor_generator=anchors,
+    # What maskrcnn_resnet50_fpn(weights=None, weights_backbone=None) builds, with the
+    # demo's heads: a ResNet50 with trainable BatchNorm, every stage trained.
+    backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=nn.BatchNorm2d), 5)
+    return MaskRCNN(
+        backbone, num_classes=None, rpn_anchor_generator=anchors,
         min_size=settings["size"], max_size=settings["size"],
         rpn_pre_nms_top_n_train=settings["pre_nms"], rpn_pre_nms_top_n_test=settings["pre_nms"],
         rpn_post_nms_top_n_train=settings["proposals_training"],
@@ -156,7 +160,9 @@ def build_learner(settings):
         rpn_batch_size_per_image=settings["rpn_train_anchors"],
         box_batch_size_per_image=settings["train_rois"],
         box_positive_fraction=settings["positive_ratio"],
-        box_head=TwoMLPHead(256 * 7 * 7, fc), box_predictor=FastRCNNPredictor(fc, settings["classes"]),
+        box_head=TwoMLPHead(256 * 7 * 7, fc),
+        box_predictor=FastRCNNPredictor(fc, settings["classes"]),
+        mask_predictor=MaskRCNNPredictor(256, 256, settings["classes"]),
         box_score_thresh=settings["min_confidence"],
         box_detections_per_img=settings["max_detections"])
 
