@@ -8,7 +8,6 @@ records every file opened (an audit hook on ``open``), one trains a step into a 
 fails. See also tests/test_via_fuzz.py (randomly mutated VIA files).
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -23,20 +22,13 @@ import pytest
 
 from mrcnn import splash, synthetic, utils, via
 
-from conftest import jpeg_bytes, png_header
+from conftest import jpeg_bytes, load_module, png_header
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SCRIPT = os.path.join(REPO, "samples", "pikachu", "pikachu.py")
 
 
-def load_sample():
-    spec = importlib.util.spec_from_file_location("pikachu_hostile", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pikachu = load_sample()
+pikachu = load_module("pikachu_hostile", SCRIPT)
 
 
 # ---------------------------------------------------------------------------

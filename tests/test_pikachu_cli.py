@@ -5,7 +5,6 @@ the generated dataset, then runs splash (image and video) and detect on it.
 """
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from pycocotools import mask as mask_utils
 from mrcnn import coco, commands, runs, synthetic, utils, via
 from mrcnn.config import MACHINE_SETTINGS
 
-from conftest import ROBOFLOW_FILE, square_region, write_coco_dataset
+from conftest import ROBOFLOW_FILE, load_module, square_region, write_coco_dataset
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SCRIPT = os.path.join(REPO, "samples", "pikachu", "pikachu.py")
@@ -29,14 +28,7 @@ MUG = os.path.join(REPO, "..", "shared", "datasets", "mug")
 QUICK_RUN = ["--epochs", "1", "--steps-per-epoch", "2", "--image-size", "128", "--backbone", "resnet50"]
 
 
-def load_sample():
-    spec = importlib.util.spec_from_file_location("pikachu_sample", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pikachu = load_sample()
+pikachu = load_module("pikachu_sample", SCRIPT)
 
 
 def cli_command(*args):

@@ -4,7 +4,6 @@ Weight files are written here directly with h5py in the layout of the original's
 mask_rcnn_coco.h5 (real layer and weight names, random values); nothing is downloaded.
 """
 
-import importlib.util
 import io
 import logging
 import os
@@ -22,7 +21,7 @@ from keras import layers as KL
 from mrcnn import weights
 from mrcnn.weights import CLASS_SPECIFIC_LAYERS, load_weights, save_weights
 
-from conftest import coco_layout_rows, write_keras2_file  # noqa: E402
+from conftest import coco_layout_rows, load_module, write_keras2_file  # noqa: E402
 
 REFERENCE_TSV = (Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
                  / "mask_rcnn_coco_weights.tsv")
@@ -575,10 +574,7 @@ def test_download_that_is_not_hdf5_is_refused(tmp_path, monkeypatch):
 
 def coco_layout_module():
     """tests/data/make_coco_layout.py, which wrote the committed layout from the reference."""
-    spec = importlib.util.spec_from_file_location("make_coco_layout", COCO_LAYOUT_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("make_coco_layout", COCO_LAYOUT_SCRIPT)
 
 
 @pytest.mark.skipif(not REFERENCE_TSV.exists(), reason=f"{REFERENCE_TSV} is not here")
