@@ -751,8 +751,7 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     refined_rois = clip_boxes_graph(refined_rois, window)
 
     # Boxes clipped flat against the window hold no pixel: they are dropped
-    # before NMS (as torchvision drops small boxes), which also keeps TFLite's
-    # NMS kernel, unreliable on zero-area boxes, in step with TensorFlow's.
+    # before NMS, as torchvision drops small boxes.
     has_area = tf.logical_and(refined_rois[:, 2] > refined_rois[:, 0],
                               refined_rois[:, 3] > refined_rois[:, 1])
     candidate = tf.logical_and(class_ids > 0, has_area)
