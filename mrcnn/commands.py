@@ -88,6 +88,15 @@ def load_weights(model, weights_path):
         print(f"  {', '.join(report.skipped)}: other class count in the file, left untrained")
 
 
+def print_last_checkpoint(model):
+    """Print the newest checkpoint of a trained model's runs; on the chief only (the other
+    workers of a cluster write none)."""
+    from mrcnn import distribute
+
+    if distribute.is_chief(model.strategy):
+        print(f"Last checkpoint: {model.find_last()}")
+
+
 def add_model_options(parser, weights_default, weights_help, logs_dir, option="--weights"):
     """--weights (or another name for it, e.g. the COCO sample's --model), --logs,
     --backbone, --image-size, --threads and --debug."""
@@ -347,10 +356,7 @@ class SampleCommands:
                                pretrained=weights_path is not None)
         model.train_schedule(train_set, val_set, stages,
                              augmentation=augmentation() if args.augment else None)
-        from mrcnn import distribute
-
-        if distribute.is_chief(model.strategy):  # the other workers of a cluster write nothing
-            print(f"Last checkpoint: {model.find_last()}")
+        print_last_checkpoint(model)
         return 0
 
     def splash(self, args):

@@ -355,10 +355,7 @@ def command_train(args):
     stages = coco_schedule(epochs, model.config.LEARNING_RATE) if weights_path else \
         COMMANDS.schedule(epochs, model.config.LEARNING_RATE, pretrained=False)
     model.train_schedule(train_set, val_set, stages, augmentation=A.HorizontalFlip(p=0.5))
-    from mrcnn import distribute
-
-    if distribute.is_chief(model.strategy):  # the other workers of a cluster write nothing
-        print(f"Last checkpoint: {model.find_last()}")
+    commands.print_last_checkpoint(model)
     return 0
 
 
