@@ -24,20 +24,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mrcnn import evaluate  # noqa: E402
-from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
-from mrcnn.synthetic import DEMO_SETTINGS, SyntheticDataset  # noqa: E402
+from mrcnn.synthetic import SyntheticDataset, demo_config  # noqa: E402
 
 
-class DemoConfig(Config):
-    """The synthetic demo's configuration (pikachu.py train without --dataset)."""
-
-    NAME = "pikachu"
-    NUM_CLASSES = 1 + 1
-
-
-TRAIN_CONFIG = DemoConfig.from_dict(DEMO_SETTINGS)
-INFERENCE_CONFIG = DemoConfig.from_dict(dict(DEMO_SETTINGS, GPU_COUNT=1, IMAGES_PER_GPU=1))
+TRAIN_CONFIG = demo_config()
+INFERENCE_CONFIG = demo_config(inference=True)
 
 
 def synthetic(count, seed):

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(BENCH_DIR)
-sys.path[:0] = [ROOT_DIR, BENCH_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
+sys.path[:0] = [ROOT_DIR, BENCH_DIR]
 
 import compare_torchvision  # noqa: E402
 import side_by_side  # noqa: E402
@@ -40,11 +40,9 @@ SCENE_SIZE = 128
 
 def demo_settings(args, folder):
     """The run's settings, the synthetic demo's sizes, shared with the torchvision side."""
-    import pikachu
-
     from mrcnn import synthetic
 
-    config = pikachu.COMMANDS.make_config(synthetic.DEMO_SETTINGS, class_count=1)
+    config = synthetic.demo_config()
     return {
         "minutes": args.minutes, "seed": 0, "classes": config.NUM_CLASSES,
         "size": int(config.IMAGE_MAX_DIM), "batch": config.BATCH_SIZE,
@@ -73,7 +71,6 @@ def mrcnn_learn(settings_path, detections_path, threads):
     import keras
     import numpy as np
 
-    import pikachu
     from mrcnn import synthetic, weights
     from mrcnn.model import MaskRCNN
 
@@ -81,8 +78,7 @@ def mrcnn_learn(settings_path, detections_path, threads):
         settings = json.load(f)
     keras.utils.set_random_seed(settings["seed"])
     thread_settings = {"CPU_THREADS": threads} if threads else {}
-    config = pikachu.COMMANDS.make_config(dict(synthetic.DEMO_SETTINGS, **thread_settings),
-                                          class_count=1)
+    config = synthetic.demo_config(**thread_settings)
     logs = tempfile.mkdtemp(prefix="mrcnn_learning_")
     train_set = compare_torchvision.scenes_dataset(settings["train_scenes"], config.NUM_CLASSES)
     model = MaskRCNN("training", config, logs)
@@ -108,8 +104,8 @@ def mrcnn_learn(settings_path, detections_path, threads):
     trained = os.path.join(logs, "trained.h5")
     weights.save_weights(model.keras_model, trained)
 
-    inference = MaskRCNN("inference", pikachu.COMMANDS.make_config(
-        dict(synthetic.DEMO_SETTINGS, **thread_settings), class_count=1, inference=True), logs)
+    inference = MaskRCNN("inference", synthetic.demo_config(inference=True, **thread_settings),
+                         logs)
     inference.load_weights(trained, by_name=True)
     heldout = side_by_side.load_scenes(settings["heldout_scenes"])
     side_by_side.save_detections(detections_path,

@@ -21,15 +21,17 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT_DIR, os.path.join(ROOT_DIR, "samples", "pikachu")]
+sys.path.insert(0, ROOT_DIR)
 
 import keras  # noqa: E402
 
-import pikachu  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn import synthetic  # noqa: E402
 
 GOAL_GROWTH = 0.05
+# Memory growth counts from the sample after these many calls and steps.
+DETECT_WARM_UP = 50
+TRAIN_WARM_UP = 100
 PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
@@ -62,7 +64,7 @@ def growth(samples, warm_up):
 
 
 def measure_detect(calls, logs, images):
-    config = pikachu.COMMANDS.make_config(synthetic.DEMO_SETTINGS, 1, inference=True)
+    config = synthetic.demo_config(inference=True)
     model = MaskRCNN("inference", config, logs)
     samples = []
     start = time.perf_counter()
@@ -75,8 +77,7 @@ def measure_detect(calls, logs, images):
 
 def measure_training(steps, logs, dataset):
     per_epoch = 100
-    config = pikachu.COMMANDS.make_config(dict(synthetic.DEMO_SETTINGS,
-                                               STEPS_PER_EPOCH=per_epoch), 1)
+    config = synthetic.demo_config(STEPS_PER_EPOCH=per_epoch)
     model = MaskRCNN("training", config, logs)
     sampler = RssSampler(every=20)
     start = time.perf_counter()
@@ -92,6 +93,9 @@ def main():
     parser.add_argument("--train-steps", type=int, default=1000,
                         help="training steps, a multiple of 100 (default 1000)")
     args = parser.parse_args()
+    if 0 < args.detect_calls <= DETECT_WARM_UP or 0 < args.train_steps <= TRAIN_WARM_UP:
+        parser.error(f"growth is measured after a warm-up of {DETECT_WARM_UP} detect() calls "
+                     f"and {TRAIN_WARM_UP} training steps: run more than that (or 0 to skip)")
 
     dataset = synthetic.SyntheticDataset()
     dataset.load_synthetic(200, 128, 128, seed=1)
@@ -102,10 +106,12 @@ def main():
     rows = []
     if args.detect_calls:
         samples, seconds = measure_detect(args.detect_calls, logs, images)
-        rows.append((f"{args.detect_calls} detect() calls ({seconds:.3f} s each)", 50, samples))
+        rows.append((f"{args.detect_calls} detect() calls ({seconds:.3f} s each)", DETECT_WARM_UP,
+                     samples))
     if args.train_steps:
         samples, seconds = measure_training(args.train_steps, logs, dataset)
-        rows.append((f"{samples[-1][0]} training steps ({seconds:.3f} s each)", 100, samples))
+        rows.append((f"{samples[-1][0]} training steps ({seconds:.3f} s each)", TRAIN_WARM_UP,
+                     samples))
 
     print(f"\nresident memory, MiB (goal: growth < {GOAL_GROWTH:.0%} after the warm-up)")
     print("| run | after warm-up | end | growth | samples |")

@@ -37,6 +37,7 @@ import skimage.measure
 from PIL import Image, ImageDraw
 
 from mrcnn import files, utils
+from mrcnn.config import Config
 from mrcnn.via import ANNOTATION_FILE
 
 CLASS_NAME = "pikachu"
@@ -73,6 +74,20 @@ DEMO_SETTINGS = {
     "LEARNING_RATE": 0.01,
 }
 DEMO_EPOCHS = 8
+
+
+def demo_config(inference=False, **overrides):
+    """The configuration of ``pikachu.py train`` without ``--dataset``, as a Config.
+
+    ``DEMO_SETTINGS`` on the base Config, named "pikachu", one object class;
+    ``inference`` gives one image per batch; ``overrides`` (e.g.
+    ``STEPS_PER_EPOCH=100``) apply last.
+    """
+    settings = dict(DEMO_SETTINGS, NAME="pikachu", NUM_CLASSES=2)
+    if inference:
+        settings.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
+    settings.update(overrides)
+    return Config.from_dict(settings)
 
 
 def _ellipse(cx, cy, rx, ry, points=24):

@@ -129,9 +129,8 @@ def write_checkpoint(logs):
     settings, in a run folder as training writes them; returns its path."""
     from mrcnn import model as modellib
     from mrcnn import runs, synthetic, weights
-    from mrcnn.config import Config
 
-    config = Config.from_dict(dict(synthetic.DEMO_SETTINGS, NAME="pikachu", NUM_CLASSES=2))
+    config = synthetic.demo_config()
     model = modellib.MaskRCNN("training", config, str(logs))
     path = model.checkpoint_path.format(epoch=1)
     weights.save_weights(model.keras_model, path)

@@ -69,6 +69,15 @@ def test_config_has_the_original_sample_settings():
     assert list(demo.IMAGE_SHAPE) == [128, 128, 3]
 
 
+@pytest.mark.parametrize("inference", [False, True])
+def test_demo_config_is_the_configuration_of_the_demo_run(inference):
+    """synthetic.demo_config (for scripts and benchmarks) builds what `train` without
+    --dataset builds, setting for setting."""
+    command = pikachu.COMMANDS.make_config(synthetic.DEMO_SETTINGS, 1, inference=inference)
+    assert synthetic.demo_config(inference=inference).to_dict() == command.to_dict()
+    assert synthetic.demo_config(STEPS_PER_EPOCH=7).STEPS_PER_EPOCH == 7
+
+
 def test_backbone_follows_the_starting_weights():
     def settings(*argv):
         args = pikachu.COMMANDS.build_parser().parse_args(["train", *argv])
