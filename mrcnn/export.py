@@ -38,6 +38,7 @@ An image that is empty, of another rank or with more than 4 channels gets an
 uint8 is refused by the signature itself.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -46,6 +47,7 @@ import tensorflow as tf
 
 from mrcnn import files
 from mrcnn.errors import InputError
+from mrcnn.layers import DetectionLayer, PyramidROIAlign
 from mrcnn.transform import compose_image_meta
 
 FORMATS = ("saved_model", "tflite")
@@ -69,10 +71,10 @@ def export(model, path, class_names=None, format="saved_model"):
             expects ``<models>/<name>/<version>``) or the ``.tflite`` file.
         class_names: NUM_CLASSES names, the background first, e.g.
             ``dataset.class_names``; default ``["BG", "class_1", ...]``.
-        format: "saved_model" or "tflite" (TFLite builtins plus Select TF
-            ops: ROIAlign's crop_and_resize, the per-class NMS loop and the
-            float64 resizing have no builtin, so the runtime must have the
-            Flex delegate; see the README).
+        format: "saved_model" or "tflite". The TFLite file uses builtin
+            ops only, so any TFLite runtime runs it: its graph pools ROIs with
+            ``layers.crop_and_resize_graph``, runs the NMS of every class in
+            turn and resizes in float32 (``builtin_ops_graph``).
 
     Returns:
         ``path``. The output is written beside it and renamed into place, so
@@ -91,50 +93,79 @@ def export(model, path, class_names=None, format="saved_model"):
         return path
     with tempfile.TemporaryDirectory() as saved_model_dir:
         # The TFLite converter needs a known rank: the image is [H, W, C] there.
-        write_saved_model(inference_model, saved_model_dir, class_names, image_rank=3)
+        with builtin_ops_graph(inference_model):
+            write_saved_model(inference_model, saved_model_dir, class_names, image_rank=3,
+                              float_dtype=tf.float32)
         flatbuffer = convert_to_tflite(saved_model_dir)
     with files.atomic_path(path) as temp_path, open(temp_path, "wb") as f:
         f.write(flatbuffer)
     return path
 
 
-def write_saved_model(model, path, class_names, image_rank=None):
+def write_saved_model(model, path, class_names, image_rank=None, float_dtype=tf.float64):
     """Write the serving SavedModel of a one-image inference ``MaskRCNN`` to ``path``.
 
     ``image_rank`` None accepts [H, W] and [H, W, C] images; 3 only [H, W, C].
-    The module saved holds each of the model's variables once (Keras's
-    ExportArchive lists them twice, doubling the size on disk).
+    ``float_dtype``: see ``serving_function``. The module saved holds each of
+    the model's variables once (Keras's ExportArchive lists them twice,
+    doubling the size on disk).
     """
     module = tf.Module()
     module.model_variables = [variable.value for variable in model.keras_model.variables]
     module.serve = tf.function(
-        serving_function(model, class_names),
+        serving_function(model, class_names, float_dtype),
         input_signature=[tf.TensorSpec(None if image_rank is None else [None] * image_rank,
                                        tf.uint8, name="image")])
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 
 
 def convert_to_tflite(saved_model_dir):
-    """The TFLite flatbuffer (bytes) of an exported SavedModel's serving_default signature."""
+    """The TFLite flatbuffer (bytes) of a SavedModel's serving_default signature, builtin ops only.
+
+    The SavedModel must come from ``write_saved_model`` under
+    ``builtin_ops_graph`` with float32 arithmetic; the converter refuses ops
+    that have no TFLite builtin.
+    """
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=["serving_default"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
-                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
 
 
-def serving_function(model, class_names):
+@contextlib.contextmanager
+def builtin_ops_graph(model):
+    """Within this context, ``model``'s layers trace graphs of TFLite builtin ops only.
+
+    ROIAlign pools with ``layers.crop_and_resize_graph`` and the detection
+    layer runs the NMS of each class id in turn; both give the same numbers
+    as the layers' usual graphs. The layers are set back on exit.
+    """
+    switched = [layer for layer in model.keras_model.layers
+                if isinstance(layer, (PyramidROIAlign, DetectionLayer))]
+    for layer in switched:
+        layer.builtin_ops_only = True
+    try:
+        yield
+    finally:
+        for layer in switched:
+            layer.builtin_ops_only = False
+
+
+def serving_function(model, class_names, float_dtype=tf.float64):
     """``f(image) -> {rois, class_ids, class_names, scores, masks}`` in TensorFlow ops only.
 
     ``model`` is a one-image inference ``MaskRCNN``; see the module docstring.
+    ``float_dtype`` is that of the resizing and box arithmetic: float64 gives
+    ``detect()``'s numbers to the last bit; float32 (TFLite has no float64
+    arithmetic) may put a resized pixel one level lower.
     """
     config = model.config
     names = tf.constant(list(class_names))
-    anchors = anchors_function(model)
+    anchors = anchors_function(model, float_dtype)
 
     def serve(image):
         image = rgb_image_graph(image)
-        molded, window, scale = mold_image_graph(image, config)
+        molded, window, scale = mold_image_graph(image, config, float_dtype)
         image_shape = tf.shape(image)
         molded_shape = tf.shape(molded)
         meta = image_meta_graph(image_shape, molded_shape, window, scale, config.NUM_CLASSES)
@@ -143,7 +174,7 @@ def serving_function(model, class_names):
             training=False)
         detections, mrcnn_mask = outputs[0][0], outputs[3][0]
         rois, class_ids, scores, masks = unmold_detections_graph(
-            detections, mrcnn_mask, image_shape[:2], molded_shape[:2], window)
+            detections, mrcnn_mask, image_shape[:2], molded_shape[:2], window, float_dtype)
         return {"rois": rois, "class_ids": class_ids,
                 "class_names": tf.gather(names, class_ids), "scores": scores, "masks": masks}
 
@@ -234,67 +265,68 @@ def rgb_image_graph(image):
     return image
 
 
-def resize_bilinear_graph(image, size):
-    """Resize [H, W, C] to ``size`` (height, width) as ``utils.resize`` does (order 1), in float64.
+def resize_bilinear_graph(image, size, dtype=tf.float64):
+    """Resize [H, W, C] to ``size`` (height, width) as ``utils.resize`` does (order 1).
 
     scikit-image (``scipy.ndimage.zoom``) samples output pixel i of an axis at
     input coordinate ``(i + 0.5) * (in / out) - 0.5``, interpolates linearly,
     blends with 0 beyond the border and clips the result to the input's value
-    range. The same arithmetic here, in float64 and summed in scipy's order,
-    so that the results agree to the last bit and truncating them to uint8
-    gives the same pixels.
+    range. The same arithmetic here, summed in scipy's order: in float64, the
+    results agree to the last bit and truncating them to uint8 gives the
+    same pixels.
 
     Returns:
-        float64 [size[0], size[1], C].
+        ``dtype`` [size[0], size[1], C].
     """
-    image = tf.cast(image, tf.float64)
+    image = tf.cast(image, dtype)
     bordered = tf.pad(image, [[1, 1], [1, 1], [0, 0]])
     (top, y_weights), (left, x_weights) = [
-        _sample_grid(tf.shape(image)[axis], size[axis]) for axis in (0, 1)]
+        _sample_grid(tf.shape(image)[axis], size[axis], dtype) for axis in (0, 1)]
     rows = [tf.gather(bordered, top + i, axis=0) for i in (0, 1)]
-    resized = tf.zeros([], tf.float64)
+    resized = tf.zeros([], dtype)
     for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
         resized += (tf.gather(rows[i], left + j, axis=1)
                     * y_weights[i][:, tf.newaxis, tf.newaxis] * x_weights[j][:, tf.newaxis])
     return tf.clip_by_value(resized, tf.reduce_min(image), tf.reduce_max(image))
 
 
-def _sample_grid(in_length, out_length):
+def _sample_grid(in_length, out_length, dtype):
     """Where each of ``out_length`` samples falls in an axis of ``in_length`` pixels.
 
     Returns:
         below: int32 [out_length], the pixel at or above each sample, counted
             in the axis with a one-pixel border before it.
         weights: the linear weights of ``below`` and ``below + 1``, each
-            float64 [out_length].
+            ``dtype`` [out_length].
     """
-    zoom = tf.cast(in_length, tf.float64) / tf.cast(out_length, tf.float64)
-    coordinates = (tf.range(tf.cast(out_length, tf.float64)) + 0.5) * zoom - 0.5
+    zoom = tf.cast(in_length, dtype) / tf.cast(out_length, dtype)
+    coordinates = (tf.cast(tf.range(out_length), dtype) + 0.5) * zoom - 0.5
     below = tf.floor(coordinates)
     fraction = coordinates - below
     return tf.cast(below, tf.int32) + 1, (1.0 - fraction, fraction)
 
 
-def mold_image_graph(image, config):
+def mold_image_graph(image, config, dtype=tf.float64):
     """Resize, pad and mean-subtract an image as ``MaskRCNN.mold_inputs`` does.
 
     Args:
         image: uint8 [H, W, 3].
         config: IMAGE_RESIZE_MODE "square" or "pad64", IMAGE_MIN_DIM,
             IMAGE_MAX_DIM, IMAGE_MIN_SCALE, MEAN_PIXEL.
+        dtype: of the scale and the resizing (see ``serving_function``).
 
     Returns:
         molded: float32 [h, w, 3] (IMAGE_SHAPE for "square"), as ``transform.mold_image`` makes it.
         window: int32 (y1, x1, y2, x2) pixels of the image inside the padding.
-        scale: float64, the resize factor.
+        scale: ``dtype``, the resize factor.
     """
     size = tf.shape(image)[:2]
-    height, width = tf.unstack(tf.cast(size, tf.float64))
-    scale = tf.constant(1.0, tf.float64)
+    height, width = tf.unstack(tf.cast(size, dtype))
+    scale = tf.constant(1.0, dtype)
     if config.IMAGE_MIN_DIM:
         scale = tf.maximum(scale, config.IMAGE_MIN_DIM / tf.minimum(height, width))
     if config.IMAGE_MIN_SCALE:
-        scale = tf.maximum(scale, tf.constant(config.IMAGE_MIN_SCALE, tf.float64))
+        scale = tf.maximum(scale, tf.constant(config.IMAGE_MIN_SCALE, dtype))
     if config.IMAGE_RESIZE_MODE == "square":
         longest = tf.maximum(height, width)
         scale = tf.where(tf.round(longest * scale) > config.IMAGE_MAX_DIM,
@@ -302,9 +334,9 @@ def mold_image_graph(image, config):
     new_size = tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
     resized = tf.cond(
         tf.equal(scale, 1.0),
-        lambda: tf.cast(image, tf.float64),
+        lambda: tf.cast(image, dtype),
         # resize_image keeps the uint8 dtype: values are truncated.
-        lambda: tf.floor(resize_bilinear_graph(image, new_size)))
+        lambda: tf.floor(resize_bilinear_graph(image, new_size, dtype)))
     new_size = tf.shape(resized)[:2]
     if config.IMAGE_RESIZE_MODE == "square":
         padding = config.IMAGE_MAX_DIM - new_size
@@ -334,32 +366,33 @@ def image_meta_graph(image_shape, molded_shape, window, scale, num_classes):
     return meta
 
 
-def anchors_function(model):
+def anchors_function(model, dtype=tf.float64):
     """``f(molded_shape) -> [A, 4]`` float32 normalized anchors of that shape.
 
     "square" molds every image to IMAGE_SHAPE, so its anchors are one
     constant, ``model.get_anchors(IMAGE_SHAPE)``; "pad64" shapes vary, so the
-    anchors are computed in the graph (``pyramid_anchors_graph``).
+    anchors are computed in the graph (``pyramid_anchors_graph``, in ``dtype``).
     """
     config = model.config
     if config.IMAGE_RESIZE_MODE == "square":
         anchors = tf.constant(model.get_anchors(config.IMAGE_SHAPE))
         return lambda molded_shape: anchors
-    return lambda molded_shape: pyramid_anchors_graph(config, molded_shape[:2])
+    return lambda molded_shape: pyramid_anchors_graph(config, molded_shape[:2], dtype)
 
 
-def pyramid_anchors_graph(config, image_size):
+def pyramid_anchors_graph(config, image_size, dtype=tf.float64):
     """``anchors.generate_pyramid_anchors`` for a ResNet backbone, normalized, in the graph.
 
     Args:
         config: RPN_ANCHOR_SCALES, RPN_ANCHOR_RATIOS, BACKBONE_STRIDES, RPN_ANCHOR_STRIDE.
         image_size: int32 (height, width) of the molded image.
+        dtype: of the arithmetic; float64 is that of ``anchors.py``.
 
     Returns:
         float32 [A, (y1, x1, y2, x2)] normalized anchors, in the order of
         ``MaskRCNN.get_anchors``.
     """
-    image_size = tf.cast(image_size, tf.float64)
+    image_size = tf.cast(image_size, dtype)
     levels = []
     for scale, stride in zip(config.RPN_ANCHOR_SCALES, config.BACKBONE_STRIDES):
         scales, ratios = np.meshgrid(np.array(scale), np.array(config.RPN_ANCHOR_RATIOS))
@@ -370,20 +403,22 @@ def pyramid_anchors_graph(config, image_size):
         columns = tf.range(0, cells[1], config.RPN_ANCHOR_STRIDE)
         grid_y, grid_x = tf.meshgrid(rows, columns, indexing="ij")
         centers = tf.cast(tf.stack([tf.reshape(grid_y, [-1]), tf.reshape(grid_x, [-1])], axis=1)
-                          * stride, tf.float64)                    # [cells, (y, x)]
+                          * stride, dtype)                         # [cells, (y, x)]
         centers = tf.reshape(tf.tile(centers[:, tf.newaxis], [1, len(sizes), 1]), [-1, 2])
-        half_sizes = tf.tile(tf.constant(0.5 * sizes), [tf.shape(rows)[0] * tf.shape(columns)[0], 1])
+        half_sizes = tf.tile(tf.constant(0.5 * sizes, dtype),
+                             [tf.shape(rows)[0] * tf.shape(columns)[0], 1])
         levels.append(tf.concat([centers - half_sizes, centers + half_sizes], axis=1))
     anchors = tf.concat(levels, axis=0)
     scale = tf.tile(image_size - 1.0, [2])
-    return tf.cast((anchors - tf.constant([0.0, 0.0, 1.0, 1.0], tf.float64)) / scale, tf.float32)
+    return tf.cast((anchors - tf.constant([0.0, 0.0, 1.0, 1.0], dtype)) / scale, tf.float32)
 
 
 # ---------------------------------------------------------------------------
 # Post-processing in the graph
 
 
-def unmold_detections_graph(detections, mrcnn_mask, image_size, molded_size, window):
+def unmold_detections_graph(detections, mrcnn_mask, image_size, molded_size, window,
+                            dtype=tf.float64):
     """``MaskRCNN.unmold_detections`` in TensorFlow ops.
 
     Args:
@@ -393,6 +428,7 @@ def unmold_detections_graph(detections, mrcnn_mask, image_size, molded_size, win
         image_size: int32 (H, W) of the input image.
         molded_size: int32 (h, w) of the molded image.
         window: int32 (y1, x1, y2, x2) pixels of the image inside the molded one.
+        dtype: of the pixel boxes before rounding; float64 is that of ``detect()``.
 
     Returns:
         rois int32 [N, 4] pixels of the input image, class_ids int32 [N],
@@ -414,9 +450,9 @@ def unmold_detections_graph(detections, mrcnn_mask, image_size, molded_size, win
     window = (tf.cast(window, tf.float32) - corner_shift) / molded_scale
     shift = tf.tile(window[:2], [2])
     extent = tf.tile(window[2:] - window[:2], [2])
-    boxes = tf.cast((boxes - shift) / extent, tf.float64)
-    image_scale = tf.cast(tf.tile(image_size - 1, [2]), tf.float64)
-    boxes = tf.cast(tf.round(boxes * image_scale + tf.cast(corner_shift, tf.float64)), tf.int32)
+    boxes = tf.cast((boxes - shift) / extent, dtype)
+    image_scale = tf.cast(tf.tile(image_size - 1, [2]), dtype)
+    boxes = tf.cast(tf.round(boxes * image_scale + tf.cast(corner_shift, dtype)), tf.int32)
 
     keep = tf.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[:, 0]
     boxes = tf.gather(boxes, keep)
@@ -429,26 +465,57 @@ def unmold_detections_graph(detections, mrcnn_mask, image_size, molded_size, win
 def paste_masks_graph(masks, boxes, image_size):
     """Full-image masks from box masks, as ``transform.unmold_mask`` makes them.
 
-    Each mask is resized to its box (``resize_bilinear_graph``), thresholded
-    at 0.5 and placed in an image of ``image_size``; one box at a time, so
-    the memory is that of the boolean result.
+    Each mask is resized into its box with ``resize_bilinear_graph``'s
+    sampling (in float32), thresholded at 0.5 and placed in an image of
+    ``image_size``. The resizing is two matrix products per mask, with
+    interpolation matrices that are zero outside the box: a loop-free graph
+    of TFLite builtin ops, holding N float32 [H, W] planes at once.
 
     Args:
         masks: float32 [N, height, width] probabilities.
-        boxes: int32 [N, (y1, x1, y2, x2)] pixels inside the image.
+        boxes: int32 [N, (y1, x1, y2, x2)] pixels inside the image, each with
+            a positive height and width.
         image_size: int32 (H, W).
 
     Returns:
         bool [H, W, N].
     """
-    def paste(mask_and_box):
-        mask, box = mask_and_box
-        top_left, bottom_right = box[:2], box[2:]
-        resized = resize_bilinear_graph(mask[..., tf.newaxis], bottom_right - top_left)[..., 0]
-        return tf.pad(resized >= 0.5, tf.stack([top_left, image_size - bottom_right], axis=1))
+    rows, row_inside = _paste_weights(boxes[:, 0], boxes[:, 2], image_size[0], masks.shape[1])
+    columns, column_inside = _paste_weights(boxes[:, 1], boxes[:, 3], image_size[1],
+                                            masks.shape[2])
+    resized = tf.matmul(tf.matmul(rows, masks), columns, transpose_b=True)   # [N, H, W]
+    # As scikit-image, clip to each mask's range (it matters where a mask is
+    # >= 0.5 throughout and its edges blend with the zero border).
+    resized = tf.clip_by_value(resized, tf.reduce_min(masks, axis=[1, 2])[:, None, None],
+                               tf.reduce_max(masks, axis=[1, 2])[:, None, None])
+    inside = tf.logical_and(tf.expand_dims(row_inside, 2), tf.expand_dims(column_inside, 1))
+    return tf.transpose(tf.logical_and(resized >= 0.5, inside), [1, 2, 0])
 
-    pasted = tf.cond(
-        tf.shape(boxes)[0] > 0,
-        lambda: tf.map_fn(paste, (masks, boxes), fn_output_signature=tf.bool),
-        lambda: tf.zeros(tf.concat([[0], image_size], axis=0), tf.bool))
-    return tf.transpose(pasted, [1, 2, 0])
+
+def _paste_weights(starts, ends, image_length, mask_length):
+    """The linear interpolation from masks of ``mask_length`` into spans of an image axis.
+
+    Args:
+        starts, ends: int32 [N] first and one-past-last pixel of each span.
+        image_length: pixels of the image axis.
+        mask_length: pixels of the mask axis (static).
+
+    Returns:
+        weights: float32 [N, image_length, mask_length]; row p of span n
+            weighs the mask pixels that image pixel p samples (``_sample_grid``
+            of the span, the border beyond the mask weighing 0), zero outside
+            the span.
+        inside: bool [N, image_length], whether each pixel is in the span.
+    """
+    pixels = tf.range(image_length)[tf.newaxis] - starts[:, tf.newaxis]      # [N, image_length]
+    lengths = (ends - starts)[:, tf.newaxis]
+    inside = tf.logical_and(pixels >= 0, pixels < lengths)
+    zoom = mask_length / tf.cast(lengths, tf.float32)
+    coordinates = (tf.cast(pixels, tf.float32) + 0.5) * zoom - 0.5
+    below = tf.floor(coordinates)
+    # expand_dims, not [..., tf.newaxis]: TFLite has no builtin for that slice.
+    fraction = tf.expand_dims(coordinates - below, -1)
+    below = tf.cast(below, tf.int32)
+    weights = ((1.0 - fraction) * tf.one_hot(below, mask_length)
+               + fraction * tf.one_hot(below + 1, mask_length))
+    return weights * tf.expand_dims(tf.cast(inside, tf.float32), -1), inside

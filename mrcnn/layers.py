@@ -343,13 +343,20 @@ class TimeDistributed(KL.Wrapper):
 
     def call(self, inputs, training=None):
         shape = tf.shape(inputs)
-        folded = tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
+        # Static item dimensions stay static: TFLite's builtin convolution needs
+        # to know its input channels.
+        folded = tf.reshape(inputs, [-1, *_dimensions(inputs)[2:]])
         if self.layer._call_has_training_arg:
             outputs = self.layer(folded, training=training)
         else:
             outputs = self.layer(folded)
-        out_shape = tf.shape(outputs)
-        return tf.reshape(outputs, tf.concat([shape[:2], out_shape[1:]], axis=0))
+        return tf.reshape(outputs, [shape[0], shape[1], *_dimensions(outputs)[1:]])
+
+
+def _dimensions(tensor):
+    """The dimensions of ``tensor``: ints where static, scalar int32 tensors where not."""
+    dynamic = tf.shape(tensor)
+    return [dynamic[i] if size is None else size for i, size in enumerate(tensor.shape)]
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -533,11 +540,16 @@ class PyramidROIAlign(KL.Layer):
         one level down, clamped to P2..P5.
     """
 
+    # True while mrcnn.export traces the model for TFLite's builtin ops:
+    # crop_and_resize_graph instead of tf.image.crop_and_resize.
+    builtin_ops_only = False
+
     def __init__(self, pool_shape, **kwargs):
         super().__init__(**kwargs)
         self.pool_shape = tuple(pool_shape)
 
     def call(self, inputs):
+        crop_and_resize = crop_and_resize_graph if self.builtin_ops_only else tf.image.crop_and_resize
         boxes = inputs[0]
         image_meta = inputs[1]
         feature_maps = inputs[2:]
@@ -561,8 +573,7 @@ class PyramidROIAlign(KL.Layer):
             # The boxes are inputs, not something to back-propagate through.
             level_boxes = tf.stop_gradient(level_boxes)
             box_indices = tf.stop_gradient(box_indices)
-            pooled.append(tf.image.crop_and_resize(
-                feature_maps[i], level_boxes, box_indices, self.pool_shape, method="bilinear"))
+            pooled.append(crop_and_resize(feature_maps[i], level_boxes, box_indices, self.pool_shape))
 
         pooled = tf.concat(pooled, axis=0)
         box_to_level = tf.concat(box_to_level, axis=0)
@@ -583,6 +594,65 @@ class PyramidROIAlign(KL.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pool_shape": self.pool_shape}
+
+
+def crop_and_resize_graph(images, boxes, box_indices, crop_size):
+    """``tf.image.crop_and_resize`` (bilinear, extrapolation value 0) in gathers and arithmetic.
+
+    TFLite has no builtin op for crop_and_resize; this computes the same
+    samples as TensorFlow's kernel, in its order of operations: crop pixel
+    (i, j) of box (y1, x1, y2, x2) samples the image at
+    ``y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (crop_height - 1)`` (x
+    likewise) and is 0 where that falls outside [0, H - 1]. Graph optimizers
+    may fold ``(H - 1) / (crop_height - 1)`` into one constant, which moves
+    the last sample of a box on the image's edge just past it: samples within
+    1e-3 pixel of the image count as inside. It holds four
+    [K, crop_height, crop_width, C] corner tensors at once, where
+    crop_and_resize holds none: TFLite export only.
+
+    Args:
+        images: [batch, H, W, C].
+        boxes: [K, (y1, x1, y2, x2)] normalized, 0 and 1 on the first and last pixel centres.
+        box_indices: int32 [K], the image of each box.
+        crop_size: (crop_height, crop_width), each at least 2.
+
+    Returns:
+        float32 [K, crop_height, crop_width, C].
+    """
+    shape = tf.shape(images)
+    height, width, channels = shape[1], shape[2], images.shape[-1]
+    # Slices, not tf.unstack: TFLite's unpack fails on the empty box lists of a pyramid level.
+    y1, x1, y2, x2 = [boxes[:, i] for i in range(4)]
+
+    def samples(start, end, size, count):
+        """Where ``count`` samples fall along an axis of ``size`` pixels, per box:
+        the pixels below and above each ([K, count] int32), its weight of the
+        one above and whether it is inside the image ([K, count])."""
+        last = tf.cast(size - 1, tf.float32)
+        step = (end - start) * last / (count - 1)
+        coordinates = start[:, tf.newaxis] * last + tf.range(count, dtype=tf.float32) * step[:, tf.newaxis]
+        inside = tf.logical_and(coordinates >= -1e-3, coordinates <= last + 1e-3)
+        below = tf.floor(coordinates)
+        fraction = coordinates - below
+        index = lambda c: tf.clip_by_value(tf.cast(c, tf.int32), 0, size - 1)
+        return index(below), index(tf.math.ceil(coordinates)), fraction, inside
+
+    top, bottom, y_fraction, y_inside = samples(y1, y2, height, crop_size[0])
+    left, right, x_fraction, x_inside = samples(x1, x2, width, crop_size[1])
+    pixels = tf.reshape(images, [-1, channels])
+    first_pixel = (box_indices * height * width)[:, tf.newaxis, tf.newaxis]
+
+    def corner(rows, columns):
+        return tf.gather(pixels, first_pixel + rows[:, :, tf.newaxis] * width + columns[:, tf.newaxis])
+
+    x_fraction = x_fraction[:, tf.newaxis, :, tf.newaxis]
+    top_left = corner(top, left)
+    upper = top_left + (corner(top, right) - top_left) * x_fraction
+    bottom_left = corner(bottom, left)
+    lower = bottom_left + (corner(bottom, right) - bottom_left) * x_fraction
+    crops = upper + (lower - upper) * y_fraction[:, :, tf.newaxis, tf.newaxis]
+    inside = tf.logical_and(y_inside[:, :, tf.newaxis], x_inside[:, tf.newaxis])
+    return tf.where(inside[..., tf.newaxis], crops, tf.zeros([], crops.dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -714,19 +784,30 @@ def nms_graph(boxes, scores, max_output_size, iou_threshold, name=None):
         boxes: [N, (y1, x1, y2, x2)]; scores: [N].
         max_output_size: K <= max_output_size.
 
-    As ``tf.image.non_max_suppression``, through the padded form of the op cut
-    to its valid count: TFLite's converter maps that form to its builtin
-    kernel as it is, while the unpadded form came back from TFLite with
-    repeated indices in the padding.
+    The result of ``tf.image.non_max_suppression``: boxes in decreasing score
+    order (equal scores by index), each kept unless it overlaps a kept one by
+    more than ``iou_threshold``. A box without area overlaps nothing, so it is
+    always kept; those boxes are set aside and merged back by score, because
+    TFLite's kernel returns such a box over and over. The kernel runs in its
+    padded form, cut to its valid count, which TFLite's converter maps to its
+    builtin as it is.
     """
-    indices, count = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=boxes, scores=scores, max_output_size=max_output_size,
-        iou_threshold=iou_threshold, score_threshold=float("-inf"),
-        pad_to_max_output_size=True, name=name)
-    return indices[:count]
+    flat = tf.logical_or(boxes[:, 2] == boxes[:, 0], boxes[:, 3] == boxes[:, 1])
+    solid = tf.cast(tf.where(tf.logical_not(flat))[:, 0], tf.int32)
+    kept, count = tf.raw_ops.NonMaxSuppressionV4(
+        boxes=tf.gather(boxes, solid), scores=tf.gather(scores, solid),
+        max_output_size=max_output_size, iou_threshold=iou_threshold,
+        score_threshold=float("-inf"), pad_to_max_output_size=True, name=name)
+    kept = tf.gather(solid, kept[:count])
+    # In index order, so that top_k, which keeps equal values in input order, breaks
+    # ties by index.
+    candidates = tf.sort(tf.concat([kept, tf.cast(tf.where(flat)[:, 0], tf.int32)], axis=0))
+    best = tf.nn.top_k(tf.gather(scores, candidates),
+                       k=tf.minimum(max_output_size, tf.shape(candidates)[0])).indices
+    return tf.gather(candidates, best)
 
 
-def refine_detections_graph(rois, probs, deltas, window, config):
+def refine_detections_graph(rois, probs, deltas, window, config, builtin_ops_only=False):
     """Final detections of one image: refine, filter and run per-class NMS.
 
     A proposal is a candidate when its class is not the background, its score
@@ -738,6 +819,10 @@ def refine_detections_graph(rois, probs, deltas, window, config):
         probs: [N, num_classes] class probabilities.
         deltas: [N, num_classes, (dy, dx, log(dh), log(dw))] / BBOX_STD_DEV.
         window: (y1, x1, y2, x2) normalized part of the image that is not padding.
+        builtin_ops_only: run the NMS of every class id in turn (a graph
+            TFLite's builtin ops can run) instead of mapping over the classes
+            present (a loop that needs TensorFlow's TensorList ops); the same
+            detections.
 
     Returns:
         [DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)], zero-padded,
@@ -762,7 +847,6 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     pre_nms_class_ids = tf.gather(class_ids, keep)
     pre_nms_scores = tf.gather(class_scores, keep)
     pre_nms_rois = tf.gather(refined_rois, keep)
-    unique_pre_nms_class_ids = tf.unique(pre_nms_class_ids)[0]
     max_instances = config.DETECTION_MAX_INSTANCES
 
     def nms_keep_map(class_id):
@@ -776,8 +860,11 @@ def refine_detections_graph(rois, probs, deltas, window, config):
         class_keep.set_shape([max_instances])
         return class_keep
 
-    nms_keep = tf.map_fn(nms_keep_map, unique_pre_nms_class_ids,
-                         fn_output_signature=tf.TensorSpec([max_instances], tf.int64))
+    if builtin_ops_only:
+        nms_keep = tf.stack([nms_keep_map(class_id) for class_id in range(1, config.NUM_CLASSES)])
+    else:
+        nms_keep = tf.map_fn(nms_keep_map, tf.unique(pre_nms_class_ids)[0],
+                             fn_output_signature=tf.TensorSpec([max_instances], tf.int64))
     nms_keep = tf.reshape(nms_keep, [-1])
     keep = tf.sort(tf.gather(nms_keep, tf.where(nms_keep > -1)[:, 0]))  # a subset of keep
 
@@ -809,6 +896,10 @@ class DetectionLayer(_ConfigLayer):
         with normalized coordinates of the molded image, zero-padded.
     """
 
+    # True while mrcnn.export traces the model for TFLite's builtin ops (see
+    # refine_detections_graph).
+    builtin_ops_only = False
+
     def call(self, inputs):
         rois, mrcnn_class, mrcnn_bbox, image_meta = inputs
         meta = parse_image_meta_graph(image_meta)
@@ -816,7 +907,8 @@ class DetectionLayer(_ConfigLayer):
         window = norm_boxes_graph(meta["window"], image_shape[:2])
         detections = batch_slice(
             [rois, mrcnn_class, mrcnn_bbox, window],
-            lambda x, y, w, z: refine_detections_graph(x, y, w, z, self.config),
+            lambda x, y, w, z: refine_detections_graph(x, y, w, z, self.config,
+                                                       self.builtin_ops_only),
             self.config.IMAGES_PER_GPU)
         return tf.reshape(detections, [-1, self.config.DETECTION_MAX_INSTANCES, 6])
 

@@ -110,11 +110,11 @@ def detections_in_fresh_process(saved_model, images, tmp_path):
              if name.startswith(f"{i}/")} for i in range(len(images))]
 
 
-def assert_same_detections(served, expected):
+def assert_same_detections(served, expected, score_tolerance=1e-4):
     """The served detections are detect()'s: same classes, scores, boxes within a pixel, masks IoU >= 0.99."""
     assert served["masks"].shape == expected["masks"].shape
     np.testing.assert_array_equal(served["class_ids"], expected["class_ids"])
-    np.testing.assert_allclose(served["scores"], expected["scores"], atol=1e-4)
+    np.testing.assert_allclose(served["scores"], expected["scores"], atol=score_tolerance)
     assert np.abs(served["rois"] - expected["rois"]).max(initial=0) <= 1
     for i in range(served["masks"].shape[-1]):
         assert mask_iou(served["masks"][..., i], expected["masks"][..., i]) >= 0.99, i
@@ -305,20 +305,28 @@ def test_tflite_file_has_the_serving_signature(tflite_file):
     assert image_input["dtype"] == np.uint8 and list(image_input["shape_signature"]) == [-1, -1, -1]
 
 
-def test_tflite_gives_detect_results(model, images, tflite_file):
+@pytest.mark.parametrize("image_index", [1, 4])
+def test_tflite_gives_detect_results(model, images, tflite_file, image_index):
+    """Any TFLite runtime runs the file (builtin ops only) and finds detect()'s instances.
+
+    Its resizing is float32, where detect()'s is float64: a resized pixel may
+    be one level lower, which moves the scores by up to about 1e-3.
+    """
     runner = tf.lite.Interpreter(model_path=tflite_file).get_signature_runner("serving_default")
-    image = images[1]
-    try:
-        served = runner(image=image)
-    except RuntimeError as error:
-        if "Flex delegate" not in str(error):
-            raise
-        # The interpreter of the tensorflow pip package has no Flex delegate
-        # since TF 2.19 (LiteRT issue 6458); the TFLite runtimes linked with
-        # the Select TF ops run the file.
-        pytest.skip(f"this TFLite interpreter cannot run Select TF ops: {error}")
+    image = images[image_index]
+    served = runner(image=image)
     (expected,) = model.detect([image])
-    assert_same_detections(served, expected)
+    assert len(expected["scores"]) >= 3
+    assert_same_detections(served, expected, score_tolerance=5e-3)
+
+
+def test_tflite_file_has_builtin_ops_only(tflite_file):
+    """No Select TF op: the runtimes without TensorFlow's kernels run the file.
+
+    Select TF ops are custom ops named "Flex<op>" in the flatbuffer; builtins are stored by code.
+    """
+    with open(tflite_file, "rb") as f:
+        assert b"Flex" not in f.read()
 
 
 def test_serving_outputs_are_json_serializable(serve, images):

@@ -45,7 +45,7 @@ def numpy_iou_matrix(a, b):
             iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
             inter = ih * iw
             union = (ay2 - ay1) * (ax2 - ax1) + (by2 - by1) * (bx2 - bx1) - inter
-            out[i, j] = inter / union
+            out[i, j] = inter / union if union > 0 else 0.0
     return out
 
 
@@ -274,7 +274,8 @@ def test_proposal_layer_pads_with_zeros_when_few_boxes_survive(config):
 # PyramidROIAlign
 # ---------------------------------------------------------------------------
 
-def test_pyramid_roi_align_picks_the_level_of_the_original_formula():
+@pytest.mark.parametrize("builtin_ops_only", [False, True])
+def test_pyramid_roi_align_picks_the_level_of_the_original_formula(builtin_ops_only):
     image_size = 256
     from mrcnn.data import compose_image_meta
 
@@ -287,7 +288,9 @@ def test_pyramid_roi_align_picks_the_level_of_the_original_formula():
     boxes = np.zeros((2, len(sides), 4), np.float32)
     boxes[:, :, 2] = sides
     boxes[:, :, 3] = sides
-    pooled = layers.PyramidROIAlign((3, 3))([boxes, metas] + feature_maps).numpy()
+    roi_align = layers.PyramidROIAlign((3, 3))
+    roi_align.builtin_ops_only = builtin_ops_only
+    pooled = roi_align([boxes, metas] + feature_maps).numpy()
     assert pooled.shape == (2, len(sides), 3, 3, 2)
 
     area = float(image_size * image_size)
@@ -297,7 +300,8 @@ def test_pyramid_roi_align_picks_the_level_of_the_original_formula():
     np.testing.assert_allclose(pooled[1, :, 1, 1, 0], expected)
 
 
-def test_pyramid_roi_align_keeps_box_order_and_samples_bilinearly():
+@pytest.mark.parametrize("builtin_ops_only", [False, True])
+def test_pyramid_roi_align_keeps_box_order_and_samples_bilinearly(builtin_ops_only):
     from mrcnn.data import compose_image_meta
 
     size = 64
@@ -307,11 +311,37 @@ def test_pyramid_roi_align_keeps_box_order_and_samples_bilinearly():
     feature_maps = [ramp] + [np.zeros((1, size // s, size // s, 1), np.float32) for s in (8, 16, 32)]
     x_starts = np.array([0.6, 0.1, 0.3])
     boxes = np.stack([np.full(3, 0.1), x_starts, np.full(3, 0.3), x_starts + 0.2], axis=1)[None]
-    pooled = layers.PyramidROIAlign((2, 2))([boxes.astype(np.float32), meta[None].astype(np.float32)]
-                                            + feature_maps).numpy()
+    roi_align = layers.PyramidROIAlign((2, 2))
+    roi_align.builtin_ops_only = builtin_ops_only
+    pooled = roi_align([boxes.astype(np.float32), meta[None].astype(np.float32)]
+                       + feature_maps).numpy()
     # crop_and_resize: sample j of 2 at x = (x1 + j * (x2 - x1)) * (width - 1).
     for i, x1 in enumerate(x_starts):
         np.testing.assert_allclose(pooled[0, i, 0, :, 0], [x1 * 15, (x1 + 0.2) * 15], atol=1e-4)
+
+
+def test_crop_and_resize_graph_is_tf_crop_and_resize():
+    """Boxes inside, across and outside the image, flipped, on the edges, of two images."""
+    rng = np.random.default_rng(7)
+    images = rng.normal(size=(2, 17, 23, 3)).astype(np.float32)
+    corners = rng.uniform(-0.3, 1.3, size=(40, 4)).astype(np.float32)
+    boxes = np.concatenate([random_boxes(rng, 20), corners], axis=0)
+    boxes[:4] = boxes[:4, [2, 3, 0, 1]]                       # flipped
+    boxes[4:10, 2:] = 1.0                                    # on the bottom-right edges
+    box_indices = rng.integers(0, 2, len(boxes)).astype(np.int32)
+    assert (boxes < 0).any() and (boxes > 1).any()
+
+    graph = tf.function(layers.crop_and_resize_graph, reduce_retracing=True)
+    for crop_size in ((7, 7), (14, 14), (2, 5)):
+        expected = tf.image.crop_and_resize(images, boxes, box_indices, crop_size).numpy()
+        assert (expected == 0).any(), "the case should sample outside the images"
+        eager = layers.crop_and_resize_graph(images, boxes, box_indices, crop_size).numpy()
+        np.testing.assert_array_equal(eager, expected)
+        # Graph optimizations reorder the float arithmetic: equal to rounding, with the
+        # edge samples still inside.
+        traced = graph(tf.constant(images), tf.constant(boxes), tf.constant(box_indices),
+                       crop_size).numpy()
+        np.testing.assert_allclose(traced, expected, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------
@@ -399,6 +429,21 @@ def test_nms_graph_keeps_what_reference_nms_keeps_best_first():
     assert 5 < len(greedy_nms(boxes, scores, 0.5, 60)) < 60, "the case should suppress some boxes"
 
 
+def test_nms_graph_keeps_every_flat_box_once_and_breaks_ties_by_index():
+    rng = np.random.default_rng(4)
+    boxes = random_boxes(rng, 40, min_side=0.1)
+    boxes[::4, 2] = boxes[::4, 0]                     # no height
+    boxes[1::8] = 0.0                                 # no area, all the same
+    scores = rng.choice([0.2, 0.5, 0.9], size=40).astype(np.float32)
+    for limit in (6, 40):
+        expected = greedy_nms(boxes, scores, 0.5, limit)
+        np.testing.assert_array_equal(layers.nms_graph(boxes, scores, limit, 0.5).numpy(), expected)
+        np.testing.assert_array_equal(
+            tf.image.non_max_suppression(boxes, scores, limit, 0.5).numpy(), expected)
+    kept = layers.nms_graph(boxes, scores, 40, 0.5).numpy()
+    assert len(set(kept)) == len(kept) and set(range(0, 40, 4)) <= set(kept)
+
+
 def numpy_flat_candidates(rois, probs, deltas, window, config):
     """How many confident non-background proposals are clipped to a zero-area box."""
     class_ids = probs.argmax(axis=1)
@@ -410,7 +455,8 @@ def numpy_flat_candidates(rois, probs, deltas, window, config):
     return int((flat & (class_ids > 0) & (scores >= config.DETECTION_MIN_CONFIDENCE)).sum())
 
 
-def test_detection_layer_matches_numpy(config):
+@pytest.mark.parametrize("builtin_ops_only", [False, True])
+def test_detection_layer_matches_numpy(config, builtin_ops_only):
     from mrcnn.data import compose_image_meta
 
     rng = np.random.default_rng(5)
@@ -426,7 +472,9 @@ def test_detection_layer_matches_numpy(config):
     meta = compose_image_meta(0, (200, 240, 3), (128, 128, 3), window, 0.5, np.ones(config.NUM_CLASSES))
     metas = np.stack([meta, meta]).astype(np.float32)
 
-    detections = layers.DetectionLayer(config=config)([rois, probs, deltas, metas]).numpy()
+    detection_layer = layers.DetectionLayer(config=config)
+    detection_layer.builtin_ops_only = builtin_ops_only
+    detections = tf.function(detection_layer)([rois, probs, deltas, metas]).numpy()
     assert detections.shape == (2, config.DETECTION_MAX_INSTANCES, 6)
     normalized_window = utils.norm_boxes(np.array(window), (128, 128))
     for i in range(2):
