@@ -299,11 +299,13 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
 
-    full_masks = [unmold_mask(masks[i], boxes[i], original_image_shape)
-                  for i in range(len(keep))]
-    full_masks = (np.stack(full_masks, axis=-1) if full_masks
-                  else np.zeros(tuple(original_image_shape[:2]) + (0,), dtype=bool))
-    return boxes.astype(np.int32), class_ids, scores, full_masks
+    boxes = boxes.astype(np.int32)
+    # One [H, W, N] array, each mask written into its box: no full-image
+    # mask per instance to stack afterwards (twice the result's memory).
+    full_masks = np.zeros(tuple(original_image_shape[:2]) + (len(boxes),), dtype=bool)
+    for i, (y1, x1, y2, x2) in enumerate(boxes):
+        full_masks[y1:y2, x1:x2, i] = box_mask(masks[i], (y2 - y1, x2 - x1))
+    return boxes, class_ids, scores, full_masks
 
 
 def unmold_mask(mask, bbox, image_shape):
@@ -318,9 +320,20 @@ def unmold_mask(mask, bbox, image_shape):
         bool [height, width] of the image: the mask resized to the box and
         thresholded at 0.5.
     """
-    threshold = 0.5
     y1, x1, y2, x2 = bbox
-    mask = utils.resize(mask, (y2 - y1, x2 - x1))
     full_mask = np.zeros(image_shape[:2], dtype=bool)
-    full_mask[y1:y2, x1:x2] = mask >= threshold
+    full_mask[y1:y2, x1:x2] = box_mask(mask, (y2 - y1, x2 - x1))
     return full_mask
+
+
+def box_mask(mask, box_size):
+    """A predicted mask resized to its box (bilinear, as ``utils.resize``) and thresholded at 0.5.
+
+    Args:
+        mask: [height, width] float probabilities.
+        box_size: (height, width) of the box in pixels.
+
+    Returns:
+        bool [box height, box width].
+    """
+    return utils.resize(mask, box_size) >= 0.5

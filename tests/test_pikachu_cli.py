@@ -522,3 +522,24 @@ def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, 
     outputs = serve(image=tf.constant(image))
     assert outputs["masks"].shape[:2] == image.shape[:2]
     assert set(outputs["class_names"].numpy().tolist()) <= {b"pikachu"}
+
+
+def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
+    """The .tflite of a checkpoint runs in TensorFlow's TFLite interpreter (no Select TF ops)."""
+    import tensorflow as tf
+
+    outputs = {}
+    for name, options in (("saved_model", []), ("pikachu.tflite", ["--format", "tflite"])):
+        result = run_cli("export", "--logs", str(trained["logs"]), "--output",
+                         str(tmp_path / name), *options, env=trained["env"])
+        assert result.returncode == 0, result.stdout + result.stderr
+    image = utils.read_image(str(trained["root"] / "cache" / "pikachu-synthetic" / "val" /
+                                 "val_0000.jpg"))
+    serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    expected = {key: value.numpy() for key, value in serve(image=tf.constant(image)).items()}
+    runner = tf.lite.Interpreter(model_path=str(tmp_path / "pikachu.tflite")).get_signature_runner()
+    served = runner(image=image)
+    assert served["masks"].shape == expected["masks"].shape
+    np.testing.assert_array_equal(served["class_names"], expected["class_names"])
+    np.testing.assert_allclose(served["scores"], expected["scores"], atol=5e-3)
+    assert np.abs(served["rois"] - expected["rois"]).max(initial=0) <= 1

@@ -172,3 +172,24 @@ def test_unmold_mask():
     full = transform.unmold_mask(mask, (10, 20, 30, 60), (50, 70, 3))
     assert full.shape == (50, 70) and full.dtype == bool
     np.testing.assert_array_equal(full, box_mask((50, 70), (10, 20, 30, 40)))
+
+
+def test_unmold_detections_pastes_each_mask_into_its_box():
+    """Overlapping instances, each pasted alone into its own full-image plane."""
+    rng = np.random.default_rng(2)
+    molded_shape, image_shape, window = (64, 64, 3), (32, 64, 3), np.array([16, 0, 48, 64])
+    pixel_boxes = np.array([[20, 4, 40, 30], [18, 10, 46, 63], [30, 20, 34, 24]])  # molded pixels
+    detections = np.zeros((5, 6), np.float32)
+    detections[:3, :4] = utils.norm_boxes(pixel_boxes, molded_shape[:2])
+    detections[:3, 4:] = [[1, 0.9], [2, 0.8], [1, 0.7]]
+    mrcnn_mask = rng.random((5, 28, 28, 3)).astype(np.float32)
+
+    boxes, class_ids, scores, masks = transform.unmold_detections(
+        detections, mrcnn_mask, image_shape, molded_shape, window)
+    np.testing.assert_array_equal(boxes, pixel_boxes - [16, 0, 16, 0])
+    assert masks.shape == (32, 64, 3) and masks.dtype == bool
+    for i, (y1, x1, y2, x2) in enumerate(boxes):
+        expected = np.zeros((32, 64), bool)
+        expected[y1:y2, x1:x2] = utils.resize(mrcnn_mask[i, :, :, class_ids[i]], (y2 - y1, x2 - x1)) >= 0.5
+        np.testing.assert_array_equal(masks[..., i], expected)
+    assert masks[..., 1].sum() > 100 and not masks[:, :, 1][:, :10].any()
