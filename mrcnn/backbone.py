@@ -7,7 +7,7 @@ files are matched to the model by these names.
 
 from keras import layers as KL
 
-from mrcnn.layers import conv_bn
+from mrcnn.layers import Conv2D, conv_bn
 
 RESNET_BLOCKS = {"resnet50": 5, "resnet101": 22}
 
@@ -124,9 +124,9 @@ def fpn_graph(C2, C3, C4, C5, pyramid_size):
         KL.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(P3),
         KL.Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(C2)])
     # 3x3 convolutions on every level to get the final feature maps.
-    P2 = KL.Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p2")(P2)
-    P3 = KL.Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p3")(P3)
-    P4 = KL.Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p4")(P4)
-    P5 = KL.Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p5")(P5)
+    P2 = Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p2")(P2)
+    P3 = Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p3")(P3)
+    P4 = Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p4")(P4)
+    P5 = Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p5")(P5)
     P6 = KL.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(P5)
     return [P2, P3, P4, P5, P6]

@@ -8,7 +8,7 @@ by them.
 import keras
 from keras import layers as KL
 
-from mrcnn.layers import PyramidROIAlign, TimeDistributed, conv_bn
+from mrcnn.layers import Conv2D, PyramidROIAlign, TimeDistributed, conv_bn
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -24,8 +24,8 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride):
         rpn_probs: [batch, anchors, 2] softmax of the logits.
         rpn_bbox: [batch, anchors, (dy, dx, log(dh), log(dw))] anchor refinements.
     """
-    shared = KL.Conv2D(512, (3, 3), padding="same", activation="relu", strides=anchor_stride,
-                       name="rpn_conv_shared")(feature_map)
+    shared = Conv2D(512, (3, 3), padding="same", activation="relu", strides=anchor_stride,
+                    name="rpn_conv_shared")(feature_map)
     x = KL.Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
                   name="rpn_class_raw")(shared)
     rpn_class_logits = KL.Reshape((-1, 2))(x)

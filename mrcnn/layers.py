@@ -264,7 +264,16 @@ class Conv2D(KL.Conv2D):
       height and width equal to the kernel's, as in the classifier head) is computed as one
       matrix product of the flattened input and the reshaped kernel, which CPU libraries
       run several times faster than a convolution of that shape.
+
+    And two switches for CPUs (set by ``use_cpu_convolutions``), for a "same", stride-1
+    convolution with an odd kernel: ``in_halves`` runs the convolution of one image as a
+    batch of its two halves (``convolution_in_halves``, see ``mrcnn.cpu``);
+    ``matmul_kernel_gradient`` computes the kernel gradient as matrix products
+    (``same_convolution``). Both off is Keras's convolution.
     """
+
+    in_halves = False
+    matmul_kernel_gradient = False
 
     def __init__(self, *args, batch_norm=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -282,10 +291,16 @@ class Conv2D(KL.Conv2D):
         self._whole_input = (self.padding == "valid" and tuple(self.strides) == (1, 1)
                              and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
                              and tuple(input_shape[1:3]) == tuple(self.kernel_size))
+        self._same_odd = (self.padding == "same" and tuple(self.strides) == (1, 1)
+                          and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
+                          and self.kernel_size[0] % 2 == 1 and self.kernel_size[1] % 2 == 1
+                          and self.kernel_size != (1, 1))
         if self._batch_norm is not None and not self._batch_norm().built:
             self._batch_norm().build(self.compute_output_shape(input_shape))
 
     def convolution_op(self, inputs, kernel):
+        if self._same_odd and (self.in_halves or self.matmul_kernel_gradient):
+            return same_convolution(inputs, kernel, self.in_halves, self.matmul_kernel_gradient)
         if not self._whole_input:
             return super().convolution_op(inputs, kernel)
         flat = tf.reshape(inputs, [-1, int(np.prod(kernel.shape[:3]))])
@@ -300,6 +315,117 @@ class Conv2D(KL.Conv2D):
         bias = offset + self.bias * scale if self.use_bias else offset
         outputs = tf.nn.bias_add(outputs, bias)
         return outputs if self.activation is None else self.activation(outputs)
+
+
+def convolution_in_halves(images, kernel):
+    """A "same", stride-1 convolution of [B, H, W, C] images as one of 2B half images.
+
+    The top and bottom halves of each image (with the kernel's reach of rows beyond the
+    seam, and zero padding outside the image, as "same" pads) are stacked into one batch,
+    convolved with "valid" padding and put back together: the numbers of
+    ``tf.nn.conv2d(images, kernel, 1, "SAME")``, run by oneDNN's direct kernel for batches
+    where a batch of one image would fall back to im2col (see ``mrcnn.cpu``). An odd height
+    gets one more zero row at the bottom, whose output row is dropped.
+
+    Args:
+        images: [B, H, W, C], H >= 1.
+        kernel: [kh, kw, C, F].
+
+    Returns:
+        [B, H, W, F].
+    """
+    kernel_height, kernel_width = kernel.shape[:2]
+    top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
+    shape = tf.shape(images)
+    batch, height = shape[0], shape[1]
+    half = (height + 1) // 2
+    padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
+                             [left, kernel_width - 1 - left], [0, 0]])
+    halves = tf.concat([padded[:, :half + kernel_height - 1], padded[:, half:]], axis=0)
+    convolved = tf.nn.conv2d(halves, kernel, strides=1, padding="VALID")   # [2B, half, W, F]
+    outputs = tf.concat([convolved[:batch], convolved[batch:]], axis=1)[:, :height]
+    outputs.set_shape(images.shape[:3].concatenate(kernel.shape[3:]))
+    return outputs
+
+
+def same_convolution(images, kernel, in_halves=False, matmul_kernel_gradient=False):
+    """``tf.nn.conv2d(images, kernel, 1, "SAME")`` for an odd kernel, run the CPU's way.
+
+    With ``in_halves`` the convolution runs as ``convolution_in_halves``. With
+    ``matmul_kernel_gradient`` the kernel gradient is kh * kw matrix products, one per
+    kernel position, of the shifted images and the output gradient
+    (``kernel_gradient_graph``): on CPU several times faster than TensorFlow's
+    Conv2DBackpropFilter for large feature maps (about 4x without AVX-512, 1.5x with it,
+    for the RPN's convolution on P2), and the image gradient is the convolution of the
+    output gradient with the flipped kernel (in halves too with ``in_halves``).
+
+    Args:
+        images: [B, H, W, C]; kernel: [kh, kw, C, F], kh and kw odd.
+
+    Returns:
+        [B, H, W, F].
+    """
+    convolve = convolution_in_halves if in_halves else (
+        lambda x, k: tf.nn.conv2d(x, k, strides=1, padding="SAME"))
+    if not matmul_kernel_gradient:
+        return convolve(images, kernel)
+
+    @tf.custom_gradient
+    def convolution(images, kernel):
+        def gradient(output_gradient):
+            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+            return (convolve(output_gradient, flipped),
+                    kernel_gradient_graph(images, output_gradient, kernel.shape))
+        return convolve(images, kernel), gradient
+
+    return convolution(images, tf.convert_to_tensor(kernel))
+
+
+def kernel_gradient_graph(images, output_gradient, kernel_shape):
+    """The gradient of a "same", stride-1 convolution's kernel, as matrix products.
+
+    Kernel position (i, j) sees the images shifted by (i - kh // 2, j - kw // 2): its
+    gradient is that shifted window, flattened to [B * H * W, C], transposed and
+    multiplied by the output gradient flattened to [B * H * W, F]. Each window is a copy
+    of the images; they are made one after the other, each once the product before it is
+    done, so that one window at a time is in memory (and the padded images are made once
+    the output gradient is there, not as soon as the images are).
+
+    Args:
+        images: [B, H, W, C]; output_gradient: [B, H, W, F].
+        kernel_shape: (kh, kw, C, F), kh and kw odd.
+
+    Returns:
+        [kh, kw, C, F].
+    """
+    kernel_height, kernel_width, channels, filters = kernel_shape
+    top, left = kernel_height // 2, kernel_width // 2
+    with tf.control_dependencies([output_gradient]):
+        padded = tf.pad(images, [[0, 0], [top, top], [left, left], [0, 0]])
+    shape = tf.shape(output_gradient)
+    height, width = shape[1], shape[2]
+    flat_gradient = tf.reshape(output_gradient, [-1, filters])
+    positions = []
+    for i in range(kernel_height):
+        for j in range(kernel_width):
+            with tf.control_dependencies(positions[-1:]):
+                window = tf.reshape(padded[:, i:i + height, j:j + width], [-1, channels])
+            positions.append(tf.matmul(window, flat_gradient, transpose_a=True))
+    return tf.reshape(tf.stack(positions), kernel_shape)
+
+
+def use_cpu_convolutions(model, in_halves, matmul_kernel_gradient):
+    """Set the CPU switches of every mrcnn ``Conv2D`` of ``model`` and of the models in it.
+
+    The convolutions of the heads, wrapped in TimeDistributed, run on batches of ROIs and
+    keep Keras's convolution. Call before the model's functions are traced.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            use_cpu_convolutions(layer, in_halves, matmul_kernel_gradient)
+        elif isinstance(layer, Conv2D):
+            layer.in_halves = in_halves
+            layer.matmul_kernel_gradient = matmul_kernel_gradient
 
 
 def conv_bn(x, filters, kernel_size, conv_name, bn_name, strides=(1, 1), padding="valid",
@@ -549,7 +675,8 @@ class PyramidROIAlign(KL.Layer):
         self.pool_shape = tuple(pool_shape)
 
     def call(self, inputs):
-        crop_and_resize = crop_and_resize_graph if self.builtin_ops_only else tf.image.crop_and_resize
+        crop_and_resize = (crop_and_resize_graph if self.builtin_ops_only
+                           else tf.image.crop_and_resize)
         boxes = inputs[0]
         image_meta = inputs[1]
         feature_maps = inputs[2:]
@@ -573,7 +700,8 @@ class PyramidROIAlign(KL.Layer):
             # The boxes are inputs, not something to back-propagate through.
             level_boxes = tf.stop_gradient(level_boxes)
             box_indices = tf.stop_gradient(box_indices)
-            pooled.append(crop_and_resize(feature_maps[i], level_boxes, box_indices, self.pool_shape))
+            pooled.append(crop_and_resize(feature_maps[i], level_boxes, box_indices,
+                                          self.pool_shape))
 
         pooled = tf.concat(pooled, axis=0)
         box_to_level = tf.concat(box_to_level, axis=0)

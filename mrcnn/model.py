@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn import (distribute, files, input_pipeline, inspection, runs, threads, transform, utils,
-                   weights)
+from mrcnn import (cpu, distribute, files, input_pipeline, inspection, runs, threads, transform,
+                   utils, weights)
 from mrcnn import export as export_module
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import conv_block, fpn_graph, identity_block, resnet_graph
@@ -41,7 +41,7 @@ from mrcnn.layers import (ActiveRows, AnchorsLayer, BatchNorm, DetectionLayer,
                           apply_box_deltas_graph, batch_pack_graph, clip_boxes_graph,
                           denorm_boxes_graph, detection_targets_graph, log2_graph,
                           norm_boxes_graph, overlaps_graph, parse_image_meta_graph,
-                          refine_detections_graph, trim_zeros_graph)
+                          refine_detections_graph, trim_zeros_graph, use_cpu_convolutions)
 from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
@@ -109,6 +109,11 @@ class MaskRCNN:
         self.distributed = self.strategy is not tf.distribute.get_strategy()
         with self.strategy.scope():
             self.keras_model = self.build(mode=mode, config=config)
+        if not tf.config.list_physical_devices("GPU"):
+            use_cpu_convolutions(
+                self.keras_model,
+                in_halves=config.IMAGES_PER_GPU == 1 and cpu.prefers_convolutions_in_halves(),
+                matmul_kernel_gradient=mode == "training")
 
     # ------------------------------------------------------------------
     # Graph

@@ -9,6 +9,8 @@ from keras import layers as KL
 from mrcnn import layers, losses, utils
 from mrcnn.config import Config
 
+from conftest import TinyConfig
+
 
 def random_boxes(rng, count, size=1.0, min_side=0.05):
     """[count, (y1, x1, y2, x2)] boxes inside [0, size]² with sides >= min_side * size."""
@@ -147,6 +149,89 @@ def test_time_distributed_equals_the_layer_applied_per_item():
     for b in range(2):
         for t in range(5):
             np.testing.assert_allclose(out[b, t], conv(x[b, t][None]).numpy()[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, kernel_size", [
+    ((1, 9, 7, 3), (3, 3)), ((2, 8, 5, 4), (3, 3)), ((1, 1, 6, 2), (3, 3)),
+    ((1, 2, 3, 2), (5, 5)), ((1, 13, 4, 3), (3, 1))])
+@pytest.mark.parametrize("in_halves, matmul_kernel_gradient", [
+    (False, True), (True, False), (True, True)])
+def test_same_convolution_is_tf_conv2d_with_its_gradients(shape, kernel_size, in_halves,
+                                                          matmul_kernel_gradient):
+    """Odd and even heights, a height of 1 and 2 under a 5x5 kernel, a batch of 2, 3x1."""
+    rng = np.random.default_rng(sum(shape))
+    images = tf.constant(rng.normal(size=shape).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=kernel_size + (shape[-1], 4)).astype(np.float32))
+    outputs_weights = tf.constant(rng.normal(size=shape[:3] + (4,)).astype(np.float32))
+    results = []
+    for convolve in (lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+                     lambda x, k: layers.same_convolution(x, k, in_halves,
+                                                          matmul_kernel_gradient)):
+        with tf.GradientTape() as tape:
+            tape.watch([images, kernel])
+            outputs = convolve(images, kernel)
+            loss = tf.reduce_sum(outputs * outputs_weights)
+        results.append([outputs, *tape.gradient(loss, [images, kernel])])
+    for expected, actual in zip(*results):
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_convolution_in_halves_with_an_even_kernel():
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(3, 7, 6, 2)).astype(np.float32)
+    kernel = rng.normal(size=(2, 4, 2, 3)).astype(np.float32)
+    halves = layers.convolution_in_halves(tf.constant(images), tf.constant(kernel))
+    np.testing.assert_allclose(halves.numpy(), tf.nn.conv2d(images, kernel, 1, "SAME").numpy(),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("in_halves", [False, True])
+def test_cpu_switches_keep_the_gradients_of_a_folded_conv_bn(in_halves):
+    """Kernel, bias, gamma and beta gradients through the matmul kernel gradient."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((9, 8, 3))
+    model = keras.Model(inputs, layers.conv_bn(inputs, 4, (3, 3), "conv", "bn", padding="same",
+                                               train_bn=False))
+    bn = model.get_layer("bn")
+    bn.set_weights([w + np.random.default_rng(2).uniform(0.5, 1.5, w.shape) for w in bn.get_weights()])
+    images = tf.constant(np.random.default_rng(3).normal(size=(1, 9, 8, 3)).astype(np.float32))
+    gradients = []
+    for switched in (False, True):
+        layers.use_cpu_convolutions(model, in_halves and switched, matmul_kernel_gradient=switched)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(model(images)))
+        gradients.append(tape.gradient(loss, model.trainable_weights))
+    assert len(gradients[0]) == 4  # kernel, bias, gamma, beta
+    for expected, actual in zip(*gradients):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_halves", [False, True])
+def test_cpu_convolutions_switch_the_image_convolutions_not_the_heads(tmp_path, in_halves):
+    """The backbone's, FPN's and RPN's convolutions; the same detections."""
+    from mrcnn.model import MaskRCNN
+
+    keras.utils.set_random_seed(1)
+    model = MaskRCNN("inference", TinyConfig(), str(tmp_path))
+    layers.use_cpu_convolutions(model.keras_model, in_halves=False, matmul_kernel_gradient=False)
+    image = np.random.default_rng(1).integers(0, 256, (100, 128, 3), dtype=np.uint8)
+    (expected,) = model.detect([image])
+    layers.use_cpu_convolutions(model.keras_model, in_halves, matmul_kernel_gradient=True)
+    model.keras_model.make_predict_function(force=True)  # traced anew, with the switches
+    switched = {layer.name for layer in model.keras_model.layers
+                if getattr(layer, "matmul_kernel_gradient", False)
+                and layer.in_halves == in_halves}
+    assert {"fpn_p2", "fpn_p5", "res2a_branch2b", "res4f_branch2b", "conv1"} <= switched
+    rpn_conv = model.keras_model.get_layer("rpn_model").get_layer("rpn_conv_shared")
+    assert rpn_conv.matmul_kernel_gradient and rpn_conv.in_halves == in_halves
+    head_conv = model.keras_model.get_layer("mrcnn_mask_conv1").layer
+    assert not head_conv.matmul_kernel_gradient and not head_conv.in_halves
+    (actual,) = model.detect([image])
+    assert len(expected["scores"]) >= 3
+    np.testing.assert_array_equal(actual["class_ids"], expected["class_ids"])
+    np.testing.assert_allclose(actual["scores"], expected["scores"], atol=1e-4)
+    assert np.abs(actual["rois"] - expected["rois"]).max() <= 1
 
 
 def test_frozen_batch_norm_uses_moving_statistics_when_training():

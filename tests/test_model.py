@@ -164,6 +164,18 @@ def test_training_reports_all_five_losses_and_the_loss_falls(trained):
     assert five <= last < five + 0.5
 
 
+def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, inference_model):
+    """Training models on CPU take the matmul kernel gradient; inference models do not."""
+    from mrcnn import cpu
+
+    model, _ = trained
+    training_conv = model.keras_model.get_layer("fpn_p2")
+    inference_conv = inference_model.keras_model.get_layer("fpn_p2")
+    assert training_conv.matmul_kernel_gradient and not inference_conv.matmul_kernel_gradient
+    assert not training_conv.in_halves  # two images a batch
+    assert inference_conv.in_halves == cpu.prefers_convolutions_in_halves()
+
+
 def test_training_writes_one_checkpoint_per_epoch_and_resumes(trained, tmp_path):
     model, _ = trained
     assert model.epoch == 2
