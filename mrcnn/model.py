@@ -113,7 +113,9 @@ class MaskRCNN:
             use_cpu_convolutions(
                 self.keras_model,
                 in_halves=config.IMAGES_PER_GPU == 1 and cpu.prefers_convolutions_in_halves(),
-                matmul_kernel_gradient=mode == "training")
+                matmul_kernel_gradient=(
+                    mode == "training"
+                    and config.IMAGE_MAX_DIM >= cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE))
 
     # ------------------------------------------------------------------
     # Graph

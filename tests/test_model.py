@@ -164,16 +164,21 @@ def test_training_reports_all_five_losses_and_the_loss_falls(trained):
     assert five <= last < five + 0.5
 
 
-def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, inference_model):
-    """Training models on CPU take the matmul kernel gradient; inference models do not."""
+def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, inference_model,
+                                                                  tmp_path):
+    """Matmul kernel gradients for training from 512-pixel images on; halves per mrcnn.cpu."""
     from mrcnn import cpu
 
-    model, _ = trained
-    training_conv = model.keras_model.get_layer("fpn_p2")
-    inference_conv = inference_model.keras_model.get_layer("fpn_p2")
-    assert training_conv.matmul_kernel_gradient and not inference_conv.matmul_kernel_gradient
-    assert not training_conv.in_halves  # two images a batch
-    assert inference_conv.in_halves == cpu.prefers_convolutions_in_halves()
+    class Large(TrainConfig):
+        IMAGE_MIN_DIM = IMAGE_MAX_DIM = cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE
+
+    large = modellib.MaskRCNN("training", Large(), str(tmp_path)).keras_model.get_layer("fpn_p2")
+    small = trained[0].keras_model.get_layer("fpn_p2")
+    inference = inference_model.keras_model.get_layer("fpn_p2")
+    assert large.matmul_kernel_gradient
+    assert not small.matmul_kernel_gradient and not inference.matmul_kernel_gradient
+    assert not large.in_halves and not small.in_halves  # two images a batch
+    assert inference.in_halves == cpu.prefers_convolutions_in_halves()
 
 
 def test_training_writes_one_checkpoint_per_epoch_and_resumes(trained, tmp_path):
