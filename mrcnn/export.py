@@ -46,15 +46,13 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import files
+from mrcnn.config import DERIVED_ATTRIBUTES
 from mrcnn.errors import InputError
 from mrcnn.layers import DetectionLayer, PyramidROIAlign
 from mrcnn.transform import compose_image_meta
 
 FORMATS = ("saved_model", "tflite")
 EXPORTED_RESIZE_MODES = ("square", "pad64")
-
-# Derived attributes that Config.__init__ computes: not copied between configs.
-_DERIVED_CONFIG_ATTRIBUTES = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 
 
 class ExportError(InputError):
@@ -197,7 +195,7 @@ def one_image_inference_model(model):
     if model.mode == "inference" and config.BATCH_SIZE == 1:
         return model
     attributes = {name: value for name, value in vars(config).items()
-                  if name not in _DERIVED_CONFIG_ATTRIBUTES}
+                  if name not in DERIVED_ATTRIBUTES}
     attributes.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
     one_image_config = type(type(config).__name__, (type(config),), attributes)()
     twin = MaskRCNN("inference", one_image_config, model.model_dir)
