@@ -77,10 +77,18 @@ def batches(generator, first_step=0, meter=None, replicas=1, first_replica=0,
         the numpy arrays of the batch.
     """
     meter = meter or PipelineMeter(workers=1)
+    start = time.perf_counter()
     example = generator.batch(first_step * replicas_in_sync + first_replica)
     flat_example = tf.nest.flatten(example)
+    # The example, which gives the elements' dtypes and shapes, is also the first element:
+    # served once from here rather than built twice.
+    ready = {first_step * replicas: (flat_example, time.perf_counter() - start)}
 
     def build(element):
+        if int(element) in ready:
+            arrays, seconds = ready.pop(int(element))
+            meter.add(generator.batch_size, seconds)
+            return arrays
         step, replica = divmod(int(element), replicas)
         start = time.perf_counter()
         try:

@@ -29,6 +29,20 @@ def test_batches_are_the_generators_from_the_first_one_on_in_order(generator):
     generator.epoch = 0
 
 
+def test_each_batch_is_built_once(synthetic_dataset, tiny_config):
+    """The example batch that gives the shapes is served as the first element, not rebuilt."""
+    generator = data.DataGenerator(synthetic_dataset, tiny_config, shuffle=True, seed=5, steps=3)
+    built = []
+    batch = generator.batch
+    generator.batch = lambda number: built.append(number) or batch(number)
+    meter = input_pipeline.PipelineMeter(workers=1)
+    for (inputs,), number in zip(input_pipeline.batches(generator, first_step=2, meter=meter),
+                                 range(2, 5)):
+        np.testing.assert_array_equal(inputs[0].numpy(), batch(number)[0][0])
+    assert built[:3] == [2, 3, 4] and len(set(built)) == len(built)
+    assert meter.snapshot()[0] >= 3 * generator.batch_size
+
+
 def test_a_workers_error_is_raised_as_itself_with_the_image_named(synthetic_dataset, tiny_config):
     class Broken(type(synthetic_dataset)):
         def load_mask(self, image_id):
