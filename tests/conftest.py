@@ -209,6 +209,27 @@ def iou_matrix(boxes1, boxes2):
     return intersection / (area1 + area2 - intersection)
 
 
+def mask_iou(a, b):
+    """IoU of two boolean masks of one shape; 1 when both are empty."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+def matched_detections(served, expected, score_tolerance=1e-4):
+    """Pairs (i, j) of served and expected detections (dicts of detect()'s outputs) of one
+    class, with scores within ``score_tolerance`` and boxes within a pixel."""
+    pairs = []
+    for i in range(len(served["scores"])):
+        for j in range(len(expected["scores"])):
+            if (served["class_ids"][i] == expected["class_ids"][j]
+                    and abs(served["scores"][i] - expected["scores"][j]) < score_tolerance
+                    and np.abs(served["rois"][i] - expected["rois"][j]).max() <= 1
+                    and j not in [pair[1] for pair in pairs]):
+                pairs.append((i, j))
+                break
+    return pairs
+
+
 def boxes_of(masks):
     """Tight boxes of [H, W, N] masks, x2/y2 exclusive, via np.nonzero."""
     boxes = []

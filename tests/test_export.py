@@ -14,7 +14,7 @@ import tensorflow as tf
 from mrcnn import export, utils
 from mrcnn.model import MaskRCNN
 
-from conftest import TinyConfig
+from conftest import TinyConfig, mask_iou, matched_detections
 
 CLASS_NAMES = ["BG", "pikachu"]
 
@@ -118,26 +118,6 @@ def assert_same_detections(served, expected, score_tolerance=1e-4):
     assert np.abs(served["rois"] - expected["rois"]).max(initial=0) <= 1
     for i in range(served["masks"].shape[-1]):
         assert mask_iou(served["masks"][..., i], expected["masks"][..., i]) >= 0.99, i
-
-
-def mask_iou(a, b):
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
-
-
-def matched_detections(served, expected):
-    """Pairs (i, j) of served and expected detections of one class with scores within 1e-4
-    and boxes within a pixel."""
-    pairs = []
-    for i in range(len(served["scores"])):
-        for j in range(len(expected["scores"])):
-            if (served["class_ids"][i] == expected["class_ids"][j]
-                    and abs(served["scores"][i] - expected["scores"][j]) < 1e-4
-                    and np.abs(served["rois"][i] - expected["rois"][j]).max() <= 1
-                    and j not in [pair[1] for pair in pairs]):
-                pairs.append((i, j))
-                break
-    return pairs
 
 
 def test_saved_model_gives_detect_results_without_mrcnn(model, images, saved_model, tmp_path):

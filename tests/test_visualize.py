@@ -15,7 +15,7 @@ from matplotlib.patches import Polygon, Rectangle  # noqa: E402
 
 from mrcnn import visualize  # noqa: E402
 
-from conftest import box_mask  # noqa: E402
+from conftest import box_mask, mask_iou  # noqa: E402
 
 CLASS_NAMES = ["BG", "pikachu", "ball", "hat"]
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,10 +33,6 @@ def instances(shape, boxes):
     masks = np.stack([box_mask(shape, b) for b in boxes], axis=-1) if len(boxes) else \
         np.zeros(shape + (0,), dtype=bool)
     return boxes, masks
-
-
-def mask_iou(a, b):
-    return np.logical_and(a, b).sum() / np.logical_or(a, b).sum()
 
 
 def rectangles(ax):
