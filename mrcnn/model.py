@@ -109,6 +109,9 @@ class MaskRCNN:
         self.distributed = self.strategy is not tf.distribute.get_strategy()
         with self.strategy.scope():
             self.keras_model = self.build(mode=mode, config=config)
+        if mode == "training":
+            for layer in self._sparse_gradient_layers():
+                layer.sparse_gradient = True
         if not tf.config.list_physical_devices("GPU"):
             use_cpu_convolutions(
                 self.keras_model,
@@ -116,6 +119,18 @@ class MaskRCNN:
                 matmul_kernel_gradient=(
                     mode == "training"
                     and config.IMAGE_MAX_DIM >= cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE))
+
+    def _sparse_gradient_layers(self):
+        """The convolutions whose output gradient is zero at all but a few pixels.
+
+        The pyramid's 3x3 convolutions and the RPN's reach the losses only through the
+        RPN's losses, at the RPN_TRAIN_ANCHORS_PER_IMAGE anchors they sample (the proposals
+        carry no gradient), and through ROIAlign, at the four pixels around each of its
+        sample points: a few percent of P2's pixels in a training step.
+        """
+        model = self.keras_model
+        return ([model.get_layer(name) for name in ("fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5")]
+                + [model.get_layer("rpn_model").get_layer("rpn_conv_shared")])
 
     # ------------------------------------------------------------------
     # Graph

@@ -230,6 +230,22 @@ def matched_detections(served, expected, score_tolerance=1e-4):
     return pairs
 
 
+def count_sparse_gradients(monkeypatch):
+    """(filters, pixels) of each call of layers.sparse_convolution_gradients from now on
+    (in eager mode, tf.cond runs only the branch it takes)."""
+    from mrcnn import layers
+
+    calls = []
+    sparse = layers.sparse_convolution_gradients
+
+    def counted(images, kernel, output_gradient, positions):
+        calls.append((kernel.shape[-1], positions.shape[0]))
+        return sparse(images, kernel, output_gradient, positions)
+
+    monkeypatch.setattr(layers, "sparse_convolution_gradients", counted)
+    return calls
+
+
 def boxes_of(masks):
     """Tight boxes of [H, W, N] masks, x2/y2 exclusive, via np.nonzero."""
     boxes = []

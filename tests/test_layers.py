@@ -9,7 +9,7 @@ from keras import layers as KL
 from mrcnn import layers, losses, utils
 from mrcnn.config import Config
 
-from conftest import TinyConfig
+from conftest import TinyConfig, count_sparse_gradients
 
 
 def random_boxes(rng, count, size=1.0, min_side=0.05):
@@ -175,6 +175,62 @@ def test_same_convolution_is_tf_conv2d_with_its_gradients(shape, kernel_size, in
     for expected, actual in zip(*results):
         assert actual.shape == expected.shape
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape, kernel_size", [
+    ((2, 9, 7, 3), (3, 3)), ((1, 6, 5, 2), (5, 5)), ((1, 13, 4, 3), (3, 1))])
+@pytest.mark.parametrize("in_halves, matmul_kernel_gradient", [
+    (False, False), (True, True)])
+def test_sparse_gradient_is_the_dense_one(shape, kernel_size, in_halves, matmul_kernel_gradient,
+                                          monkeypatch):
+    """An output gradient at a few pixels (corners and edges included) takes the sparse path;
+    a dense one the dense path. Both give tf.nn.conv2d's gradients."""
+    rng = np.random.default_rng(sum(shape))
+    batch, height, width, _ = shape
+    images = tf.constant(rng.normal(size=shape).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=kernel_size + (shape[-1], 4)).astype(np.float32))
+    sparse_weights = np.zeros(shape[:3] + (4,), np.float32)
+    for b, y, x in [(0, 0, 0), (batch - 1, height - 1, width - 1), (0, height // 2, width - 1)]:
+        sparse_weights[b, y, x] = rng.normal(size=4)
+    sparse_weights[0, 0, 0, 1:] = 0  # a pixel with one non-zero channel counts
+    dense_weights = rng.normal(size=sparse_weights.shape).astype(np.float32)
+    calls = count_sparse_gradients(monkeypatch)
+    for outputs_weights in (sparse_weights, dense_weights):
+        results = []
+        for convolve in (lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+                         lambda x, k: layers.same_convolution(x, k, in_halves, matmul_kernel_gradient,
+                                                              sparse_gradient=True)):
+            with tf.GradientTape() as tape:
+                tape.watch([images, kernel])
+                loss = tf.reduce_sum(convolve(images, kernel) * outputs_weights)
+            results.append(tape.gradient(loss, [images, kernel]))
+        for expected, actual in zip(*results):
+            assert actual.shape == expected.shape
+            np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+    assert calls == [(4, 3)]  # three pixels; the dense gradient took the dense path
+
+
+def test_sparse_convolution_gradients_against_numpy():
+    """Each listed pixel's gradient row, times the kernel, added into its window (numpy)."""
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(1, 5, 6, 2)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 2, 3)).astype(np.float32)
+    gradient = np.zeros((1, 5, 6, 3), np.float32)
+    positions = [(0, 0, 5), (0, 2, 2), (0, 4, 0)]
+    for b, y, x in positions:
+        gradient[b, y, x] = rng.normal(size=3)
+    image_gradient, kernel_gradient = layers.sparse_convolution_gradients(
+        tf.constant(images), tf.constant(kernel), tf.constant(gradient),
+        tf.constant(positions, tf.int64))
+    padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    expected_images = np.zeros_like(padded)
+    expected_kernel = np.zeros_like(kernel)
+    for b, y, x in positions:
+        expected_kernel += np.einsum("ijc,f->ijcf", padded[b, y:y + 3, x:x + 3], gradient[b, y, x])
+        expected_images[b, y:y + 3, x:x + 3] += np.einsum("ijcf,f->ijc", kernel, gradient[b, y, x])
+    np.testing.assert_allclose(kernel_gradient.numpy(), expected_kernel, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(image_gradient.numpy(), expected_images[:, 1:-1, 1:-1], rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_convolution_in_halves_with_an_even_kernel():
