@@ -227,6 +227,32 @@ def test_rpn_and_pyramid_convolutions_back_propagate_sparse_gradients(synthetic_
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=1e-4 * largest)
 
 
+def test_a_heads_step_traces_no_backward_pass_of_the_frozen_backbone(synthetic_dataset, tmp_path):
+    """The tape records only what the trainable weights reach."""
+    import tensorflow as tf
+    from mrcnn.data import DataGenerator
+    from mrcnn.training import LAYER_REGEX
+
+    config = TinyConfig()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    (inputs,) = DataGenerator(synthetic_dataset, config, shuffle=False, seed=0)[0]
+    specs = (tuple(tf.TensorSpec(x.shape, tf.as_dtype(x.dtype)) for x in inputs),)
+
+    def layers_with_gradients(layers):
+        model.set_trainable(LAYER_REGEX[layers], verbose=0)
+        model.compile(0.01, 0.9)
+        model.keras_model.optimizer.build(model.keras_model.trainable_variables)
+        graph = tf.function(model.keras_model.train_step).get_concrete_function(specs).graph
+        # Gradient operations are named gradient_tape/<model>/<layer>_<call>/...
+        return {op.name.split("/")[2].rsplit("_", 1)[0] for op in graph.get_operations()
+                if op.name.startswith("gradient_tape/") and op.name.count("/") >= 3}
+
+    heads, every_layer = layers_with_gradients("heads"), layers_with_gradients("all")
+    assert {"fpn_p2", "fpn_c2p2", "mrcnn_mask_conv1", "mrcnn_class_conv1"} <= heads
+    assert {"res2a_branch2a", "res4a_branch2b", "conv1"} <= every_layer
+    assert not any(name.startswith(("res", "conv1")) for name in heads), sorted(heads)
+
+
 def test_training_writes_one_checkpoint_per_epoch_and_resumes(trained, tmp_path):
     model, _ = trained
     assert model.epoch == 2
