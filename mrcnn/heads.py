@@ -6,9 +6,11 @@ by them.
 """
 
 import keras
+import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn.layers import Conv2D, PyramidROIAlign, TimeDistributed, conv_bn
+from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, add_windows, conv_bn,
+                          convolution_windows, same_convolution)
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -41,9 +43,105 @@ def build_rpn_model(anchor_stride, anchors_per_location, depth):
 
     Input: [batch, height, width, depth] feature map. Outputs: rpn_graph's three tensors.
     """
-    input_feature_map = keras.Input(shape=[None, None, depth], name="input_rpn_feature_map")
-    outputs = rpn_graph(input_feature_map, anchors_per_location, anchor_stride)
-    return keras.Model(input_feature_map, outputs, name="rpn_model")
+    return RegionProposalNetwork(anchor_stride, anchors_per_location, depth)
+
+
+class RegionProposalNetwork(keras.Model):
+    """rpn_graph as a functional model; the training model sets ``sparse_gradient``.
+
+    With ``sparse_gradient`` (and an anchor stride of 1) a call computes the same outputs
+    through ``rpn_sparse_gradient_graph``, whose gradient is computed at the pixels the
+    RPN's losses reach only. The layers and weights are rpn_graph's either way.
+    """
+
+    sparse_gradient = False
+
+    def __init__(self, anchor_stride, anchors_per_location, depth):
+        input_feature_map = keras.Input(shape=[None, None, depth], name="input_rpn_feature_map")
+        outputs = rpn_graph(input_feature_map, anchors_per_location, anchor_stride)
+        super().__init__(input_feature_map, outputs, name="rpn_model")
+
+    def call(self, inputs, training=None, mask=None):
+        shared = self.get_layer("rpn_conv_shared")
+        if not self.sparse_gradient or tuple(shared.strides) != (1, 1):
+            return super().call(inputs, training=training, mask=mask)
+        class_conv, bbox_conv = self.get_layer("rpn_class_raw"), self.get_layer("rpn_bbox_pred")
+        class_outputs, bbox_outputs = rpn_sparse_gradient_graph(
+            inputs, *[tf.convert_to_tensor(weight) for weight in
+                      (shared.kernel, shared.bias, class_conv.kernel, class_conv.bias,
+                       bbox_conv.kernel, bbox_conv.bias)],
+            in_halves=shared.in_halves)
+        batch = tf.shape(inputs)[0]
+        rpn_class_logits = tf.reshape(class_outputs, [batch, -1, 2])   # rpn_graph's Reshape
+        return [rpn_class_logits, tf.nn.softmax(rpn_class_logits),
+                tf.reshape(bbox_outputs, [batch, -1, 4])]
+
+
+def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
+                              bbox_kernel, bbox_bias, in_halves=False):
+    """rpn_graph's convolutions, back-propagated from the pixels that have a gradient only.
+
+    The RPN's two losses reach it at the anchors they sample (RPN_TRAIN_ANCHORS_PER_IMAGE
+    an image, out of tens of thousands of pixels; the proposals carry no gradient). For
+    those K pixels the gradient recomputes the shared 3x3 convolution from their windows
+    (``layers.convolution_windows``), so that a training step neither keeps the [B, H, W,
+    512] shared feature map for the backward pass nor makes its gradient, and it
+    multiplies K rows where the dense gradients would multiply every pixel's. The same
+    gradients, summed in another order; the cost grows with K, whatever it is.
+
+    Args:
+        feature_map: [B, H, W, C].
+        shared_kernel: [3, 3, C, S] and shared_bias [S] of rpn_conv_shared (ReLU).
+        class_kernel: [1, 1, S, 2A] and class_bias [2A] of rpn_class_raw.
+        bbox_kernel: [1, 1, S, 4A] and bbox_bias [4A] of rpn_bbox_pred.
+        in_halves: run the 3x3 convolution as ``layers.convolution_in_halves``.
+
+    Returns:
+        rpn_class_raw's [B, H, W, 2A] and rpn_bbox_pred's [B, H, W, 4A] outputs.
+    """
+    shared_filters = shared_kernel.shape[3]
+
+    @tf.custom_gradient
+    def convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
+                     bbox_kernel, bbox_bias):
+        shared = tf.nn.relu(tf.nn.bias_add(
+            same_convolution(feature_map, shared_kernel, in_halves), shared_bias))
+        class_outputs = tf.nn.bias_add(tf.nn.conv2d(shared, class_kernel, 1, "VALID"), class_bias)
+        bbox_outputs = tf.nn.bias_add(tf.nn.conv2d(shared, bbox_kernel, 1, "VALID"), bbox_bias)
+
+        def gradient(class_gradient, bbox_gradient):
+            positions = tf.where(tf.logical_or(
+                tf.reduce_any(tf.not_equal(class_gradient, 0), axis=-1),
+                tf.reduce_any(tf.not_equal(bbox_gradient, 0), axis=-1)))   # [K, (b, y, x)]
+            windows, corners = convolution_windows(feature_map, shared_kernel.shape, positions)
+            shared_matrix = tf.reshape(shared_kernel, [-1, shared_filters])
+            before_relu = tf.nn.bias_add(tf.matmul(windows, shared_matrix), shared_bias)
+            shared_rows = tf.nn.relu(before_relu)                            # [K, S]
+            class_rows = tf.gather_nd(class_gradient, positions)             # [K, 2A]
+            bbox_rows = tf.gather_nd(bbox_gradient, positions)               # [K, 4A]
+            class_matrix = tf.reshape(class_kernel, [shared_filters, -1])
+            bbox_matrix = tf.reshape(bbox_kernel, [shared_filters, -1])
+            shared_gradient = (tf.matmul(class_rows, class_matrix, transpose_b=True)
+                               + tf.matmul(bbox_rows, bbox_matrix, transpose_b=True))
+            shared_gradient *= tf.cast(before_relu > 0, shared_gradient.dtype)
+            feature_gradient = add_windows(
+                tf.matmul(shared_gradient, shared_matrix, transpose_b=True), corners,
+                feature_map, shared_kernel.shape)
+            return (feature_gradient,
+                    tf.reshape(tf.matmul(windows, shared_gradient, transpose_a=True),
+                               shared_kernel.shape),
+                    tf.reduce_sum(shared_gradient, axis=0),
+                    tf.reshape(tf.matmul(shared_rows, class_rows, transpose_a=True),
+                               class_kernel.shape),
+                    tf.reduce_sum(class_rows, axis=0),
+                    tf.reshape(tf.matmul(shared_rows, bbox_rows, transpose_a=True),
+                               bbox_kernel.shape),
+                    tf.reduce_sum(bbox_rows, axis=0))
+
+        return (class_outputs, bbox_outputs), gradient
+
+    return convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
+                        bbox_kernel, bbox_bias)
 
 
 def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,

@@ -413,14 +413,13 @@ def sparse_convolution_gradients(images, kernel, output_gradient, positions):
     """The image and kernel gradients of a "same", stride-1 convolution, from the
     output positions where the output gradient is not zero.
 
-    Output pixel (b, y, x) is the product of the kernel, flattened to [kh * kw * C, F],
-    and the window ``padded[b, y:y + kh, x:x + kw]`` of the zero-padded images. Only the
-    K given positions contribute to the gradients (at the others the output gradient is
-    zero): the kernel gradient is the product of their K windows and K output-gradient
-    rows, and the image gradient adds each row times the kernel back into its window.
-    The numbers of the dense gradients, in another order of summation: the RPN's losses
-    reach its 3x3 convolution at the few hundred anchors they sample, out of tens of
-    thousands of pixels.
+    Output pixel (b, y, x) is the product of its window (``convolution_windows``) and the
+    kernel, flattened to [kh * kw * C, F]. Only the K given positions contribute to the
+    gradients (at the others the output gradient is zero): the kernel gradient is the
+    product of their K windows and K output-gradient rows, and the image gradient adds
+    each row times the kernel back into its window. The numbers of the dense gradients,
+    in another order of summation: the RPN's losses reach its 3x3 convolution at the few
+    hundred anchors they sample, out of tens of thousands of pixels.
 
     Args:
         images: [B, H, W, C]; kernel: [kh, kw, C, F], kh and kw odd.
@@ -431,21 +430,48 @@ def sparse_convolution_gradients(images, kernel, output_gradient, positions):
     Returns:
         image gradient [B, H, W, C], kernel gradient [kh, kw, C, F].
     """
-    kernel_height, kernel_width, channels, filters = kernel.shape
+    windows, corners = convolution_windows(images, kernel.shape, positions)
+    rows = tf.gather_nd(output_gradient, positions)               # [K, F]
+    kernel_gradient = tf.reshape(tf.matmul(windows, rows, transpose_a=True), kernel.shape)
+    window_gradients = tf.matmul(rows, tf.reshape(kernel, [-1, kernel.shape[3]]), transpose_b=True)
+    return add_windows(window_gradients, corners, images, kernel.shape), kernel_gradient
+
+
+def convolution_windows(images, kernel_shape, positions):
+    """What a "same", stride-1 convolution's kernel sees at K output pixels.
+
+    Args:
+        images: [B, H, W, C].
+        kernel_shape: (kh, kw, C, F), kh and kw odd.
+        positions: [K, (b, y, x)] int64 output pixels.
+
+    Returns:
+        windows [K, kh * kw * C], the zero-padded ``images[b, y - kh // 2 : y + kh // 2 + 1,
+        x - kw // 2 : x + kw // 2 + 1]`` flattened in the kernel's order; corners
+        [K, kh * kw, 3], the index of each window pixel in the images padded by
+        (kh // 2, kw // 2), for ``add_windows``.
+    """
+    kernel_height, kernel_width = kernel_shape[0], kernel_shape[1]
     top, left = kernel_height // 2, kernel_width // 2
     padded = tf.pad(images, [[0, 0], [top, top], [left, left], [0, 0]])
     offsets = tf.constant([[0, i, j] for i in range(kernel_height) for j in range(kernel_width)],
                           tf.int64)
-    corners = positions[:, tf.newaxis] + offsets                  # [K, kh * kw, 3] in padded
-    windows = tf.reshape(tf.gather_nd(padded, corners), [-1, kernel_height * kernel_width * channels])
-    rows = tf.gather_nd(output_gradient, positions)               # [K, F]
-    flat_kernel = tf.reshape(kernel, [-1, filters])
-    kernel_gradient = tf.reshape(tf.matmul(windows, rows, transpose_a=True), kernel.shape)
-    window_gradients = tf.reshape(tf.matmul(rows, flat_kernel, transpose_b=True),
-                                  [-1, kernel_height * kernel_width, channels])
-    padded_gradient = tf.scatter_nd(corners, window_gradients, tf.shape(padded, tf.int64))
-    shape = tf.shape(images)
-    return padded_gradient[:, top:top + shape[1], left:left + shape[2]], kernel_gradient
+    corners = positions[:, tf.newaxis] + offsets
+    windows = tf.reshape(tf.gather_nd(padded, corners), [-1, kernel_height * kernel_width
+                                                         * images.shape[3]])
+    return windows, corners
+
+
+def add_windows(window_values, corners, images, kernel_shape):
+    """The [B, H, W, C] sum of K windows' values put back where ``convolution_windows``
+    took them (``corners``), overlaps added; ``window_values`` is [K, kh * kw * C]."""
+    kernel_height, kernel_width = kernel_shape[0], kernel_shape[1]
+    top, left = kernel_height // 2, kernel_width // 2
+    shape = tf.shape(images, tf.int64)
+    values = tf.reshape(window_values, [-1, kernel_height * kernel_width, images.shape[3]])
+    padded = tf.scatter_nd(corners, values,
+                           shape + tf.constant([0, 2 * top, 2 * left, 0], tf.int64))
+    return padded[:, top:top + shape[1], left:left + shape[2]]
 
 
 def kernel_gradient_graph(images, output_gradient, kernel_shape):

@@ -121,16 +121,17 @@ class MaskRCNN:
                     and config.IMAGE_MAX_DIM >= cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE))
 
     def _sparse_gradient_layers(self):
-        """The convolutions whose output gradient is zero at all but a few pixels.
+        """The layers whose outputs' gradient is zero at all but a few pixels.
 
-        The pyramid's 3x3 convolutions and the RPN's reach the losses only through the
-        RPN's losses, at the RPN_TRAIN_ANCHORS_PER_IMAGE anchors they sample (the proposals
-        carry no gradient), and through ROIAlign, at the four pixels around each of its
-        sample points: a few percent of P2's pixels in a training step.
+        The RPN (``heads.RegionProposalNetwork``) reaches the losses only through its own
+        two, at the RPN_TRAIN_ANCHORS_PER_IMAGE anchors they sample (the proposals carry no
+        gradient); the pyramid's 3x3 convolutions through the RPN and through ROIAlign, at
+        the four pixels around each of its sample points: a few percent of P2's pixels in a
+        training step.
         """
         model = self.keras_model
         return ([model.get_layer(name) for name in ("fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5")]
-                + [model.get_layer("rpn_model").get_layer("rpn_conv_shared")])
+                + [model.get_layer("rpn_model")])
 
     # ------------------------------------------------------------------
     # Graph

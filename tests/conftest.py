@@ -231,18 +231,26 @@ def matched_detections(served, expected, score_tolerance=1e-4):
 
 
 def count_sparse_gradients(monkeypatch):
-    """(filters, pixels) of each call of layers.sparse_convolution_gradients from now on
-    (in eager mode, tf.cond runs only the branch it takes)."""
-    from mrcnn import layers
+    """The pixels of each sparse gradient computed from now on: ``calls["convolutions"]``
+    gets (filters, K) of each layers.sparse_convolution_gradients, ``calls["rpn"]`` the K of
+    each heads.rpn_sparse_gradient_graph gradient (in eager mode, tf.cond runs only the
+    branch it takes)."""
+    from mrcnn import heads, layers
 
-    calls = []
+    calls = {"convolutions": [], "rpn": []}
     sparse = layers.sparse_convolution_gradients
+    windows = heads.convolution_windows
 
-    def counted(images, kernel, output_gradient, positions):
-        calls.append((kernel.shape[-1], positions.shape[0]))
+    def counted_convolution(images, kernel, output_gradient, positions):
+        calls["convolutions"].append((kernel.shape[-1], positions.shape[0]))
         return sparse(images, kernel, output_gradient, positions)
 
-    monkeypatch.setattr(layers, "sparse_convolution_gradients", counted)
+    def counted_rpn(images, kernel_shape, positions):
+        calls["rpn"].append(positions.shape[0])
+        return windows(images, kernel_shape, positions)
+
+    monkeypatch.setattr(layers, "sparse_convolution_gradients", counted_convolution)
+    monkeypatch.setattr(heads, "convolution_windows", counted_rpn)
     return calls
 
 

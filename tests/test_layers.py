@@ -207,7 +207,43 @@ def test_sparse_gradient_is_the_dense_one(shape, kernel_size, in_halves, matmul_
         for expected, actual in zip(*results):
             assert actual.shape == expected.shape
             np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
-    assert calls == [(4, 3)]  # three pixels; the dense gradient took the dense path
+    assert calls["convolutions"] == [(4, 3)]  # three pixels; the dense one took the dense path
+
+
+@pytest.mark.parametrize("in_halves", [False, True])
+def test_rpn_sparse_gradient_is_the_dense_one(in_halves, monkeypatch):
+    """The RPN model's outputs and its seven gradients (the feature map's, its six weights')
+    with sparse_gradient are those without, for a loss on a few anchors and on all of them."""
+    from mrcnn.heads import build_rpn_model
+
+    keras.utils.set_random_seed(6)
+    rpn = build_rpn_model(1, 3, 8)
+    shared = rpn.get_layer("rpn_conv_shared")
+    shared.in_halves = in_halves
+    rng = np.random.default_rng(6)
+    feature_map = tf.constant(rng.normal(size=(2, 9, 7, 8)).astype(np.float32))
+    anchors = 9 * 7 * 3
+    few = np.zeros((2, anchors), np.float32)
+    few[0, [0, 5, 100]] = 1.0
+    few[1, [anchors - 1, 60]] = -2.0
+    calls = count_sparse_gradients(monkeypatch)
+    for anchor_weights in (few, rng.normal(size=few.shape).astype(np.float32)):
+        results = []
+        for sparse in (False, True):
+            rpn.sparse_gradient = sparse
+            with tf.GradientTape() as tape:
+                tape.watch(feature_map)
+                logits, probs, deltas = rpn(feature_map)
+                loss = (tf.reduce_sum(tf.sin(logits[..., 1]) * anchor_weights)
+                        + tf.reduce_sum(tf.square(deltas) * anchor_weights[..., None]))
+            results.append([logits, probs, deltas,
+                            *tape.gradient(loss, [feature_map] + rpn.trainable_weights)])
+        for expected, actual in zip(*results):
+            assert actual.shape == expected.shape
+            np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5,
+                                       atol=1e-5 * float(tf.reduce_max(tf.abs(expected))))
+    assert len(results[0]) == 3 + 1 + 6
+    assert calls["rpn"] == [5, 2 * 9 * 7]  # five anchors at five pixels; then every pixel
 
 
 def test_sparse_convolution_gradients_against_numpy():
