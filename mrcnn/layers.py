@@ -496,13 +496,13 @@ def kernel_gradient_graph(images, output_gradient, kernel_shape):
     with tf.control_dependencies([output_gradient]):
         padded = tf.pad(images, [[0, 0], [top, top], [left, left], [0, 0]])
     shape = tf.shape(output_gradient)
-    height, width = shape[1], shape[2]
+    window_size = tf.stack([-1, shape[1], shape[2], -1])
     flat_gradient = tf.reshape(output_gradient, [-1, filters])
     positions = []
     for i in range(kernel_height):
         for j in range(kernel_width):
             with tf.control_dependencies(positions[-1:]):
-                window = tf.reshape(padded[:, i:i + height, j:j + width], [-1, channels])
+                window = tf.reshape(tf.slice(padded, [0, i, j, 0], window_size), [-1, channels])
             positions.append(tf.matmul(window, flat_gradient, transpose_a=True))
     return tf.reshape(tf.stack(positions), kernel_shape)
 
