@@ -270,9 +270,9 @@ class Conv2D(KL.Conv2D):
     batch of its two halves (``convolution_in_halves``, see ``mrcnn.cpu``);
     ``matmul_kernel_gradient`` computes the kernel gradient as matrix products
     (``same_convolution``). Both off is Keras's convolution. A third switch, for any
-    device, is set by the training model on the RPN's convolution:
+    device, is set by the training model on the pyramid's 3x3 convolutions:
     ``sparse_gradient`` back-propagates only from the output positions that have a
-    gradient (``sparse_convolution_gradients``).
+    gradient when they are few (``sparse_convolution_gradients``).
     """
 
     in_halves = False
@@ -418,8 +418,9 @@ def sparse_convolution_gradients(images, kernel, output_gradient, positions):
     gradients (at the others the output gradient is zero): the kernel gradient is the
     product of their K windows and K output-gradient rows, and the image gradient adds
     each row times the kernel back into its window. The numbers of the dense gradients,
-    in another order of summation: the RPN's losses reach its 3x3 convolution at the few
-    hundred anchors they sample, out of tens of thousands of pixels.
+    in another order of summation: in training, the pyramid's 3x3 convolutions get a
+    gradient from ROIAlign at the four pixels around each of its sample points and from the
+    RPN at the anchors its losses sample, a few percent of P2's pixels.
 
     Args:
         images: [B, H, W, C]; kernel: [kh, kw, C, F], kh and kw odd.

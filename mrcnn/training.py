@@ -94,7 +94,7 @@ class TrainingModel(weights.Keras2WeightsModel):
             outputs = self(inputs, training=True)
             loss = self.compute_loss(inputs, None, outputs, training=True)
             scaled_loss = self.optimizer.scale_loss(loss)
-        # compute_loss returns this replica's share; the reported loss is the whole.
+        # compute_loss returns this replica's share; Keras's "loss" metric gets the whole.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(inputs[0])[0])
         if weights:
