@@ -98,7 +98,13 @@ def mrcnn_macs(model, spec, mask_rois):
     per ROI, times the ROIs the graph feeds them: the box head gets the proposals at
     inference and the training ROIs in training, the mask head ``mask_rois`` (the rows of
     the mrcnn_mask output of a call). A training step adds each layer's kernel gradient
-    (trainable layers) and input gradient (layers with a trainable layer before them).
+    (trainable layers) and input gradient (layers with a trainable layer before them),
+    but for the layers that back-propagate from a few pixels only (MaskRCNN's
+    ``_sparse_gradient_layers``): the RPN adds three times its per-pixel MACs for each of
+    the RPN_TRAIN_ANCHORS_PER_IMAGE pixels it may back-propagate from (recomputing the
+    shared features there, its kernels' and its input's gradients), and the pyramid's 3x3
+    convolutions, whose gradient reaches a few percent of their pixels (about 3 % of P2 at
+    1024²), add none.
     """
     import keras
 
@@ -130,15 +136,17 @@ def mrcnn_macs(model, spec, mask_rois):
             input_grad = (backbone_trains and layer.name != "conv1") or (
                 stage == "fpn" and not lateral and trains(layer.name))
             forward = conv_macs(layer, layer.output.shape[1:3])
+            sparse_backward = stage == "fpn" and not lateral
             macs[stage] += (side_by_side.training_macs(forward, trains(layer.name), input_grad)
-                            if training else forward)
+                            if training and not sparse_backward else forward)
     # RPN: the shared model on every level.
     positions = sum(int(np.prod(p.shape[1:3])) for p in pyramid)
     rpn = model.keras_model.get_layer("rpn_model")
     forward = sum(conv_macs(layer, (1, 1)) for layer in rpn.layers
                   if isinstance(layer, keras.layers.Conv2D)) * positions
-    macs["rpn"] = side_by_side.training_macs(forward, trains("rpn_model"), True) if training \
-        else forward
+    macs["rpn"] = forward
+    if training and trains("rpn_model"):
+        macs["rpn"] += 3 * forward // positions * config.RPN_TRAIN_ANCHORS_PER_IMAGE
     # Heads, per ROI.
     box_rois = config.TRAIN_ROIS_PER_IMAGE if training else config.POST_NMS_ROIS_INFERENCE
     for stage, rois, names, side in (

@@ -263,7 +263,8 @@ class Conv2D(KL.Conv2D):
     * A kernel that covers the whole input (``padding="valid"``, stride 1, input
       height and width equal to the kernel's, as in the classifier head) is computed as one
       matrix product of the flattened input and the reshaped kernel, which CPU libraries
-      run several times faster than a convolution of that shape.
+      run several times faster than a convolution of that shape. With a folded BatchNorm
+      its output is scaled, ``conv(x, kernel) * scale``, rather than its larger kernel.
 
     And two switches for CPUs (set by ``use_cpu_convolutions``), for a "same", stride-1
     convolution with an odd kernel: ``in_halves`` runs the convolution of one image as a
@@ -317,7 +318,13 @@ class Conv2D(KL.Conv2D):
         if self._batch_norm is None:
             return super().call(inputs)
         scale, offset = self._batch_norm().frozen_affine()
-        outputs = self.convolution_op(inputs, self.kernel * scale)
+        if self._whole_input:
+            # Such a kernel has more weights than a batch of ROIs has outputs (7 * 7 * 256
+            # to each of 1024 channels in the box head): the outputs are scaled instead,
+            # and no scaled copy of the kernel is made.
+            outputs = self.convolution_op(inputs, self.kernel) * scale
+        else:
+            outputs = self.convolution_op(inputs, self.kernel * scale)
         bias = offset + self.bias * scale if self.use_bias else offset
         outputs = tf.nn.bias_add(outputs, bias)
         return outputs if self.activation is None else self.activation(outputs)
