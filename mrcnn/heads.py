@@ -10,7 +10,7 @@ import tensorflow as tf
 from keras import layers as KL
 
 from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, add_windows, conv_bn,
-                          convolution_windows, same_convolution)
+                          convolution_windows, same_convolution, scoped_gradient)
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -138,7 +138,7 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
                                bbox_kernel.shape),
                     tf.reduce_sum(bbox_rows, axis=0))
 
-        return (class_outputs, bbox_outputs), gradient
+        return (class_outputs, bbox_outputs), scoped_gradient(gradient)
 
     return convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
                         bbox_kernel, bbox_bias)

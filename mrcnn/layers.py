@@ -406,9 +406,25 @@ def same_convolution(images, kernel, in_halves=False, matmul_kernel_gradient=Fal
                 tf.shape(positions, tf.int64)[0] * SPARSE_GRADIENT_MAX_SHARE_INVERSE <= pixels,
                 lambda: sparse_convolution_gradients(images, kernel, output_gradient, positions),
                 lambda: dense_gradients(images, kernel, output_gradient))
-        return convolve(images, kernel), gradient
+        return convolve(images, kernel), scoped_gradient(gradient)
 
     return convolution(images, tf.convert_to_tensor(kernel))
+
+
+def scoped_gradient(gradient):
+    """A custom gradient's function, run in the name scope of the gradients of the scope
+    it is made in ("gradient_tape/<layer scope>/"), as TensorFlow names its own.
+
+    TensorFlow calls a custom gradient outside any name scope: its operations would be
+    named after no layer, in graphs and in profiles. Call in the forward function.
+    """
+    scope = tf.get_current_name_scope()
+
+    def scoped(*output_gradients):
+        with tf.name_scope(f"gradient_tape/{scope}/" if scope else "gradient_tape/"):
+            return gradient(*output_gradients)
+
+    return scoped
 
 
 # same_convolution's sparse gradient runs when at most 1 / SPARSE_GRADIENT_MAX_SHARE_INVERSE of

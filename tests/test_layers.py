@@ -246,6 +246,26 @@ def test_rpn_sparse_gradient_is_the_dense_one(in_halves, monkeypatch):
     assert calls["rpn"] == [5, 2 * 9 * 7]  # five anchors at five pixels; then every pixel
 
 
+def test_custom_gradients_are_named_after_their_layer():
+    """The matrix products of the kernel gradient sit in gradient_tape/<layer scope>/, where
+    TensorFlow puts the gradients of its own operations (profiles attribute them by name)."""
+    inputs = keras.Input((8, 8, 2), batch_size=1)
+    conv = layers.Conv2D(3, 3, padding="same", name="conv")
+    model = keras.Model(inputs, conv(inputs))
+    conv.matmul_kernel_gradient = True
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x))
+        return tape.gradient(loss, conv.kernel)
+
+    graph = gradients.get_concrete_function(tf.TensorSpec((1, 8, 8, 2))).graph
+    products = [op.name for op in graph.get_operations() if op.type == "MatMul"]
+    assert len(products) == 9
+    assert all(name.startswith("gradient_tape/") and "/conv" in name for name in products), products
+
+
 def test_sparse_convolution_gradients_against_numpy():
     """Each listed pixel's gradient row, times the kernel, added into its window (numpy)."""
     rng = np.random.default_rng(5)
