@@ -113,7 +113,7 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
             positions = tf.where(tf.logical_or(
                 tf.reduce_any(tf.not_equal(class_gradient, 0), axis=-1),
                 tf.reduce_any(tf.not_equal(bbox_gradient, 0), axis=-1)))   # [K, (b, y, x)]
-            windows, corners = convolution_windows(feature_map, shared_kernel.shape, positions)
+            windows, placement = convolution_windows(feature_map, shared_kernel.shape, positions)
             shared_matrix = tf.reshape(shared_kernel, [-1, shared_filters])
             before_relu = tf.nn.bias_add(tf.matmul(windows, shared_matrix), shared_bias)
             shared_rows = tf.nn.relu(before_relu)                            # [K, S]
@@ -125,8 +125,8 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
                                + tf.matmul(bbox_rows, bbox_matrix, transpose_b=True))
             shared_gradient *= tf.cast(before_relu > 0, shared_gradient.dtype)
             feature_gradient = add_windows(
-                tf.matmul(shared_gradient, shared_matrix, transpose_b=True), corners,
-                feature_map, shared_kernel.shape)
+                tf.matmul(shared_gradient, shared_matrix, transpose_b=True), placement,
+                feature_map)
             return (feature_gradient,
                     tf.reshape(tf.matmul(windows, shared_gradient, transpose_a=True),
                                shared_kernel.shape),

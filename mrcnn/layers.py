@@ -454,11 +454,11 @@ def sparse_convolution_gradients(images, kernel, output_gradient, positions):
     Returns:
         image gradient [B, H, W, C], kernel gradient [kh, kw, C, F].
     """
-    windows, corners = convolution_windows(images, kernel.shape, positions)
+    windows, placement = convolution_windows(images, kernel.shape, positions)
     rows = tf.gather_nd(output_gradient, positions)               # [K, F]
     kernel_gradient = tf.reshape(tf.matmul(windows, rows, transpose_a=True), kernel.shape)
     window_gradients = tf.matmul(rows, tf.reshape(kernel, [-1, kernel.shape[3]]), transpose_b=True)
-    return add_windows(window_gradients, corners, images, kernel.shape), kernel_gradient
+    return add_windows(window_gradients, placement, images), kernel_gradient
 
 
 def convolution_windows(images, kernel_shape, positions):
@@ -470,32 +470,34 @@ def convolution_windows(images, kernel_shape, positions):
         positions: [K, (b, y, x)] int64 output pixels.
 
     Returns:
-        windows [K, kh * kw * C], the zero-padded ``images[b, y - kh // 2 : y + kh // 2 + 1,
-        x - kw // 2 : x + kw // 2 + 1]`` flattened in the kernel's order; corners
-        [K, kh * kw, 3], the index of each window pixel in the images padded by
-        (kh // 2, kw // 2), for ``add_windows``.
+        windows [K, kh * kw * C]: ``images[b, y - kh // 2 : y + kh // 2 + 1, x - kw // 2 :
+        x + kw // 2 + 1]`` flattened in the kernel's order, zero outside the images (as
+        "same" pads); and their placement, for ``add_windows``: (pixels [K, kh * kw, 3],
+        each window pixel's (b, y, x), or (0, 0, 0) outside the images; inside [K, kh * kw]
+        bool). No padded copy of the images is made.
     """
     kernel_height, kernel_width = kernel_shape[0], kernel_shape[1]
-    top, left = kernel_height // 2, kernel_width // 2
-    padded = tf.pad(images, [[0, 0], [top, top], [left, left], [0, 0]])
-    offsets = tf.constant([[0, i, j] for i in range(kernel_height) for j in range(kernel_width)],
-                          tf.int64)
-    corners = positions[:, tf.newaxis] + offsets
-    windows = tf.reshape(tf.gather_nd(padded, corners), [-1, kernel_height * kernel_width
-                                                         * images.shape[3]])
-    return windows, corners
-
-
-def add_windows(window_values, corners, images, kernel_shape):
-    """The [B, H, W, C] sum of K windows' values put back where ``convolution_windows``
-    took them (``corners``), overlaps added; ``window_values`` is [K, kh * kw * C]."""
-    kernel_height, kernel_width = kernel_shape[0], kernel_shape[1]
-    top, left = kernel_height // 2, kernel_width // 2
+    offsets = tf.constant([[0, i - kernel_height // 2, j - kernel_width // 2]
+                           for i in range(kernel_height) for j in range(kernel_width)], tf.int64)
+    pixels = positions[:, tf.newaxis] + offsets
     shape = tf.shape(images, tf.int64)
-    values = tf.reshape(window_values, [-1, kernel_height * kernel_width, images.shape[3]])
-    padded = tf.scatter_nd(corners, values,
-                           shape + tf.constant([0, 2 * top, 2 * left, 0], tf.int64))
-    return padded[:, top:top + shape[1], left:left + shape[2]]
+    inside = tf.reduce_all(tf.logical_and(pixels[..., 1:] >= 0, pixels[..., 1:] < shape[1:3]),
+                           axis=-1)
+    pixels = tf.where(inside[..., tf.newaxis], pixels, tf.zeros_like(pixels))
+    values = tf.where(inside[..., tf.newaxis], tf.gather_nd(images, pixels),
+                      tf.zeros((), images.dtype))
+    return (tf.reshape(values, [-1, kernel_height * kernel_width * images.shape[3]]),
+            (pixels, inside))
+
+
+def add_windows(window_values, placement, images):
+    """The [B, H, W, C] sum of K windows' values put back where ``convolution_windows``
+    took them (``placement``), overlaps added and what falls outside the images dropped;
+    ``window_values`` is [K, kh * kw * C]."""
+    pixels, inside = placement
+    values = tf.reshape(window_values, [-1, pixels.shape[1], images.shape[3]])
+    values = tf.where(inside[..., tf.newaxis], values, tf.zeros((), values.dtype))
+    return tf.scatter_nd(pixels, values, tf.shape(images, tf.int64))
 
 
 def kernel_gradient_graph(images, output_gradient, kernel_shape):
