@@ -5,7 +5,7 @@ image it asks oneDNN for a kernel that reads the weights in their plain layout; 
 without AVX-512, oneDNN has no direct kernel for that and falls back to im2col plus a matrix
 product, which is 2-3 times slower for 3x3 convolutions and needs a scratch buffer nine
 times the input (about 600 MB for the P2 level of a 1024x1024 image). For a batch of two or
-more it runs its direct kernel. ``layers.Conv2D`` with ``cpu_mode = "halves"`` therefore runs
+more it runs its direct kernel. ``layers.Conv2D`` with ``in_halves`` set therefore runs
 a stride-1 convolution of one image as a batch of its top and bottom halves (each with the
 rows of its neighbour that the kernel reaches): the same numbers, the fast kernel.
 ``bench/compare_torchvision.py --isa avx2`` measures it.

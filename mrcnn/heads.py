@@ -9,8 +9,9 @@ import keras
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, add_windows, conv_bn,
-                          convolution_windows, same_convolution, scoped_gradient)
+from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, conv_bn, convolution_windows,
+                          pixels_with_gradient, same_convolution, scoped_gradient,
+                          window_gradients)
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -110,26 +111,22 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
         bbox_outputs = tf.nn.bias_add(tf.nn.conv2d(shared, bbox_kernel, 1, "VALID"), bbox_bias)
 
         def gradient(class_gradient, bbox_gradient):
-            positions = tf.where(tf.logical_or(
-                tf.reduce_any(tf.not_equal(class_gradient, 0), axis=-1),
-                tf.reduce_any(tf.not_equal(bbox_gradient, 0), axis=-1)))   # [K, (b, y, x)]
+            positions = pixels_with_gradient(class_gradient, bbox_gradient)   # [K, (b, y, x)]
             windows, placement = convolution_windows(feature_map, shared_kernel.shape, positions)
-            shared_matrix = tf.reshape(shared_kernel, [-1, shared_filters])
-            before_relu = tf.nn.bias_add(tf.matmul(windows, shared_matrix), shared_bias)
+            before_relu = tf.nn.bias_add(
+                tf.matmul(windows, tf.reshape(shared_kernel, [-1, shared_filters])), shared_bias)
             shared_rows = tf.nn.relu(before_relu)                            # [K, S]
             class_rows = tf.gather_nd(class_gradient, positions)             # [K, 2A]
             bbox_rows = tf.gather_nd(bbox_gradient, positions)               # [K, 4A]
-            class_matrix = tf.reshape(class_kernel, [shared_filters, -1])
-            bbox_matrix = tf.reshape(bbox_kernel, [shared_filters, -1])
-            shared_gradient = (tf.matmul(class_rows, class_matrix, transpose_b=True)
-                               + tf.matmul(bbox_rows, bbox_matrix, transpose_b=True))
+            shared_gradient = (
+                tf.matmul(class_rows, tf.reshape(class_kernel, [shared_filters, -1]),
+                          transpose_b=True)
+                + tf.matmul(bbox_rows, tf.reshape(bbox_kernel, [shared_filters, -1]),
+                            transpose_b=True))
             shared_gradient *= tf.cast(before_relu > 0, shared_gradient.dtype)
-            feature_gradient = add_windows(
-                tf.matmul(shared_gradient, shared_matrix, transpose_b=True), placement,
-                feature_map)
-            return (feature_gradient,
-                    tf.reshape(tf.matmul(windows, shared_gradient, transpose_a=True),
-                               shared_kernel.shape),
+            feature_gradient, shared_kernel_gradient = window_gradients(
+                feature_map, shared_kernel, windows, placement, shared_gradient)
+            return (feature_gradient, shared_kernel_gradient,
                     tf.reduce_sum(shared_gradient, axis=0),
                     tf.reshape(tf.matmul(shared_rows, class_rows, transpose_a=True),
                                class_kernel.shape),

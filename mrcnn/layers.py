@@ -400,7 +400,7 @@ def same_convolution(images, kernel, in_halves=False, matmul_kernel_gradient=Fal
         def gradient(output_gradient):
             if not sparse_gradient:
                 return dense_gradients(images, kernel, output_gradient)
-            positions = tf.where(tf.reduce_any(tf.not_equal(output_gradient, 0), axis=-1))
+            positions = pixels_with_gradient(output_gradient)
             pixels = tf.size(output_gradient, tf.int64) // kernel.shape[3]
             return tf.cond(
                 tf.shape(positions, tf.int64)[0] * SPARSE_GRADIENT_MAX_SHARE_INVERSE <= pixels,
@@ -455,10 +455,30 @@ def sparse_convolution_gradients(images, kernel, output_gradient, positions):
         image gradient [B, H, W, C], kernel gradient [kh, kw, C, F].
     """
     windows, placement = convolution_windows(images, kernel.shape, positions)
-    rows = tf.gather_nd(output_gradient, positions)               # [K, F]
+    return window_gradients(images, kernel, windows, placement,
+                            tf.gather_nd(output_gradient, positions))
+
+
+def pixels_with_gradient(*output_gradients):
+    """[K, (b, y, x)] int64: the pixels where any of the [B, H, W, *] gradients is not zero."""
+    nonzero = [tf.reduce_any(tf.not_equal(gradient, 0), axis=-1) for gradient in output_gradients]
+    return tf.where(tf.reduce_any(tf.stack(nonzero), axis=0))
+
+
+def window_gradients(images, kernel, windows, placement, rows):
+    """The image and kernel gradients of a "same", stride-1 convolution from K pixels.
+
+    Args:
+        images: [B, H, W, C]; kernel: [kh, kw, C, F].
+        windows, placement: ``convolution_windows`` of the K pixels.
+        rows: [K, F], the output gradient at those pixels (zero at all others).
+
+    Returns:
+        image gradient [B, H, W, C], kernel gradient [kh, kw, C, F].
+    """
     kernel_gradient = tf.reshape(tf.matmul(windows, rows, transpose_a=True), kernel.shape)
-    window_gradients = tf.matmul(rows, tf.reshape(kernel, [-1, kernel.shape[3]]), transpose_b=True)
-    return add_windows(window_gradients, placement, images), kernel_gradient
+    image_rows = tf.matmul(rows, tf.reshape(kernel, [-1, kernel.shape[3]]), transpose_b=True)
+    return add_windows(image_rows, placement, images), kernel_gradient
 
 
 def convolution_windows(images, kernel_shape, positions):
