@@ -9,9 +9,9 @@ import keras
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, conv_bn, convolution_windows,
-                          pixels_with_gradient, same_convolution, scoped_gradient,
-                          window_gradients)
+from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, conv_bn,
+                          convolution_in_halves, convolution_windows, pixels_with_gradient,
+                          scoped_gradient, window_gradients)
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -48,11 +48,14 @@ def build_rpn_model(anchor_stride, anchors_per_location, depth):
 
 
 class RegionProposalNetwork(keras.Model):
-    """rpn_graph as a functional model; the training model sets ``sparse_gradient``.
+    """rpn_graph as a functional model, called through ``rpn_convolutions``.
 
-    With ``sparse_gradient`` (and an anchor stride of 1) a call computes the same outputs
-    through ``rpn_sparse_gradient_graph``, whose gradient is computed at the pixels the
-    RPN's losses reach only. The layers and weights are rpn_graph's either way.
+    With an anchor stride of 1, a call computes rpn_graph's outputs with the same layers
+    and weights through ``rpn_convolutions``, which never makes the shared map's copies
+    (except when training without ``sparse_gradient``, where Keras's layers run as built).
+    The training model sets ``sparse_gradient``: the call then goes through
+    ``rpn_sparse_gradient_graph``, whose gradient is computed at the pixels the RPN's losses
+    reach only.
     """
 
     sparse_gradient = False
@@ -64,10 +67,11 @@ class RegionProposalNetwork(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         shared = self.get_layer("rpn_conv_shared")
-        if not self.sparse_gradient or tuple(shared.strides) != (1, 1):
+        if tuple(shared.strides) != (1, 1) or (training and not self.sparse_gradient):
             return super().call(inputs, training=training, mask=mask)
         class_conv, bbox_conv = self.get_layer("rpn_class_raw"), self.get_layer("rpn_bbox_pred")
-        class_outputs, bbox_outputs = rpn_sparse_gradient_graph(
+        graph = rpn_sparse_gradient_graph if self.sparse_gradient else rpn_convolutions
+        class_outputs, bbox_outputs = graph(
             inputs, *[tf.convert_to_tensor(weight) for weight in
                       (shared.kernel, shared.bias, class_conv.kernel, class_conv.bias,
                        bbox_conv.kernel, bbox_conv.bias)],
@@ -76,6 +80,44 @@ class RegionProposalNetwork(keras.Model):
         rpn_class_logits = tf.reshape(class_outputs, [batch, -1, 2])   # rpn_graph's Reshape
         return [rpn_class_logits, tf.nn.softmax(rpn_class_logits),
                 tf.reshape(bbox_outputs, [batch, -1, 4])]
+
+
+def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
+                     bbox_kernel, bbox_bias, in_halves=False):
+    """rpn_graph's three convolutions (stride 1), without copies of the shared map.
+
+    The two 1x1 convolutions are one matrix product of the shared map's pixels with both
+    kernels side by side. As convolutions, oneDNN first copied the [B, H, W, 512] map into
+    its own layout, once for each (2 x 128 MB for P2 of a 1024x1024 image, the peak of a
+    detect() call). With ``in_halves`` they run on each half of the image
+    (``layers.convolution_in_halves``) before the halves are put together, so the shared
+    map of the whole image is never made either.
+
+    Args:
+        feature_map: [B, H, W, C].
+        shared_kernel: [3, 3, C, S] and shared_bias [S] of rpn_conv_shared (ReLU).
+        class_kernel: [1, 1, S, 2A] and class_bias [2A] of rpn_class_raw.
+        bbox_kernel: [1, 1, S, 4A] and bbox_bias [4A] of rpn_bbox_pred.
+        in_halves: run the 3x3 convolution as ``layers.convolution_in_halves``.
+
+    Returns:
+        rpn_class_raw's [B, H, W, 2A] and rpn_bbox_pred's [B, H, W, 4A] outputs.
+    """
+    shared_filters = shared_kernel.shape[3]
+    heads_kernel = tf.concat([tf.reshape(class_kernel, [shared_filters, -1]),
+                              tf.reshape(bbox_kernel, [shared_filters, -1])], axis=1)
+    heads_bias = tf.concat([class_bias, bbox_bias], axis=0)
+
+    def heads(convolved):   # [N, h, w, S] -> [N, h, w, 6A]
+        shared = tf.nn.relu(tf.nn.bias_add(convolved, shared_bias))
+        rows = tf.matmul(tf.reshape(shared, [-1, shared_filters]), heads_kernel) + heads_bias
+        return tf.reshape(rows, tf.concat([tf.shape(shared)[:3], tf.shape(heads_bias)], 0))
+
+    if in_halves:
+        outputs = convolution_in_halves(feature_map, shared_kernel, then=heads)
+    else:
+        outputs = heads(tf.nn.conv2d(feature_map, shared_kernel, strides=1, padding="SAME"))
+    return tf.split(outputs, [class_kernel.shape[3], bbox_kernel.shape[3]], axis=-1)
 
 
 def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
@@ -105,10 +147,9 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
     @tf.custom_gradient
     def convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
                      bbox_kernel, bbox_bias):
-        shared = tf.nn.relu(tf.nn.bias_add(
-            same_convolution(feature_map, shared_kernel, in_halves), shared_bias))
-        class_outputs = tf.nn.bias_add(tf.nn.conv2d(shared, class_kernel, 1, "VALID"), class_bias)
-        bbox_outputs = tf.nn.bias_add(tf.nn.conv2d(shared, bbox_kernel, 1, "VALID"), bbox_bias)
+        class_outputs, bbox_outputs = rpn_convolutions(
+            feature_map, shared_kernel, shared_bias, class_kernel, class_bias, bbox_kernel,
+            bbox_bias, in_halves)
 
         def gradient(class_gradient, bbox_gradient):
             positions = pixels_with_gradient(class_gradient, bbox_gradient)   # [K, (b, y, x)]

@@ -330,7 +330,7 @@ class Conv2D(KL.Conv2D):
         return outputs if self.activation is None else self.activation(outputs)
 
 
-def convolution_in_halves(images, kernel):
+def convolution_in_halves(images, kernel, then=None):
     """A "same", stride-1 convolution of [B, H, W, C] images as one of 2B half images.
 
     The top and bottom halves of each image (with the kernel's reach of rows beyond the
@@ -343,10 +343,14 @@ def convolution_in_halves(images, kernel):
     Args:
         images: [B, H, W, C], H >= 1.
         kernel: [kh, kw, C, F].
+        then: a pixel-wise function applied to the convolved halves, [2B, h, W, F] to
+            [2B, h, W, F'], before they are put together (the RPN's 1x1 convolutions), so
+            that the F-channel map of the whole image is never made.
 
     Returns:
-        [B, H, W, F].
+        [B, H, W, F], or [B, H, W, F'] with ``then``.
     """
+    images = tf.convert_to_tensor(images)
     kernel_height, kernel_width = kernel.shape[:2]
     top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
     shape = tf.shape(images)
@@ -356,8 +360,10 @@ def convolution_in_halves(images, kernel):
                              [left, kernel_width - 1 - left], [0, 0]])
     halves = tf.concat([padded[:, :half + kernel_height - 1], padded[:, half:]], axis=0)
     convolved = tf.nn.conv2d(halves, kernel, strides=1, padding="VALID")   # [2B, half, W, F]
+    if then is not None:
+        convolved = then(convolved)
     outputs = tf.concat([convolved[:batch], convolved[batch:]], axis=1)[:, :height]
-    outputs.set_shape(images.shape[:3].concatenate(kernel.shape[3:]))
+    outputs.set_shape(images.shape[:3].concatenate(convolved.shape[3:]))
     return outputs
 
 

@@ -213,7 +213,8 @@ def test_sparse_gradient_is_the_dense_one(shape, kernel_size, in_halves, matmul_
 @pytest.mark.parametrize("in_halves", [False, True])
 def test_rpn_sparse_gradient_is_the_dense_one(in_halves, monkeypatch):
     """The RPN model's outputs and its seven gradients (the feature map's, its six weights')
-    with sparse_gradient are those without, for a loss on a few anchors and on all of them."""
+    with sparse_gradient are those of its Keras layers, for a loss on a few anchors and on
+    all of them."""
     from mrcnn.heads import build_rpn_model
 
     keras.utils.set_random_seed(6)
@@ -233,7 +234,8 @@ def test_rpn_sparse_gradient_is_the_dense_one(in_halves, monkeypatch):
             rpn.sparse_gradient = sparse
             with tf.GradientTape() as tape:
                 tape.watch(feature_map)
-                logits, probs, deltas = rpn(feature_map)
+                # training=True: without sparse_gradient, Keras's own layers run as built.
+                logits, probs, deltas = rpn(feature_map, training=True)
                 loss = (tf.reduce_sum(tf.sin(logits[..., 1]) * anchor_weights)
                         + tf.reduce_sum(tf.square(deltas) * anchor_weights[..., None]))
             results.append([logits, probs, deltas,
@@ -244,6 +246,51 @@ def test_rpn_sparse_gradient_is_the_dense_one(in_halves, monkeypatch):
                                        atol=1e-5 * float(tf.reduce_max(tf.abs(expected))))
     assert len(results[0]) == 3 + 1 + 6
     assert calls["rpn"] == [5, 2 * 9 * 7]  # five anchors at five pixels; then every pixel
+
+
+@pytest.mark.parametrize("in_halves", [False, True])
+def test_rpn_call_gives_the_outputs_of_its_convolutions(in_halves):
+    """Outside training the RPN model runs heads.rpn_convolutions (the 1x1 convolutions as
+    one matrix product, in halves on each half): the outputs of the three convolutions as
+    tf.nn.conv2d computes them, for an odd height and two images."""
+    from mrcnn.heads import build_rpn_model
+
+    keras.utils.set_random_seed(8)
+    rpn = build_rpn_model(1, 3, 8)
+    rpn.get_layer("rpn_conv_shared").in_halves = in_halves
+    for layer in rpn.layers:   # non-zero biases, to check that each is added once
+        if layer.weights:
+            layer.bias.assign(np.linspace(-0.5, 0.5, layer.bias.shape[0], dtype=np.float32))
+    feature_map = np.random.default_rng(8).normal(size=(2, 9, 6, 8)).astype(np.float32)
+    logits, probs, deltas = rpn(feature_map)
+
+    def convolution(x, name, padding):
+        layer = rpn.get_layer(name)
+        return tf.nn.conv2d(x, layer.kernel, 1, padding) + layer.bias
+
+    shared = tf.nn.relu(convolution(feature_map, "rpn_conv_shared", "SAME"))
+    expected_logits = tf.reshape(convolution(shared, "rpn_class_raw", "VALID"), [2, -1, 2])
+    expected_deltas = tf.reshape(convolution(shared, "rpn_bbox_pred", "VALID"), [2, -1, 4])
+    assert logits.shape == (2, 9 * 6 * 3, 2) and deltas.shape == (2, 9 * 6 * 3, 4)
+    np.testing.assert_allclose(logits.numpy(), expected_logits.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(probs.numpy(), tf.nn.softmax(expected_logits).numpy(), atol=1e-6)
+    np.testing.assert_allclose(deltas.numpy(), expected_deltas.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_convolution_in_halves_applies_a_pixel_function_to_each_half():
+    rng = np.random.default_rng(4)
+    images = rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    seen = []
+
+    def then(convolved):
+        seen.append(convolved.shape)
+        return tf.reduce_sum(convolved, axis=-1, keepdims=True) ** 2
+
+    outputs = layers.convolution_in_halves(tf.constant(images), tf.constant(kernel), then=then)
+    expected = tf.reduce_sum(tf.nn.conv2d(images, kernel, 1, "SAME"), -1, keepdims=True) ** 2
+    assert seen == [(4, 3, 4, 4)] and outputs.shape == (2, 5, 4, 1)
+    np.testing.assert_allclose(outputs.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
 
 
 def test_custom_gradients_are_named_after_their_layer():
