@@ -29,8 +29,6 @@ Usage::
 """
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import platform
@@ -192,11 +190,25 @@ def scenes_dataset(path, classes):
     return dataset
 
 
+def inference_outputs(model, image):
+    """The inference model's outputs for ``image``, by the graph detect() runs (no other graph
+    is traced, so the worker's memory is detect()'s): detections, mrcnn_class, mrcnn_bbox,
+    mrcnn_mask, rpn_rois, rpn_class, rpn_bbox."""
+    molded_images, image_metas, _ = model.mold_inputs([image])
+    return model.keras_model.predict_on_batch(
+        [molded_images, image_metas, model._batch_anchors(molded_images.shape[1:])])
+
+
 def scale_class_logits(model, image, threshold, count):
-    """Sharpen the class softmax so that about ``count`` ROIs pass ``threshold``."""
-    layer = model.keras_model.get_layer("mrcnn_class_logits")
-    logits = model.run_graph([image], [("logits", layer.output)])["logits"][0]
+    """Sharpen the class softmax so that about ``count`` ROIs pass ``threshold``.
+
+    The logits are taken as the log of detect()'s class probabilities: they differ from the
+    logits by a constant per ROI, which no softmax sees.
+    """
+    probabilities = inference_outputs(model, image)[1][0]
+    logits = np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
     scale = side_by_side.logit_scale_for(logits, threshold, count)
+    layer = model.keras_model.get_layer("mrcnn_class_logits")
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel * scale, bias])
     return scale
@@ -204,14 +216,13 @@ def scale_class_logits(model, image, threshold, count):
 
 def mask_head_rows(model, image, batch):
     """ROIs the mask head runs on in one call: detect() of ``image``, or the training step
-    of ``batch`` (the rows of the mrcnn_mask output; see layers.ActiveRows)."""
+    of ``batch`` (the rows of the mrcnn_mask output; see layers.ActiveRows). The training
+    model's probe traces a graph of its own: call it after the peak memory is read."""
     import keras
 
-    layer = model.keras_model.get_layer("mrcnn_mask")
     if batch is None:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return model.run_graph([image], [("mask", layer.output)])["mask"].shape[1]
-    probe = keras.Model(model.keras_model.inputs, layer.output)
+        return inference_outputs(model, image)[3].shape[1]
+    probe = keras.Model(model.keras_model.inputs, model.keras_model.get_layer("mrcnn_mask").output)
     return probe.predict_on_batch(batch).shape[1]
 
 
@@ -238,9 +249,8 @@ def mrcnn_worker(args):
     batch = None
     if mode == "inference":
         if spec.get("handful"):
-            with contextlib.redirect_stdout(io.StringIO()):
-                extra["logit_scale"] = scale_class_logits(model, image, spec["min_confidence"],
-                                                          spec["handful"])
+            extra["logit_scale"] = scale_class_logits(model, image, spec["min_confidence"],
+                                                      spec["handful"])
 
         def step():
             start = time.perf_counter()
@@ -264,10 +274,10 @@ def mrcnn_worker(args):
 
     first = step()
     side_by_side.answer(ready=True, build_s=build_seconds, first=first,
-                        macs=mrcnn_macs(model, spec, mask_head_rows(model, image, batch)),
                         versions={"tensorflow": tf.__version__, "keras": keras.__version__},
                         **extra)
-    side_by_side.serve(step)
+    side_by_side.serve(step, last=lambda: {
+        "macs": mrcnn_macs(model, spec, mask_head_rows(model, image, batch))})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,9 +375,9 @@ def run_case(name, args, scene, torch_python, env):
               # CPU time other processes took during the steady calls, in cores.
               "other_load_cores": max(0.0, busy - own) / wall}
     for side, worker in workers.items():
-        ready, rss = worker.ready, worker.quit()["peak_rss_mib"]
+        ready = {**worker.ready, **worker.quit()}   # the MACs come in one or the other
+        rss, macs = ready["peak_rss_mib"], sum(ready["macs"].values())
         seconds = statistics.median(s["seconds"] for s in steady[side])
-        macs = sum(ready["macs"].values())
         result[side] = {
             "first_s": ready["first"]["seconds"], "median_s": seconds,
             "steady_s": [s["seconds"] for s in steady[side]],

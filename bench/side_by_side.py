@@ -125,10 +125,12 @@ def busy_cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(step):
+def serve(step, last=None):
     """The worker's command loop: ``step() -> dict`` for each ``step`` line.
 
-    Each answer also gives ``cpu_s``, the CPU time the worker used during the step.
+    Each answer also gives ``cpu_s``, the CPU time the worker used during the step. The
+    answer to ``quit`` gives the peak RSS, and then ``last() -> dict`` (probes that would
+    add to the peak, run once it is read).
     """
     for line in sys.stdin:
         command = line.strip()
@@ -137,7 +139,8 @@ def serve(step):
             values = step()
             answer(cpu_s=cpu_seconds() - start, **values)
         elif command == "quit":
-            answer(peak_rss_mib=peak_rss_mib())
+            peak = peak_rss_mib()
+            answer(peak_rss_mib=peak, **(last() if last else {}))
             return
         else:
             raise ValueError(f"Unknown worker command {command!r}.")
