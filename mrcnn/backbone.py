@@ -113,16 +113,16 @@ def fpn_graph(C2, C3, C4, C5, pyramid_size):
         [P2, P3, P4, P5, P6], each [batch, h, w, pyramid_size]; P6 is P5
         subsampled by 2 and only feeds the RPN.
     """
-    P5 = KL.Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(C5)
+    P5 = Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(C5)
     P4 = KL.Add(name="fpn_p4add")([
         KL.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(P5),
-        KL.Conv2D(pyramid_size, (1, 1), name="fpn_c4p4")(C4)])
+        Conv2D(pyramid_size, (1, 1), name="fpn_c4p4")(C4)])
     P3 = KL.Add(name="fpn_p3add")([
         KL.UpSampling2D(size=(2, 2), name="fpn_p4upsampled")(P4),
-        KL.Conv2D(pyramid_size, (1, 1), name="fpn_c3p3")(C3)])
+        Conv2D(pyramid_size, (1, 1), name="fpn_c3p3")(C3)])
     P2 = KL.Add(name="fpn_p2add")([
         KL.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(P3),
-        KL.Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(C2)])
+        Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(C2)])
     # 3x3 convolutions on every level to get the final feature maps.
     P2 = Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p2")(P2)
     P3 = Conv2D(pyramid_size, (3, 3), padding="SAME", name="fpn_p3")(P3)

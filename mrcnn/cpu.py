@@ -7,7 +7,8 @@ product, which is 2-3 times slower for 3x3 convolutions and needs a scratch buff
 times the input (about 600 MB for the P2 level of a 1024x1024 image). For a batch of two or
 more it runs its direct kernel. ``layers.Conv2D`` with ``in_halves`` set therefore runs
 a stride-1 convolution of one image as a batch of its top and bottom halves (each with the
-rows of its neighbour that the kernel reaches): the same numbers, the fast kernel.
+rows of its neighbour that the kernel reaches), and a 1x1 convolution as a batch of the
+image's rows, for which a 1x1 kernel needs no neighbours: the same numbers, the fast kernel.
 ``bench/compare_torchvision.py --isa avx2`` measures it.
 """
 

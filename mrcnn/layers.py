@@ -266,10 +266,11 @@ class Conv2D(KL.Conv2D):
       run several times faster than a convolution of that shape. With a folded BatchNorm
       its output is scaled, ``conv(x, kernel) * scale``, rather than its larger kernel.
 
-    And two switches for CPUs (set by ``use_cpu_convolutions``), for a "same", stride-1
-    convolution with an odd kernel: ``in_halves`` runs the convolution of one image as a
-    batch of its two halves (``convolution_in_halves``, see ``mrcnn.cpu``);
-    ``matmul_kernel_gradient`` computes the kernel gradient as matrix products
+    And two switches for CPUs (set by ``use_cpu_convolutions``). ``in_halves`` runs the
+    convolution of one image as a batch (see ``mrcnn.cpu``): a "same", stride-1 convolution
+    with an odd kernel as a batch of the image's two halves (``convolution_in_halves``), a
+    1x1 convolution as a batch of the image's rows (``pointwise_convolution_by_rows``).
+    ``matmul_kernel_gradient`` computes the kernel gradient of the former as matrix products
     (``same_convolution``). Both off is Keras's convolution. A third switch, for any
     device, is set by the training model on the pyramid's 3x3 convolutions:
     ``sparse_gradient`` back-propagates only from the output positions that have a
@@ -300,6 +301,8 @@ class Conv2D(KL.Conv2D):
                           and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
                           and self.kernel_size[0] % 2 == 1 and self.kernel_size[1] % 2 == 1
                           and self.kernel_size != (1, 1))
+        self._pointwise = (tuple(self.kernel_size) == (1, 1) and self.groups == 1
+                           and tuple(self.dilation_rate) == (1, 1))
         if self._batch_norm is not None and not self._batch_norm().built:
             self._batch_norm().build(self.compute_output_shape(input_shape))
 
@@ -308,6 +311,8 @@ class Conv2D(KL.Conv2D):
                                or self.sparse_gradient):
             return same_convolution(inputs, kernel, self.in_halves, self.matmul_kernel_gradient,
                                     self.sparse_gradient)
+        if self._pointwise and self.in_halves:
+            return pointwise_convolution_by_rows(inputs, kernel, self.strides)
         if not self._whole_input:
             return super().convolution_op(inputs, kernel)
         flat = tf.reshape(inputs, [-1, int(np.prod(kernel.shape[:3]))])
@@ -364,6 +369,35 @@ def convolution_in_halves(images, kernel, then=None):
         convolved = then(convolved)
     outputs = tf.concat([convolved[:batch], convolved[batch:]], axis=1)[:, :height]
     outputs.set_shape(images.shape[:3].concatenate(convolved.shape[3:]))
+    return outputs
+
+
+def pointwise_convolution_by_rows(images, kernel, strides=(1, 1)):
+    """A 1x1 convolution of [B, H, W, C] images as one of B * H one-row images.
+
+    A 1x1 kernel sees one pixel at a time, so an image's rows can be convolved as a batch
+    of images one row high, with nothing shared between them: the numbers of
+    ``tf.nn.conv2d(images, kernel, strides, "VALID")``, run by oneDNN's direct kernel where
+    a batch of one image falls back to a matrix product that is 1.4-3.5 times slower
+    without AVX-512 (the backbone's 1x1 convolutions; see ``mrcnn.cpu``). A stride first
+    takes every stride-th row and column, the pixels such a kernel reads.
+
+    Args:
+        images: [B, H, W, C].
+        kernel: [1, 1, C, F].
+        strides: (row stride, column stride).
+
+    Returns:
+        [B, ceil(H / row stride), ceil(W / column stride), F].
+    """
+    images = tf.convert_to_tensor(images)
+    if tuple(strides) != (1, 1):
+        images = images[:, ::strides[0], ::strides[1]]
+    shape = tf.shape(images)
+    rows = tf.reshape(images, [-1, 1, shape[2], images.shape[3]])
+    outputs = tf.nn.conv2d(rows, kernel, strides=1, padding="VALID")     # [B * H, 1, W, F]
+    outputs = tf.reshape(outputs, tf.concat([shape[:3], [kernel.shape[3]]], axis=0))
+    outputs.set_shape(images.shape[:3].concatenate(kernel.shape[3:]))
     return outputs
 
 

@@ -277,6 +277,49 @@ def test_rpn_call_gives_the_outputs_of_its_convolutions(in_halves):
     np.testing.assert_allclose(deltas.numpy(), expected_deltas.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2), (2, 1)])
+def test_pointwise_convolution_by_rows_is_the_convolution(strides):
+    """A 1x1 convolution as a batch of one-row images: tf.nn.conv2d's outputs and gradients,
+    odd sizes and strides included."""
+    rng = np.random.default_rng(5)
+    images = tf.constant(rng.normal(size=(2, 7, 5, 3)).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=(1, 1, 3, 4)).astype(np.float32))
+    weights = None
+    results = []
+    for convolve in (lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"),
+                     lambda x, k: layers.pointwise_convolution_by_rows(x, k, strides)):
+        with tf.GradientTape() as tape:
+            tape.watch([images, kernel])
+            outputs = convolve(images, kernel)
+            if weights is None:
+                weights = rng.normal(size=outputs.shape).astype(np.float32)
+            loss = tf.reduce_sum(outputs * weights)
+        results.append([outputs, *tape.gradient(loss, [images, kernel])])
+    assert results[1][0].shape == (2, -(-7 // strides[0]), -(-5 // strides[1]), 4)
+    for expected, actual in zip(*results):
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_convolutions_run_by_rows_with_in_halves(monkeypatch):
+    """Conv2D with a 1x1 kernel and in_halves goes through pointwise_convolution_by_rows,
+    with a folded BatchNorm too, and gives the plain layer's outputs."""
+    calls = []
+    by_rows = layers.pointwise_convolution_by_rows
+    monkeypatch.setattr(layers, "pointwise_convolution_by_rows",
+                        lambda *args: calls.append(args[2]) or by_rows(*args))
+    inputs = keras.Input((6, 6, 3))
+    batch_norm = layers.BatchNorm(False)
+    conv = layers.Conv2D(4, 1, strides=2, batch_norm=batch_norm)
+    model = keras.Model(inputs, batch_norm(conv(inputs)))
+    batch_norm.moving_variance.assign(np.linspace(0.5, 2, 4, dtype=np.float32))
+    images = np.random.default_rng(7).normal(size=(1, 6, 6, 3)).astype(np.float32)
+    expected = model(images).numpy()
+    conv.in_halves = True
+    np.testing.assert_allclose(model(images).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [(2, 2)]
+
+
 def test_convolution_in_halves_applies_a_pixel_function_to_each_half():
     rng = np.random.default_rng(4)
     images = rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
@@ -368,7 +411,8 @@ def test_cpu_switches_keep_the_gradients_of_a_folded_conv_bn(in_halves):
 
 @pytest.mark.parametrize("in_halves", [False, True])
 def test_cpu_convolutions_switch_the_image_convolutions_not_the_heads(tmp_path, in_halves):
-    """The backbone's, FPN's and RPN's convolutions; the same detections."""
+    """The backbone's, FPN's and RPN's convolutions (1x1 ones by rows with in_halves); the
+    same detections."""
     from mrcnn.model import MaskRCNN
 
     keras.utils.set_random_seed(1)
@@ -381,7 +425,8 @@ def test_cpu_convolutions_switch_the_image_convolutions_not_the_heads(tmp_path, 
     switched = {layer.name for layer in model.keras_model.layers
                 if getattr(layer, "matmul_kernel_gradient", False)
                 and layer.in_halves == in_halves}
-    assert {"fpn_p2", "fpn_p5", "res2a_branch2b", "res4f_branch2b", "conv1"} <= switched
+    assert {"fpn_p2", "fpn_p5", "res2a_branch2b", "res4f_branch2b", "conv1",   # 3x3 and 7x7
+            "fpn_c2p2", "res2a_branch2a", "res3a_branch1"} <= switched         # 1x1
     rpn_conv = model.keras_model.get_layer("rpn_model").get_layer("rpn_conv_shared")
     assert rpn_conv.matmul_kernel_gradient and rpn_conv.in_halves == in_halves
     head_conv = model.keras_model.get_layer("mrcnn_mask_conv1").layer
