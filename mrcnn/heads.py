@@ -132,15 +132,7 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
     multiplies K rows where the dense gradients would multiply every pixel's. The same
     gradients, summed in another order; the cost grows with K, whatever it is.
 
-    Args:
-        feature_map: [B, H, W, C].
-        shared_kernel: [3, 3, C, S] and shared_bias [S] of rpn_conv_shared (ReLU).
-        class_kernel: [1, 1, S, 2A] and class_bias [2A] of rpn_class_raw.
-        bbox_kernel: [1, 1, S, 4A] and bbox_bias [4A] of rpn_bbox_pred.
-        in_halves: run the 3x3 convolution as ``layers.convolution_in_halves``.
-
-    Returns:
-        rpn_class_raw's [B, H, W, 2A] and rpn_bbox_pred's [B, H, W, 4A] outputs.
+    Arguments and outputs are ``rpn_convolutions``', which computes the forward pass.
     """
     shared_filters = shared_kernel.shape[3]
 
