@@ -110,8 +110,11 @@ def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, clas
 
     def heads(convolved):   # [N, h, w, S] -> [N, h, w, 6A]
         shared = tf.nn.relu(tf.nn.bias_add(convolved, shared_bias))
-        rows = tf.matmul(tf.reshape(shared, [-1, shared_filters]), heads_kernel) + heads_bias
-        return tf.reshape(rows, tf.concat([tf.shape(shared)[:3], tf.shape(heads_bias)], 0))
+        shape = tf.shape(shared)
+        # One product per image, so that an image's numbers do not depend on the batch.
+        pixels = tf.reshape(shared, [shape[0], -1, shared_filters])
+        rows = tf.matmul(pixels, heads_kernel) + heads_bias
+        return tf.reshape(rows, tf.concat([shape[:3], tf.shape(heads_bias)], 0))
 
     if in_halves:
         outputs = convolution_in_halves(feature_map, shared_kernel, then=heads)
