@@ -358,8 +358,7 @@ def convolution_in_halves(images, kernel, then=None):
     images = tf.convert_to_tensor(images)
     kernel_height, kernel_width = kernel.shape[:2]
     top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
-    shape = tf.shape(images)
-    batch, height = shape[0], shape[1]
+    batch, height = _dimensions(images)[:2]   # ints where static: fewer operations to trace
     half = (height + 1) // 2
     padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
                              [left, kernel_width - 1 - left], [0, 0]])
@@ -367,7 +366,9 @@ def convolution_in_halves(images, kernel, then=None):
     convolved = tf.nn.conv2d(halves, kernel, strides=1, padding="VALID")   # [2B, half, W, F]
     if then is not None:
         convolved = then(convolved)
-    outputs = tf.concat([convolved[:batch], convolved[batch:]], axis=1)[:, :height]
+    outputs = tf.concat([convolved[:batch], convolved[batch:]], axis=1)
+    if not (isinstance(height, int) and height % 2 == 0):
+        outputs = outputs[:, :height]
     outputs.set_shape(images.shape[:3].concatenate(convolved.shape[3:]))
     return outputs
 
@@ -393,10 +394,10 @@ def pointwise_convolution_by_rows(images, kernel, strides=(1, 1)):
     images = tf.convert_to_tensor(images)
     if tuple(strides) != (1, 1):
         images = images[:, ::strides[0], ::strides[1]]
-    shape = tf.shape(images)
-    rows = tf.reshape(images, [-1, 1, shape[2], images.shape[3]])
+    batch, height, width, channels = _dimensions(images)
+    rows = tf.reshape(images, [-1, 1, width, channels])
     outputs = tf.nn.conv2d(rows, kernel, strides=1, padding="VALID")     # [B * H, 1, W, F]
-    outputs = tf.reshape(outputs, tf.concat([shape[:3], [kernel.shape[3]]], axis=0))
+    outputs = tf.reshape(outputs, [batch, height, width, kernel.shape[3]])
     outputs.set_shape(images.shape[:3].concatenate(kernel.shape[3:]))
     return outputs
 

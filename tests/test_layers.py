@@ -320,6 +320,31 @@ def test_pointwise_convolutions_run_by_rows_with_in_halves(monkeypatch):
     assert calls == [(2, 2)]
 
 
+def test_image_as_batch_convolutions_with_unknown_and_known_shapes():
+    """convolution_in_halves and pointwise_convolution_by_rows traced for images of unknown
+    size give tf.nn.conv2d's numbers for odd and even heights; traced for a known size, they
+    compute no shapes (their paddings and slices are constants)."""
+    rng = np.random.default_rng(9)
+    kernel3 = tf.constant(rng.normal(size=(3, 3, 2, 3)).astype(np.float32))
+    kernel1 = tf.constant(rng.normal(size=(1, 1, 2, 3)).astype(np.float32))
+
+    def both(images):
+        return (layers.convolution_in_halves(images, kernel3),
+                layers.pointwise_convolution_by_rows(images, kernel1, (2, 2)))
+
+    unknown = tf.function(both, input_signature=[tf.TensorSpec([None, None, None, 2])])
+    for height in (5, 6):
+        images = rng.normal(size=(2, height, 4, 2)).astype(np.float32)
+        halves, rows = unknown(images)
+        np.testing.assert_allclose(halves.numpy(), tf.nn.conv2d(images, kernel3, 1, "SAME"),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(rows.numpy(), tf.nn.conv2d(images, kernel1, 2, "VALID"),
+                                   rtol=1e-5, atol=1e-5)
+    known = tf.function(both).get_concrete_function(tf.TensorSpec([1, 6, 4, 2]))
+    types = {op.type for op in known.graph.get_operations()}
+    assert "Pack" not in types and "FloorDiv" not in types, types
+
+
 def test_convolution_in_halves_applies_a_pixel_function_to_each_half():
     rng = np.random.default_rng(4)
     images = rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
