@@ -195,8 +195,8 @@ def inference_outputs(model, image):
     is traced, so the worker's memory is detect()'s): detections, mrcnn_class, mrcnn_bbox,
     mrcnn_mask, rpn_rois, rpn_class, rpn_bbox."""
     molded_images, image_metas, _ = model.mold_inputs([image])
-    return model.keras_model.predict_on_batch(
-        [molded_images, image_metas, model._batch_anchors(molded_images.shape[1:])])
+    anchors = model.get_anchors(molded_images.shape[1:])[np.newaxis]
+    return model.keras_model.predict_on_batch([molded_images, image_metas, anchors])
 
 
 def scale_class_logits(model, image, threshold, count):

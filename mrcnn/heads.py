@@ -104,8 +104,7 @@ def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, clas
         rpn_class_raw's [B, H, W, 2A] and rpn_bbox_pred's [B, H, W, 4A] outputs.
     """
     shared_filters = shared_kernel.shape[3]
-    heads_kernel = tf.concat([tf.reshape(class_kernel, [shared_filters, -1]),
-                              tf.reshape(bbox_kernel, [shared_filters, -1])], axis=1)
+    heads_kernel = rpn_heads_matrix(class_kernel, bbox_kernel)
     heads_bias = tf.concat([class_bias, bbox_bias], axis=0)
 
     def heads(convolved):   # [N, h, w, S] -> [N, h, w, 6A]
@@ -121,6 +120,13 @@ def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, clas
     else:
         outputs = heads(tf.nn.conv2d(feature_map, shared_kernel, strides=1, padding="SAME"))
     return tf.split(outputs, [class_kernel.shape[3], bbox_kernel.shape[3]], axis=-1)
+
+
+def rpn_heads_matrix(class_kernel, bbox_kernel):
+    """[S, 2A + 4A]: the kernels of rpn_class_raw and rpn_bbox_pred side by side."""
+    shared_filters = class_kernel.shape[2]
+    return tf.concat([tf.reshape(class_kernel, [shared_filters, -1]),
+                      tf.reshape(bbox_kernel, [shared_filters, -1])], axis=1)
 
 
 def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
@@ -147,29 +153,28 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
             bbox_bias, in_halves)
 
         def gradient(class_gradient, bbox_gradient):
-            positions = pixels_with_gradient(class_gradient, bbox_gradient)   # [K, (b, y, x)]
+            # Both 1x1 convolutions at once, as the forward pass runs them.
+            head_gradient = tf.concat([class_gradient, bbox_gradient], axis=-1)   # [B, H, W, 6A]
+            positions = pixels_with_gradient(head_gradient)                 # [K, (b, y, x)]
             windows, placement = convolution_windows(feature_map, shared_kernel.shape, positions)
             before_relu = tf.nn.bias_add(
                 tf.matmul(windows, tf.reshape(shared_kernel, [-1, shared_filters])), shared_bias)
             shared_rows = tf.nn.relu(before_relu)                            # [K, S]
-            class_rows = tf.gather_nd(class_gradient, positions)             # [K, 2A]
-            bbox_rows = tf.gather_nd(bbox_gradient, positions)               # [K, 4A]
-            shared_gradient = (
-                tf.matmul(class_rows, tf.reshape(class_kernel, [shared_filters, -1]),
-                          transpose_b=True)
-                + tf.matmul(bbox_rows, tf.reshape(bbox_kernel, [shared_filters, -1]),
-                            transpose_b=True))
+            head_rows = tf.gather_nd(head_gradient, positions)               # [K, 6A]
+            shared_gradient = tf.matmul(head_rows, rpn_heads_matrix(class_kernel, bbox_kernel),
+                                        transpose_b=True)
             shared_gradient *= tf.cast(before_relu > 0, shared_gradient.dtype)
             feature_gradient, shared_kernel_gradient = window_gradients(
                 feature_map, shared_kernel, windows, placement, shared_gradient)
+            widths = [class_kernel.shape[3], bbox_kernel.shape[3]]
+            class_kernel_gradient, bbox_kernel_gradient = tf.split(
+                tf.matmul(shared_rows, head_rows, transpose_a=True), widths, axis=1)
+            class_bias_gradient, bbox_bias_gradient = tf.split(
+                tf.reduce_sum(head_rows, axis=0), widths)
             return (feature_gradient, shared_kernel_gradient,
                     tf.reduce_sum(shared_gradient, axis=0),
-                    tf.reshape(tf.matmul(shared_rows, class_rows, transpose_a=True),
-                               class_kernel.shape),
-                    tf.reduce_sum(class_rows, axis=0),
-                    tf.reshape(tf.matmul(shared_rows, bbox_rows, transpose_a=True),
-                               bbox_kernel.shape),
-                    tf.reduce_sum(bbox_rows, axis=0))
+                    tf.reshape(class_kernel_gradient, class_kernel.shape), class_bias_gradient,
+                    tf.reshape(bbox_kernel_gradient, bbox_kernel.shape), bbox_bias_gradient)
 
         return (class_outputs, bbox_outputs), scoped_gradient(gradient)
 

@@ -500,10 +500,9 @@ def sparse_convolution_gradients(images, kernel, output_gradient, positions):
                             tf.gather_nd(output_gradient, positions))
 
 
-def pixels_with_gradient(*output_gradients):
-    """[K, (b, y, x)] int64: the pixels where any of the [B, H, W, *] gradients is not zero."""
-    nonzero = [tf.reduce_any(tf.not_equal(gradient, 0), axis=-1) for gradient in output_gradients]
-    return tf.where(tf.reduce_any(tf.stack(nonzero), axis=0))
+def pixels_with_gradient(output_gradient):
+    """[K, (b, y, x)] int64: the pixels where the [B, H, W, F] gradient is not zero."""
+    return tf.where(tf.reduce_any(tf.not_equal(output_gradient, 0), axis=-1))
 
 
 def window_gradients(images, kernel, windows, placement, rows):
