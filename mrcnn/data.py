@@ -508,12 +508,13 @@ def _pad_instances(arrays, size, axis):
 
 def data_generator(dataset, config, shuffle=True, augment=False, augmentation=None,
                    random_rois=0, batch_size=1, detection_targets=False,
-                   no_augmentation_sources=None):
+                   no_augmentation_sources=None, seed=None):
     """The original's endless generator of training batches, with its arguments.
 
     Yields ``(inputs, outputs)`` lists, ``inputs`` as the inputs of
     ``DataGenerator`` and ``outputs`` empty, or with ``detection_targets``
-    [mrcnn_class_ids, mrcnn_bbox, mrcnn_mask]. It walks through the
+    [mrcnn_class_ids, mrcnn_bbox, mrcnn_mask]. ``seed`` (not the original's) is
+    DataGenerator's: the same seed, the same stream. It walks through the
     ``DataGenerator`` batches epoch after epoch, an endless stream::
 
         inputs, outputs = next(data_generator(dataset, config))
@@ -522,7 +523,7 @@ def data_generator(dataset, config, shuffle=True, augment=False, augmentation=No
     batches = DataGenerator(
         dataset, config, shuffle=shuffle, augment=augment, augmentation=augmentation,
         random_rois=random_rois, detection_targets=detection_targets,
-        no_augmentation_sources=no_augmentation_sources, batch_size=batch_size)
+        no_augmentation_sources=no_augmentation_sources, batch_size=batch_size, seed=seed)
     while True:
         for index in range(len(batches)):
             batch = batches[index]

@@ -306,8 +306,9 @@ def test_inspect_data_generator_targets(dataset):
     config = TinyShapesConfig()
     _, anchors = notebook_anchors(config)
     random_rois = 200
+    # Seeded: an unseeded stream gave the first image no positive ROI now and then.
     g = modellib.data_generator(dataset, config, shuffle=True, random_rois=random_rois,
-                                batch_size=4, detection_targets=True)
+                                batch_size=4, detection_targets=True, seed=0)
     [normalized_images, image_meta, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks,
      rpn_rois, rois], [mrcnn_class_ids, mrcnn_bbox, mrcnn_mask] = next(g)
     image_id = modellib.parse_image_meta(image_meta)["image_id"][0]
