@@ -73,6 +73,11 @@ __all__ = [
 ]
 
 
+class InferenceModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
+    """The inference graph's Keras model: Keras-2 weight files (``weights.Keras2WeightsModel``)
+    and, where ``MaskRCNN`` sets it, Grappler's light passes (``cpu.LightGraphOptimization``)."""
+
+
 class MaskRCNN:
     """Mask R-CNN: a Keras model and the code to train it and run it.
 
@@ -113,6 +118,7 @@ class MaskRCNN:
             for layer in self._sparse_gradient_layers():
                 layer.sparse_gradient = True
         if not tf.config.list_physical_devices("GPU"):
+            self.keras_model.light_graph_optimization = True
             use_cpu_convolutions(
                 self.keras_model,
                 in_halves=config.IMAGES_PER_GPU == 1 and cpu.prefers_convolutions_in_halves(),
@@ -201,10 +207,10 @@ class MaskRCNN:
         mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
                                           train_bn=config.TRAIN_BN)
-        return weights.Keras2WeightsModel([input_image, input_image_meta, input_anchors],
-                                          [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask,
-                                           rpn_rois, rpn_class, rpn_bbox],
-                                          name="mask_rcnn")
+        return InferenceModel([input_image, input_image_meta, input_anchors],
+                              [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask,
+                               rpn_rois, rpn_class, rpn_bbox],
+                              name="mask_rcnn")
 
     def _build_training_heads(self, config, input_image, input_image_meta, rpn_rois,
                               rpn_class_logits, rpn_class, rpn_bbox, mrcnn_feature_maps):

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import distribute, weights
+from mrcnn import cpu, distribute, weights
 from mrcnn.config import LOSS_NAMES
 
 # Regular expressions selecting the layers to train for each ``layers`` preset.
@@ -38,7 +38,7 @@ def decays(variable):
     return variable.name not in ("gamma", "beta")
 
 
-class TrainingModel(weights.Keras2WeightsModel):
+class TrainingModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
     """Functional Mask R-CNN training graph whose last five outputs are its losses.
 
     Build it like a functional model: ``TrainingModel(inputs, outputs, config=config)``.

@@ -181,6 +181,18 @@ def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, infe
     assert inference.in_halves == cpu.prefers_convolutions_in_halves()
 
 
+def test_cpu_models_run_their_step_functions_with_grapplers_light_passes(trained,
+                                                                         inference_model):
+    """Without a GPU (as here), both models' step functions take mrcnn.cpu's light passes."""
+    import tensorflow as tf
+
+    assert not tf.config.list_physical_devices("GPU")
+    training_model, inference = trained[0].keras_model, inference_model.keras_model
+    assert training_model.light_graph_optimization and inference.light_graph_optimization
+    assert hasattr(training_model.make_train_function(), "call_options")
+    assert hasattr(inference.make_predict_function(), "call_options")
+
+
 def test_rpn_and_pyramid_convolutions_back_propagate_sparse_gradients(synthetic_dataset, tmp_path,
                                                                      monkeypatch):
     """Only the RPN's losses reach the RPN, at the anchors they sample; the pyramid's 3x3
