@@ -18,6 +18,7 @@ Usage::
 
     python bench/speed.py                  # 3 detect calls, 4 training steps
     python bench/speed.py --repeats 10 --train-steps 6
+    python bench/speed.py --tensorflow-graph-passes   # Grappler's defaults, to compare
 """
 
 import argparse
@@ -74,13 +75,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed detect() calls (default 3)")
     parser.add_argument("--train-steps", type=int, default=4, help="training steps (default 4)")
+    parser.add_argument("--tensorflow-graph-passes", action="store_true",
+                        help="optimize the step functions with TensorFlow's default Grappler "
+                             "passes, not mrcnn's light ones for CPUs (mrcnn.cpu)")
     args = parser.parse_args()
+    light = not args.tensorflow_graph_passes
 
     config = CocoSizedConfig()
     image = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     logs = tempfile.mkdtemp(prefix="mrcnn_speed_")
 
     detector, build_inference = timed(lambda: MaskRCNN("inference", config, logs))
+    detector.keras_model.light_graph_optimization &= light
     _, first_detect = timed(lambda: detector.detect([image]))
     detect_seconds = [timed(lambda: detector.detect([image]))[1] for _ in range(args.repeats)]
     detector = None  # free the inference model before building the training one
@@ -94,6 +100,7 @@ def main():
         dataset.add_class("coco", class_id, f"class_{class_id}")
     dataset.prepare()
     trainer, build_training = timed(lambda: MaskRCNN("training", TrainConfig(), logs))
+    trainer.keras_model.light_graph_optimization &= light
     timer = StepTimer()
     trainer.train(dataset, None, learning_rate=0.001, epochs=1, layers="all",
                   custom_callbacks=[timer], verbose=0)
@@ -104,6 +111,8 @@ def main():
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, no GPU")
+    passes = "TensorFlow's" if args.tensorflow_graph_passes else "mrcnn's light (on CPU)"
+    print(f"Grappler passes: {passes}")
     print(f"build: inference model {build_inference:.1f} s, training model {build_training:.1f} s")
     print(f"detect() 1024x1024, {config.DETECTION_MAX_INSTANCES} instances: first call {first_detect:.1f} s, "
           f"then median {statistics.median(detect_seconds):.2f} s over {args.repeats}")
