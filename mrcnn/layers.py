@@ -358,7 +358,7 @@ def convolution_in_halves(images, kernel, then=None):
     images = tf.convert_to_tensor(images)
     kernel_height, kernel_width = kernel.shape[:2]
     top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
-    batch, height = _dimensions(images)[:2]   # ints where static: fewer operations to trace
+    height = _dimensions(images)[1]   # an int where static: fewer operations to trace
     half = (height + 1) // 2
     padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
                              [left, kernel_width - 1 - left], [0, 0]])
@@ -366,7 +366,7 @@ def convolution_in_halves(images, kernel, then=None):
     convolved = tf.nn.conv2d(halves, kernel, strides=1, padding="VALID")   # [2B, half, W, F]
     if then is not None:
         convolved = then(convolved)
-    outputs = tf.concat([convolved[:batch], convolved[batch:]], axis=1)
+    outputs = tf.concat(tf.split(convolved, 2, axis=0), axis=1)   # top and bottom halves
     if not (isinstance(height, int) and height % 2 == 0):
         outputs = outputs[:, :height]
     outputs.set_shape(images.shape[:3].concatenate(convolved.shape[3:]))
@@ -660,6 +660,8 @@ class TimeDistributed(KL.Wrapper):
 
 def _dimensions(tensor):
     """The dimensions of ``tensor``: ints where static, scalar int32 tensors where not."""
+    if tensor.shape.is_fully_defined():
+        return tensor.shape.as_list()   # no Shape operation to trace
     dynamic = tf.shape(tensor)
     return [dynamic[i] if size is None else size for i, size in enumerate(tensor.shape)]
 
