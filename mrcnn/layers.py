@@ -1068,12 +1068,19 @@ class DetectionTargetLayer(_ConfigLayer):
     Returns, each with TRAIN_ROIS_PER_IMAGE rows per image (zero-padded):
         rois [batch, R, 4] normalized, target_class_ids [batch, R] int32,
         target_deltas [batch, R, 4], target_mask [batch, R, MASK_SHAPE[0], MASK_SHAPE[1]].
+
+    The targets are constants of the training step: no gradient goes back through them to
+    the proposals, and so to the RPN, whose own losses train it. The original stopped the
+    boxes' gradient in ROIAlign only, and its box-refinement targets, computed from the
+    proposals, still passed one back from the heads' box loss; torchvision detaches its
+    proposals too.
     """
 
     def call(self, inputs):
         names = ["rois", "target_class_ids", "target_bbox", "target_mask"]
         outputs = batch_slice(
-            inputs, lambda p, c, b, m: detection_targets_graph(p, c, b, m, self.config),
+            [tf.stop_gradient(x) for x in inputs],
+            lambda p, c, b, m: detection_targets_graph(p, c, b, m, self.config),
             self.config.IMAGES_PER_GPU, names=names)
         rois_per_image = self.config.TRAIN_ROIS_PER_IMAGE
         mask_h, mask_w = self.config.MASK_SHAPE

@@ -237,6 +237,37 @@ def test_rpn_and_pyramid_convolutions_back_propagate_sparse_gradients(synthetic_
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=1e-4 * largest)
 
 
+def test_the_heads_losses_send_no_gradient_back_to_the_rpn(synthetic_dataset, tmp_path):
+    """The detection targets are constants of a step: in a traced step, where every branch of
+    the graph is present, the heads' three losses reach the heads but not the RPN's weights
+    (the original's box targets passed a gradient back through the proposals)."""
+    import tensorflow as tf
+    from mrcnn.data import DataGenerator
+
+    config = TinyConfig()
+    keras_model = modellib.MaskRCNN("training", config, str(tmp_path)).keras_model
+    (inputs,) = DataGenerator(synthetic_dataset, config, shuffle=False, seed=0)[0]
+    rpn = keras_model.get_layer("rpn_model").trainable_weights
+    box_head = keras_model.get_layer("mrcnn_bbox_fc").trainable_weights
+    reached = {}
+
+    def gradients(inputs):
+        for losses in (("mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"),
+                       ("rpn_class_loss", "rpn_bbox_loss")):
+            with tf.GradientTape() as tape:
+                outputs = keras_model(list(inputs), training=True)
+                loss = tf.add_n([tf.reduce_sum(outputs[keras_model.output_names.index(name)])
+                                 for name in losses])
+            grads = tape.gradient(loss, rpn + box_head)
+            reached[losses[0][:4]] = [g is not None for g in grads]
+        return tf.constant(0)
+
+    tf.function(gradients).get_concrete_function(
+        [tf.TensorSpec(x.shape, tf.as_dtype(x.dtype)) for x in inputs])
+    assert reached["mrcn"] == [False] * len(rpn) + [True] * len(box_head)
+    assert reached["rpn_"] == [True] * len(rpn) + [False] * len(box_head)
+
+
 def test_a_heads_step_traces_no_backward_pass_of_the_frozen_backbone(synthetic_dataset, tmp_path):
     """The tape records only what the trainable weights reach."""
     import tensorflow as tf
