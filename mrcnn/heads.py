@@ -10,8 +10,8 @@ import tensorflow as tf
 from keras import layers as KL
 
 from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, conv_bn,
-                          convolution_in_halves, convolution_windows, pixels_with_gradient,
-                          scoped_gradient, window_gradients)
+                          convolution_in_halves, convolution_windows, dimensions,
+                          pixels_with_gradient, scoped_gradient, window_gradients)
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -109,11 +109,11 @@ def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, clas
 
     def heads(convolved):   # [N, h, w, S] -> [N, h, w, 6A]
         shared = tf.nn.relu(tf.nn.bias_add(convolved, shared_bias))
-        shape = tf.shape(shared)
+        batch, height, width = dimensions(shared)[:3]
         # One product per image, so that an image's numbers do not depend on the batch.
-        pixels = tf.reshape(shared, [shape[0], -1, shared_filters])
+        pixels = tf.reshape(shared, [batch, -1, shared_filters])
         rows = tf.matmul(pixels, heads_kernel) + heads_bias
-        return tf.reshape(rows, tf.concat([shape[:3], tf.shape(heads_bias)], 0))
+        return tf.reshape(rows, [batch, height, width, heads_kernel.shape[1]])
 
     if in_halves:
         outputs = convolution_in_halves(feature_map, shared_kernel, then=heads)

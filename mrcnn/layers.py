@@ -358,7 +358,7 @@ def convolution_in_halves(images, kernel, then=None):
     images = tf.convert_to_tensor(images)
     kernel_height, kernel_width = kernel.shape[:2]
     top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
-    height = _dimensions(images)[1]   # an int where static: fewer operations to trace
+    height = dimensions(images)[1]   # an int where static: fewer operations to trace
     half = (height + 1) // 2
     padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
                              [left, kernel_width - 1 - left], [0, 0]])
@@ -394,7 +394,7 @@ def pointwise_convolution_by_rows(images, kernel, strides=(1, 1)):
     images = tf.convert_to_tensor(images)
     if tuple(strides) != (1, 1):
         images = images[:, ::strides[0], ::strides[1]]
-    batch, height, width, channels = _dimensions(images)
+    batch, height, width, channels = dimensions(images)
     rows = tf.reshape(images, [-1, 1, width, channels])
     outputs = tf.nn.conv2d(rows, kernel, strides=1, padding="VALID")     # [B * H, 1, W, F]
     outputs = tf.reshape(outputs, [batch, height, width, kernel.shape[3]])
@@ -650,15 +650,15 @@ class TimeDistributed(KL.Wrapper):
         shape = tf.shape(inputs)
         # Static item dimensions stay static: TFLite's builtin convolution needs
         # to know its input channels.
-        folded = tf.reshape(inputs, [-1, *_dimensions(inputs)[2:]])
+        folded = tf.reshape(inputs, [-1, *dimensions(inputs)[2:]])
         if self.layer._call_has_training_arg:
             outputs = self.layer(folded, training=training)
         else:
             outputs = self.layer(folded)
-        return tf.reshape(outputs, [shape[0], shape[1], *_dimensions(outputs)[1:]])
+        return tf.reshape(outputs, [shape[0], shape[1], *dimensions(outputs)[1:]])
 
 
-def _dimensions(tensor):
+def dimensions(tensor):
     """The dimensions of ``tensor``: ints where static, scalar int32 tensors where not."""
     if tensor.shape.is_fully_defined():
         return tensor.shape.as_list()   # no Shape operation to trace
