@@ -525,6 +525,13 @@ def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, 
     assert set(outputs["class_names"].numpy().tolist()) <= {b"pikachu"}
 
 
+def scoring_above(result, floor):
+    """The detections of ``result`` (detect()'s keys) that score above ``floor``."""
+    keep = result["scores"] > floor
+    return {key: value[..., keep] if key == "masks" else value[keep]
+            for key, value in result.items()}
+
+
 def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
     """The .tflite of a checkpoint runs in TensorFlow's TFLite interpreter (no Select TF ops)."""
     import tensorflow as tf
@@ -547,8 +554,14 @@ def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
     # head's probabilities sit near 0.5, so a mask may flip whole (IoU 0.94 on one run, an
     # empty mask against a small one on another): test_export.py compares the masks pixel for
     # pixel on a model that is not so close to its thresholds; here each lies in its box.
-    pairs = matched_detections(served, expected, score_tolerance=5e-3)
     count = max(len(served["scores"]), len(expected["scores"]))
+    if count == synthetic.demo_config(inference=True).DETECTION_MAX_INSTANCES:
+        # A full list was cut among many near-equal scores, and those 1e-3 differences chose
+        # which made the cut (85 of 100 matched in one CI run): compare those above the cut.
+        floor = max(r["scores"].min() for r in (served, expected) if len(r["scores"])) + 5e-3
+        served, expected = scoring_above(served, floor), scoring_above(expected, floor)
+        count = max(len(served["scores"]), len(expected["scores"]))
+    pairs = matched_detections(served, expected, score_tolerance=5e-3)
     assert len(pairs) >= count - 1, (len(pairs), count)
     for i, j in pairs:
         assert served["class_names"][i] == expected["class_names"][j]
