@@ -58,7 +58,8 @@ class TrainingModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
     def weight_decay(self):
         """The original's L2 term: WEIGHT_DECAY * sum(w²) / size(w) over every
         trainable weight except BatchNorm gammas and betas."""
-        terms = [tf.reduce_sum(tf.square(w)) * (self.mrcnn_config.WEIGHT_DECAY / int(np.prod(w.shape)))
+        # 2 * l2_loss(w) is sum(w²) in one operation, without a w-sized tensor of squares.
+        terms = [2.0 * tf.nn.l2_loss(w) * (self.mrcnn_config.WEIGHT_DECAY / int(np.prod(w.shape)))
                  for w in self.trainable_weights if decays(w)]
         return tf.add_n(terms) if terms else tf.constant(0.0)
 

@@ -107,7 +107,7 @@ def test_decay_sgd_steps_like_sgd_on_the_loss_plus_the_l2_term():
     assert clipped
     for a, b in zip(decayed.weights, plain.weights):
         assert np.isfinite(a.numpy()).all()
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
     assert not np.allclose(decayed.get_layer("dense").kernel.numpy(),
                            make_model().get_layer("dense").kernel.numpy())
 
