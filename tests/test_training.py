@@ -112,6 +112,25 @@ def test_decay_sgd_steps_like_sgd_on_the_loss_plus_the_l2_term():
                            make_model().get_layer("dense").kernel.numpy())
 
 
+def test_the_reported_weight_decay_is_the_originals_l2_term():
+    """WEIGHT_DECAY * sum(w²) / size(w) over the trainable weights but BatchNorm's gamma and
+    beta, checked against numpy."""
+    from mrcnn.config import Config
+
+    class Decay(Config):
+        NAME = "decay"
+        WEIGHT_DECAY = 0.01
+
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((5,))
+    outputs = KL.BatchNormalization(name="bn")(KL.Dense(4, name="dense")(inputs))
+    model = training.TrainingModel(inputs, outputs, config=Decay())
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    kernel, bias = (w.numpy() for w in model.get_layer("dense").weights)
+    expected = 0.01 * ((kernel ** 2).sum() / kernel.size + (bias ** 2).sum() / bias.size)
+    np.testing.assert_allclose(float(model.weight_decay()), expected, rtol=1e-6)
+
+
 def test_only_batch_norm_gamma_and_beta_escape_the_decay():
     bn = keras.layers.BatchNormalization()
     bn.build((None, 3))
