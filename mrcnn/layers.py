@@ -647,7 +647,7 @@ class TimeDistributed(KL.Wrapper):
         return (input_shape[0], input_shape[1], *inner[1:])
 
     def call(self, inputs, training=None):
-        shape = tf.shape(inputs)
+        batch, items = dimensions(inputs)[:2]
         # Static item dimensions stay static: TFLite's builtin convolution needs
         # to know its input channels.
         folded = tf.reshape(inputs, [-1, *dimensions(inputs)[2:]])
@@ -655,7 +655,7 @@ class TimeDistributed(KL.Wrapper):
             outputs = self.layer(folded, training=training)
         else:
             outputs = self.layer(folded)
-        return tf.reshape(outputs, [shape[0], shape[1], *dimensions(outputs)[1:]])
+        return tf.reshape(outputs, [batch, items, *dimensions(outputs)[1:]])
 
 
 def dimensions(tensor):
