@@ -15,6 +15,7 @@ Before a step function's first run, Grappler optimizes its graph: two rounds of 
 passes over the 8,000-18,000 operations of a training step, 1-3.5 seconds of the first step.
 On a CPU several of them change nothing or nothing that matters: the layout optimizer and
 the memory optimizer work for GPUs, oneDNN fuses convolutions with their biases by itself,
+the model has no loops, no shapes to infer and no functions with other implementations,
 and the second round finds little the first missed. ``LightGraphOptimization`` runs a
 model's step functions with the others only (``LIGHT_REWRITES``); the steady steps keep
 their speed.
@@ -39,15 +40,21 @@ MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE = 512
 # Environment variables that cap the instruction set oneDNN uses (its own names, new and old).
 ISA_LIMIT_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
-# Grappler's settings for a step function on CPU (RewriterConfig fields): one round of the
-# passes, without those that find nothing to do on a CPU (layout, memory) or whose work
-# oneDNN's own rewrites or the steady steps did not need (remapping, constant folding,
-# arithmetic). Pruning, common-subexpression elimination and the dependency optimizer stay.
+# Grappler's settings for a step function on CPU (RewriterConfig fields: enum value names, or
+# bools): one round of the passes, without those that find nothing to do in this model on a
+# CPU (layout, memory, loops, shapes, implementation selection, the MLIR "tfg" passes) or
+# whose work oneDNN's own rewrites or the steady steps did not need (remapping, constant
+# folding, arithmetic). Pruning, common-subexpression elimination and the dependency
+# optimizer stay.
 LIGHT_REWRITES = {
     "layout_optimizer": "OFF",
     "remapping": "OFF",
     "constant_folding": "OFF",
     "arithmetic_optimization": "OFF",
+    "shape_optimization": "OFF",
+    "loop_optimization": "OFF",
+    "implementation_selector": "OFF",
+    "disable_tfg_optimizer": True,
     "memory_optimization": "NO_MEM_OPT",
     "meta_optimizer_iterations": "ONE",
 }
@@ -93,7 +100,7 @@ def light_call_options():
     config = tf.compat.v1.ConfigProto.FromString(current.config_proto_serialized)
     rewrites = config.graph_options.rewrite_options
     for field, value in LIGHT_REWRITES.items():
-        setattr(rewrites, field, getattr(type(rewrites), value))
+        setattr(rewrites, field, value if isinstance(value, bool) else getattr(type(rewrites), value))
     return context.FunctionCallOptions(executor_type=current.executor_type, config_proto=config)
 
 

@@ -227,20 +227,24 @@ class BatchNorm(KL.BatchNormalization):
         """True when a Conv2D (batch_norm=self) computes this layer, which then passes its input on."""
         return getattr(self, "_folded", False)
 
-    def frozen_affine(self):
-        """The layer with its moving statistics as ``y = x * scale + offset``.
+    def frozen_affine(self, bias=None):
+        """The layer with its moving statistics, after a ``bias``, as ``y = x * scale + offset``.
+
+        Args:
+            bias: [channels] added to the layer's input first (a convolution's), or None.
 
         Returns:
             (scale, offset), each [channels]: scale = gamma / sqrt(moving_variance +
-            epsilon), offset = beta - moving_mean * scale (gamma 1 and beta 0 when the
-            layer has none). Both are differentiable in gamma and beta.
+            epsilon), offset = beta + (bias - moving_mean) * scale (gamma 1, beta 0 and bias
+            0 where there are none). Both are differentiable in gamma, beta and bias.
         """
-        scale = tf.math.rsqrt(self.moving_variance + self.epsilon)
+        scale = tf.math.rsqrt(tf.convert_to_tensor(self.moving_variance) + self.epsilon)
         if self.scale:
-            scale = scale * self.gamma
-        offset = -self.moving_mean * scale
+            scale = scale * tf.convert_to_tensor(self.gamma)
+        mean = tf.convert_to_tensor(self.moving_mean)
+        offset = (-mean if bias is None else tf.convert_to_tensor(bias) - mean) * scale
         if self.center:
-            offset = offset + self.beta
+            offset = offset + tf.convert_to_tensor(self.beta)
         return scale, offset
 
     def get_config(self):
@@ -253,7 +257,7 @@ class Conv2D(KL.Conv2D):
 
     * ``batch_norm=bn`` folds the frozen BatchNorm (``train_bn=False``) that the graph calls
       on this layer's output: this layer computes ``bn(conv(x))`` from bn's moving
-      statistics as ``conv(x, kernel * scale) + bias * scale + offset`` (see
+      statistics as ``conv(x, kernel * scale) + offset`` (see
       BatchNorm.frozen_affine) and bn, called next as usual, passes its input on. Both
       layers keep their names and weights, so weight files and ``set_trainable`` see them as
       before, and gamma and beta still train; but the BatchNorm's input is never
@@ -322,16 +326,16 @@ class Conv2D(KL.Conv2D):
     def call(self, inputs):
         if self._batch_norm is None:
             return super().call(inputs)
-        scale, offset = self._batch_norm().frozen_affine()
+        scale, offset = self._batch_norm().frozen_affine(self.bias if self.use_bias else None)
+        kernel = tf.convert_to_tensor(self.kernel)
         if self._whole_input:
             # Such a kernel has more weights than a batch of ROIs has outputs (7 * 7 * 256
             # to each of 1024 channels in the box head): the outputs are scaled instead,
             # and no scaled copy of the kernel is made.
-            outputs = self.convolution_op(inputs, self.kernel) * scale
+            outputs = self.convolution_op(inputs, kernel) * scale
         else:
-            outputs = self.convolution_op(inputs, self.kernel * scale)
-        bias = offset + self.bias * scale if self.use_bias else offset
-        outputs = tf.nn.bias_add(outputs, bias)
+            outputs = self.convolution_op(inputs, kernel * scale)
+        outputs = tf.nn.bias_add(outputs, offset)
         return outputs if self.activation is None else self.activation(outputs)
 
 
@@ -564,11 +568,13 @@ def kernel_gradient_graph(images, output_gradient, kernel_shape):
     """The gradient of a "same", stride-1 convolution's kernel, as matrix products.
 
     Kernel position (i, j) sees the images shifted by (i - kh // 2, j - kw // 2): its
-    gradient is that shifted window, flattened to [B * H * W, C], transposed and
-    multiplied by the output gradient flattened to [B * H * W, F]. Each window is a copy
-    of the images; they are made one after the other, each once the product before it is
-    done, so that one window at a time is in memory (and the padded images are made once
-    the output gradient is there, not as soon as the images are).
+    gradient is the product of that shifted window, as [pixels, C], transposed, and the
+    output gradient, as [pixels, F]. With the images zero-padded to [B, H + 2t, W + 2l, C]
+    (t = kh // 2, l = kw // 2) and flattened to rows of C, and the output gradient padded
+    with zeros to the same [H + 2t, W + 2l] grid and flattened likewise, output pixel k of
+    the grid reads padded row k + i * (W + 2l) + j: every window is a contiguous run of
+    the padded rows, taken without a copy. The padding pixels of the output gradient are
+    zero, so what the windows read across a row's or an image's edge adds nothing.
 
     Args:
         images: [B, H, W, C]; output_gradient: [B, H, W, F].
@@ -579,17 +585,22 @@ def kernel_gradient_graph(images, output_gradient, kernel_shape):
     """
     kernel_height, kernel_width, channels, filters = kernel_shape
     top, left = kernel_height // 2, kernel_width // 2
+    batch, height, width, _ = dimensions(images)
+    padded_width = width + 2 * left
+    # The padded images are made once the output gradient is there, not as soon as the
+    # images are.
     with tf.control_dependencies([output_gradient]):
         padded = tf.pad(images, [[0, 0], [top, top], [left, left], [0, 0]])
-    shape = tf.shape(output_gradient)
-    window_size = tf.stack([-1, shape[1], shape[2], -1])
-    flat_gradient = tf.reshape(output_gradient, [-1, filters])
-    positions = []
-    for i in range(kernel_height):
-        for j in range(kernel_width):
-            with tf.control_dependencies(positions[-1:]):
-                window = tf.reshape(tf.slice(padded, [0, i, j, 0], window_size), [-1, channels])
-            positions.append(tf.matmul(window, flat_gradient, transpose_a=True))
+    rows = tf.reshape(padded, [-1, channels])
+    # Grid pixels up to the last one with a gradient; the windows of later ones would run
+    # past the padded rows.
+    pixels = batch * (height + 2 * top) * padded_width - (2 * top * padded_width + 2 * left)
+    gradient = tf.pad(output_gradient, [[0, 0], [0, 2 * top], [0, 2 * left], [0, 0]])
+    gradient = tf.reshape(gradient, [-1, filters])[:pixels]
+    window_size = tf.stack([pixels, channels])
+    positions = [tf.matmul(tf.slice(rows, [i * padded_width + j, 0], window_size), gradient,
+                           transpose_a=True)
+                 for i in range(kernel_height) for j in range(kernel_width)]
     return tf.reshape(tf.stack(positions), kernel_shape)
 
 

@@ -58,10 +58,14 @@ class TrainingModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
     def weight_decay(self):
         """The original's L2 term: WEIGHT_DECAY * sum(w²) / size(w) over every
         trainable weight except BatchNorm gammas and betas."""
-        # 2 * l2_loss(w) is sum(w²) in one operation, without a w-sized tensor of squares.
-        terms = [2.0 * tf.nn.l2_loss(w) * (self.mrcnn_config.WEIGHT_DECAY / int(np.prod(w.shape)))
-                 for w in self.trainable_weights if decays(w)]
-        return tf.add_n(terms) if terms else tf.constant(0.0)
+        decaying = [w for w in self.trainable_weights if decays(w)]
+        if not decaying:
+            return tf.constant(0.0)
+        # 2 * l2_loss(w) is sum(w²) in one operation, without a w-sized tensor of squares;
+        # the weights' factors are one constant vector, not two multiplications per weight.
+        factors = [2.0 * self.mrcnn_config.WEIGHT_DECAY / int(np.prod(w.shape)) for w in decaying]
+        sums = tf.stack([tf.nn.l2_loss(w) for w in decaying])
+        return tf.reduce_sum(sums * tf.constant(factors, sums.dtype))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The weighted sum of the five losses and the weight decay, divided by the replicas.
@@ -182,9 +186,9 @@ class DecaySGD(keras.optimizers.SGD):
         if gradient is None:
             return tf.convert_to_tensor(variable) * scale
         gradient = tf.convert_to_tensor(gradient)
-        with tf.control_dependencies([gradient]):  # computed once the gradient exists
-            decay = tf.identity(variable) * scale
-        return gradient + decay
+        with tf.control_dependencies([gradient]):  # read once the gradient exists
+            weight = tf.convert_to_tensor(variable)
+        return gradient + weight * scale
 
     def _clipped(self, grads, replicas):
         present = [i for i, g in enumerate(grads) if g is not None]
@@ -203,6 +207,11 @@ class DecaySGD(keras.optimizers.SGD):
         for i, value, factor in zip(present, values, tf.unstack(factors)):
             grads[i] = value * factor
         return grads
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The learning rate read once for all the weights' updates, not once per weight.
+        super()._backend_update_step(grads, trainable_variables,
+                                     tf.convert_to_tensor(learning_rate))
 
     def update_step(self, gradient, variable, learning_rate):
         if not self.momentum or self.nesterov:

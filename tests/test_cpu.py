@@ -61,6 +61,7 @@ def test_light_options_set_the_light_passes_and_keep_the_rest():
     assert rewrites.constant_folding == rewrites.OFF and rewrites.remapping == rewrites.OFF
     assert rewrites.meta_optimizer_iterations == rewrites.ONE
     assert rewrites.memory_optimization == rewrites.NO_MEM_OPT
+    assert rewrites.loop_optimization == rewrites.OFF and rewrites.disable_tfg_optimizer
     assert rewrites.dependency_optimization == current.graph_options.rewrite_options.dependency_optimization
     light.graph_options.ClearField("rewrite_options")
     current.graph_options.ClearField("rewrite_options")

@@ -178,6 +178,28 @@ def test_same_convolution_is_tf_conv2d_with_its_gradients(shape, kernel_size, in
 
 
 @pytest.mark.parametrize("shape, kernel_size", [
+    ((2, 9, 7, 3), (3, 3)), ((3, 1, 2, 2), (5, 5)), ((1, 4, 6, 3), (3, 1)), ((2, 5, 5, 2), (1, 3))])
+@pytest.mark.parametrize("static", [True, False])
+def test_kernel_gradient_graph_is_conv2d_backprop_filter(shape, kernel_size, static):
+    """Every kernel position's window is a run of the padded rows: checked against
+    TensorFlow's own kernel gradient over several images (whose windows run across the
+    images' edges), maps smaller than the kernel, and sizes known only when it runs."""
+    rng = np.random.default_rng(sum(shape))
+    images = rng.normal(size=shape).astype(np.float32)
+    output_gradient = rng.normal(size=shape[:3] + (4,)).astype(np.float32)
+    kernel_shape = kernel_size + (shape[-1], 4)
+    expected = tf.compat.v1.nn.conv2d_backprop_filter(images, kernel_shape, output_gradient,
+                                                      [1, 1, 1, 1], "SAME")
+    gradient = tf.function(lambda x, g: layers.kernel_gradient_graph(x, g, kernel_shape))
+    if not static:
+        gradient = gradient.get_concrete_function(tf.TensorSpec((None, None, None, shape[-1])),
+                                                  tf.TensorSpec((None, None, None, 4)))
+    actual = gradient(tf.constant(images), tf.constant(output_gradient))
+    assert actual.shape == kernel_shape
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape, kernel_size", [
     ((2, 9, 7, 3), (3, 3)), ((1, 6, 5, 2), (5, 5)), ((1, 13, 4, 3), (3, 1))])
 @pytest.mark.parametrize("in_halves, matmul_kernel_gradient", [
     (False, False), (True, True)])
