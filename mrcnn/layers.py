@@ -344,10 +344,12 @@ def convolution_in_halves(images, kernel, then=None):
 
     The top and bottom halves of each image (with the kernel's reach of rows beyond the
     seam, and zero padding outside the image, as "same" pads) are stacked into one batch,
-    convolved with "valid" padding and put back together: the numbers of
-    ``tf.nn.conv2d(images, kernel, 1, "SAME")``, run by oneDNN's direct kernel for batches
-    where a batch of one image would fall back to im2col (see ``mrcnn.cpu``). An odd height
-    gets one more zero row at the bottom, whose output row is dropped.
+    each image's top half before its bottom half, and convolved with "valid" padding: the
+    numbers of ``tf.nn.conv2d(images, kernel, 1, "SAME")``, run by oneDNN's direct kernel for
+    batches where a batch of one image would fall back to im2col (see ``mrcnn.cpu``). The
+    convolved halves of an image lie one after the other in memory, so they are put back
+    together without a copy. An odd height gets one more zero row at the bottom, whose
+    output row is dropped.
 
     Args:
         images: [B, H, W, C], H >= 1.
@@ -362,15 +364,17 @@ def convolution_in_halves(images, kernel, then=None):
     images = tf.convert_to_tensor(images)
     kernel_height, kernel_width = kernel.shape[:2]
     top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
-    height = dimensions(images)[1]   # an int where static: fewer operations to trace
+    _, height, width, channels = dimensions(images)  # ints where static: fewer operations
     half = (height + 1) // 2
+    rows = half + kernel_height - 1   # of each padded half
     padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
                              [left, kernel_width - 1 - left], [0, 0]])
-    halves = tf.concat([padded[:, :half + kernel_height - 1], padded[:, half:]], axis=0)
+    halves = tf.reshape(tf.stack([padded[:, :rows], padded[:, half:]], axis=1),
+                        [-1, rows, width + kernel_width - 1, channels])
     convolved = tf.nn.conv2d(halves, kernel, strides=1, padding="VALID")   # [2B, half, W, F]
     if then is not None:
         convolved = then(convolved)
-    outputs = tf.concat(tf.split(convolved, 2, axis=0), axis=1)   # top and bottom halves
+    outputs = tf.reshape(convolved, [-1, 2 * half, width, convolved.shape[-1]])
     if not (isinstance(height, int) and height % 2 == 0):
         outputs = outputs[:, :height]
     outputs.set_shape(images.shape[:3].concatenate(convolved.shape[3:]))
