@@ -334,9 +334,28 @@ class Conv2D(KL.Conv2D):
             # and no scaled copy of the kernel is made.
             outputs = self.convolution_op(inputs, kernel) * scale
         else:
-            outputs = self.convolution_op(inputs, kernel * scale)
+            with tf.control_dependencies(_input_ready(inputs)):
+                kernel = kernel * scale
+            outputs = self.convolution_op(inputs, kernel)
         outputs = tf.nn.bias_add(outputs, offset)
         return outputs if self.activation is None else self.activation(outputs)
+
+
+def _input_ready(inputs):
+    """Control inputs that make an operation wait for a layer's ``inputs`` in a graph (none
+    when eager).
+
+    A folded kernel is scaled once its convolution's input is there: otherwise the graph
+    scales every layer's kernel as soon as a step starts, and a copy of all the weights is
+    held at the memory peak. oneDNN's graph rewrite fuses a Pad with the convolution that
+    reads it, and a control edge from that Pad would then close a cycle; the wait is for
+    the Pad's own input instead.
+    """
+    if not tf.inside_function():
+        return []
+    if inputs.op.type in ("Pad", "PadV2", "MirrorPad"):
+        inputs = inputs.op.inputs[0]
+    return [inputs]
 
 
 def convolution_in_halves(images, kernel, then=None):
