@@ -558,6 +558,40 @@ def test_conv_bn_equals_conv_then_batch_norm_with_equal_gradients(kernel, input_
     assert [w.name for w in bn.weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_folded_kernel_is_scaled_once_the_input_is_there(padded):
+    """In a graph the scaled kernel waits for the convolution's input, or for a Pad's input
+    where a Pad makes it (oneDNN fuses the Pad into the convolution: a control edge from the
+    Pad would close a cycle, and the function would not run). The numbers stay those of a
+    convolution and then the BatchNorm."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(1, 7, 7, 3)).astype(np.float32)
+    inputs = KL.Input((7, 7, 3), batch_size=1)
+    hidden = KL.Activation("relu", name="hidden")(inputs)
+    if padded:
+        hidden = KL.ZeroPadding2D(1, name="pad")(hidden)
+    output = layers.conv_bn(hidden, 4, (3, 3), "c", "b", train_bn=False)
+    folded = keras.Model(inputs, output)
+    conv, bn = folded.get_layer("c"), folded.get_layer("b")
+    reference_bn = frozen_batch_norm(4, rng)
+    bn.set_weights(reference_bn.get_weights())
+    kernel, bias = conv.get_weights()
+
+    run = tf.function(lambda x: folded(x))
+    graph = run.get_concrete_function(tf.TensorSpec((1, 7, 7, 3))).graph
+    (convolution,) = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert convolution.inputs[0].op.type == ("Pad" if padded else "Relu")
+    scaled_kernel = convolution.inputs[1].op
+    assert scaled_kernel.type == "Mul"
+    assert [op.type for op in scaled_kernel.control_inputs] == ["Relu"]
+
+    padded_x = np.pad(np.maximum(x, 0), [(0, 0), (1, 1), (1, 1), (0, 0)]) if padded else np.maximum(x, 0)
+    z = tf.nn.conv2d(padded_x, kernel, 1, "VALID") + bias
+    expected = ((z - reference_bn.moving_mean) / np.sqrt(reference_bn.moving_variance + reference_bn.epsilon)
+                * reference_bn.gamma + reference_bn.beta)
+    np.testing.assert_allclose(run(x), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_bn_with_trainable_batch_norm_is_not_folded():
     inputs = KL.Input((8, 8, 3))
     model = keras.Model(inputs, layers.conv_bn(inputs, 4, (3, 3), "c", "b", train_bn=None))
