@@ -173,20 +173,28 @@ class DecaySGD(keras.optimizers.SGD):
     def apply(self, grads, trainable_variables=None):
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        grads = [self._with_decay(g, v, replicas) if decays(v) else g
+        grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        # In a graph, the decay waits for the whole backward pass (see _with_decay).
+        backward_done = tf.group([g for g in grads if g is not None])
+        grads = [self._with_decay(g, v, replicas, backward_done) if decays(v) else g
                  for g, v in zip(grads, variables)]
         if self.clip_norm:
             grads = self._clipped(grads, replicas)
         return super().apply(grads, trainable_variables)
 
-    def _with_decay(self, gradient, variable, replicas):
+    def _with_decay(self, gradient, variable, replicas, backward_done=None):
         """``gradient`` (None: the loss does not depend on ``variable``) plus the decay's
-        gradient, one ``replicas``-th of it on each replica."""
+        gradient, one ``replicas``-th of it on each replica.
+
+        The weight is read, scaled and added once ``backward_done`` (an operation; None when
+        eager) has run: a weight-sized temporary made as soon as this gradient exists would
+        add to the backward pass's own peak, when the heads' gradients are ready long before
+        the pyramid's activations are freed.
+        """
         scale = 2 * self.l2_weight_decay / (int(np.prod(variable.shape)) * replicas)
         if gradient is None:
             return tf.convert_to_tensor(variable) * scale
-        gradient = tf.convert_to_tensor(gradient)
-        with tf.control_dependencies([gradient]):  # read once the gradient exists
+        with tf.control_dependencies([] if backward_done is None else [backward_done]):
             weight = tf.convert_to_tensor(variable)
         return gradient + weight * scale
 

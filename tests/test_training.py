@@ -140,6 +140,43 @@ def test_only_batch_norm_gamma_and_beta_escape_the_decay():
     assert all(training.decays(w) for w in dense.weights)
 
 
+def test_decay_sgd_adds_the_decay_once_every_gradient_exists():
+    """In a graph, each weight is read for its decay only after the whole backward pass:
+    its read waits for one operation that waits for every gradient. The step is still the
+    eager one."""
+    weights = [keras.Variable(np.full((2, 2), value, np.float32), name="kernel")
+               for value in (1.0, -2.0)]
+    x = tf.constant([[0.5, -1.0]])
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(tf.matmul(tf.matmul(x, weights[0]), weights[1])))
+        gradients = tape.gradient(loss, weights)
+        seen[:] = gradients
+        optimizer.apply(gradients, weights)
+
+    seen = []
+
+    optimizer = training.DecaySGD(0.1, learning_rate=0.5, momentum=0.9)
+    eager_start = [w.numpy() for w in weights]
+    step()
+    eager_end = [w.numpy() for w in weights]
+    for weight, value in zip(weights, eager_start):
+        weight.assign(value)
+
+    optimizer = training.DecaySGD(0.1, learning_rate=0.5, momentum=0.9)
+    graph_step = tf.function(step)
+    graph = graph_step.get_concrete_function().graph
+    gradient_ops = {g.op.name for g in seen}
+    waits = [op for op in graph.get_operations() if op.type == "ReadVariableOp"
+             and any(gradient_ops <= {c.name for c in done.control_inputs}
+                     for done in op.control_inputs)]
+    assert len(waits) == 2
+    graph_step()
+    for weight, expected in zip(weights, eager_end):
+        np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)
+
+
 def test_decay_sgd_decays_a_weight_the_loss_does_not_use():
     weight = keras.Variable(np.array([[1.0, -2.0], [3.0, 0.5]], np.float32), name="kernel")
     optimizer = training.DecaySGD(0.1, learning_rate=0.5, momentum=0.9)
