@@ -44,8 +44,8 @@ class TrainingModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
     Build it like a functional model: ``TrainingModel(inputs, outputs, config=config)``.
     Its ``save_weights("name.h5")`` writes the Keras-2 layout, as the original's did.
     The loss it reports is the weighted five plus the original's L2 weight decay; the
-    decay's gradient is added by the optimizer (DecaySGD), when each weight's own gradient
-    is ready, rather than by differentiating the loss: the same gradient, but TensorFlow
+    decay's gradient is added by the optimizer (DecaySGD), once the backward pass is
+    done, rather than by differentiating the loss: the same gradient, but TensorFlow
     no longer computes the decay's gradients of all weights at the start of the backward
     pass and keeps them until their turn (a weight-sized buffer at the memory peak).
     """
@@ -145,19 +145,22 @@ class DecaySGD(keras.optimizers.SGD):
     gradient tensor clipped to the L2 norm ``clip_norm`` as the original did on one GPU:
 
     * the decay's gradient, ``2 * l2_weight_decay / size(w) * w``, is added to each
-      gradient once that gradient exists, not ahead of it (the loss carries the decay's
-      value only: ``TrainingModel.compute_loss``). Computed by differentiating the loss,
-      the decay's gradients of all weights would be ready at the start of the backward
-      pass and held until their turn, a weight-sized buffer at the memory peak;
+      gradient once the whole backward pass is done (the loss carries the decay's value
+      only: ``TrainingModel.compute_loss``). Computed by differentiating the loss, the
+      decay's gradients of all weights would be ready at the start of the backward pass
+      and held until their turn, a weight-sized buffer at the memory peak; added as soon
+      as each gradient exists, the heads' would be made while the pyramid's activations
+      are still held;
     * the clipping applies to the global batch's gradient. Under a strategy with R
       replicas Keras would clip each replica's share before summing them (up to R times
       ``clip_norm``); this optimizer sums the shares first (each replica's loss is
       already divided by R), clips, and gives Keras back one R-th of the result to sum.
       That costs one more all-reduce of the gradients per step with several replicas;
-    * the norms of all tensors are computed in one vectorized step, and the momentum and
-      weight update is one fused kernel per tensor (``m = momentum * m - lr * g;
-      w += m``): a few graph operations per weight tensor where keras.optimizers.SGD
-      with ``clipnorm`` takes some 28, which shortens tracing and every step.
+    * the norms of all tensors are computed in one vectorized step, the learning rate is
+      read once, and the momentum and weight update is one fused kernel per tensor
+      (``m = momentum * m - lr * g; w += m``): a few graph operations per weight tensor
+      where keras.optimizers.SGD with ``clipnorm`` takes some 28, which shortens tracing
+      and every step.
 
     Args:
         l2_weight_decay: the original's WEIGHT_DECAY.
