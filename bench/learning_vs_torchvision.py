@@ -79,7 +79,9 @@ def mrcnn_learn(settings_path, detections_path, threads):
     keras.utils.set_random_seed(settings["seed"])
     thread_settings = {"CPU_THREADS": threads} if threads else {}
     config = synthetic.demo_config(**thread_settings)
-    logs = tempfile.mkdtemp(prefix="mrcnn_learning_")
+    # In the parent's folder, which it removes: the checkpoints of a run take gigabytes.
+    logs = os.path.join(os.path.dirname(os.path.abspath(settings_path)), "mrcnn_logs")
+    os.makedirs(logs, exist_ok=True)
     train_set = compare_torchvision.scenes_dataset(settings["train_scenes"], config.NUM_CLASSES)
     model = MaskRCNN("training", config, logs)
     budget = settings["minutes"] * 60
@@ -150,34 +152,35 @@ def main():
     from mrcnn import evaluate
 
     torch_python = compare_torchvision.resolve_torch_python(args.torch_python)
-    folder = tempfile.mkdtemp(prefix="mrcnn_learning_")
-    settings = demo_settings(args, folder)
-    settings_path = os.path.join(folder, "settings.json")
-    with open(settings_path, "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=1)
-    torch_settings_path = os.path.join(folder, "torch_settings.json")
-    with open(torch_settings_path, "w", encoding="utf-8") as f:
-        json.dump(dict(settings, learning_rate=settings["torch_learning_rate"]), f, indent=1)
+    with tempfile.TemporaryDirectory(prefix="mrcnn_learning_") as folder:
+        settings = demo_settings(args, folder)
+        settings_path = os.path.join(folder, "settings.json")
+        with open(settings_path, "w", encoding="utf-8") as f:
+            json.dump(settings, f, indent=1)
+        torch_settings_path = os.path.join(folder, "torch_settings.json")
+        with open(torch_settings_path, "w", encoding="utf-8") as f:
+            json.dump(dict(settings, learning_rate=settings["torch_learning_rate"]), f, indent=1)
 
-    heldout = compare_torchvision.scenes_dataset(settings["heldout_scenes"], settings["classes"])
-    commands = {
-        "mrcnn": [sys.executable, os.path.abspath(__file__), "--threads", str(args.threads),
-                  "--worker", settings_path],
-        "torchvision": [torch_python, os.path.join(BENCH_DIR, "torchvision_worker.py"),
-                        "--threads", str(args.threads), "--learn", torch_settings_path,
-                        "--detections"],
-    }
-    results = {}
-    for side, command in commands.items():
-        print(f"== {side}: training {args.minutes:g} minutes", file=sys.stderr, flush=True)
-        detections_path = os.path.join(folder, f"{side}_detections.npz")
-        run = run_side(command + [detections_path])
-        detections = side_by_side.load_detections(detections_path)
-        evaluation = evaluate.evaluate_detections(heldout, dict(enumerate(detections)))
-        results[side] = dict(run, mAP50=evaluation.mAP50, mAP=evaluation.mAP,
-                             segm=evaluation.coco["segm"], bbox=evaluation.coco["bbox"],
-                             images_per_s=run["steps"] * settings["batch"] / run["seconds"])
-        print(evaluation.summary(), file=sys.stderr, flush=True)
+        heldout = compare_torchvision.scenes_dataset(settings["heldout_scenes"],
+                                                     settings["classes"])
+        commands = {
+            "mrcnn": [sys.executable, os.path.abspath(__file__), "--threads", str(args.threads),
+                      "--worker", settings_path],
+            "torchvision": [torch_python, os.path.join(BENCH_DIR, "torchvision_worker.py"),
+                            "--threads", str(args.threads), "--learn", torch_settings_path,
+                            "--detections"],
+        }
+        results = {}
+        for side, command in commands.items():
+            print(f"== {side}: training {args.minutes:g} minutes", file=sys.stderr, flush=True)
+            detections_path = os.path.join(folder, f"{side}_detections.npz")
+            run = run_side(command + [detections_path])
+            detections = side_by_side.load_detections(detections_path)
+            evaluation = evaluate.evaluate_detections(heldout, dict(enumerate(detections)))
+            results[side] = dict(run, mAP50=evaluation.mAP50, mAP=evaluation.mAP,
+                                 segm=evaluation.coco["segm"], bbox=evaluation.coco["bbox"],
+                                 images_per_s=run["steps"] * settings["batch"] / run["seconds"])
+            print(evaluation.summary(), file=sys.stderr, flush=True)
 
     report = {"machine": compare_torchvision.machine(), "threads": args.threads,
               "command": " ".join(sys.argv), "settings": settings, "results": results,

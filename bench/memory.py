@@ -101,17 +101,16 @@ def main():
     dataset.load_synthetic(200, 128, 128, seed=1)
     dataset.prepare()
     images = [dataset.load_image(i) for i in range(20)]
-    logs = tempfile.mkdtemp(prefix="mrcnn_memory_")
-
-    rows = []
-    if args.detect_calls:
-        samples, seconds = measure_detect(args.detect_calls, logs, images)
-        rows.append((f"{args.detect_calls} detect() calls ({seconds:.3f} s each)", DETECT_WARM_UP,
-                     samples))
-    if args.train_steps:
-        samples, seconds = measure_training(args.train_steps, logs, dataset)
-        rows.append((f"{samples[-1][0]} training steps ({seconds:.3f} s each)", TRAIN_WARM_UP,
-                     samples))
+    with tempfile.TemporaryDirectory(prefix="mrcnn_memory_") as logs:
+        rows = []
+        if args.detect_calls:
+            samples, seconds = measure_detect(args.detect_calls, logs, images)
+            rows.append((f"{args.detect_calls} detect() calls ({seconds:.3f} s each)",
+                         DETECT_WARM_UP, samples))
+        if args.train_steps:
+            samples, seconds = measure_training(args.train_steps, logs, dataset)
+            rows.append((f"{samples[-1][0]} training steps ({seconds:.3f} s each)", TRAIN_WARM_UP,
+                         samples))
 
     print(f"\nresident memory, MiB (goal: growth < {GOAL_GROWTH:.0%} after the warm-up)")
     print("| run | after warm-up | end | growth | samples |")

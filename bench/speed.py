@@ -83,31 +83,30 @@ def main():
 
     config = CocoSizedConfig()
     image = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
-    logs = tempfile.mkdtemp(prefix="mrcnn_speed_")
+    with tempfile.TemporaryDirectory(prefix="mrcnn_speed_") as logs:
+        detector, build_inference = timed(lambda: MaskRCNN("inference", config, logs))
+        detector.keras_model.light_graph_optimization &= light
+        _, first_detect = timed(lambda: detector.detect([image]))
+        detect_seconds = [timed(lambda: detector.detect([image]))[1] for _ in range(args.repeats)]
+        detector = None  # free the inference model before building the training one
 
-    detector, build_inference = timed(lambda: MaskRCNN("inference", config, logs))
-    detector.keras_model.light_graph_optimization &= light
-    _, first_detect = timed(lambda: detector.detect([image]))
-    detect_seconds = [timed(lambda: detector.detect([image]))[1] for _ in range(args.repeats)]
-    detector = None  # free the inference model before building the training one
+        class TrainConfig(CocoSizedConfig):
+            STEPS_PER_EPOCH = args.train_steps
 
-    class TrainConfig(CocoSizedConfig):
-        STEPS_PER_EPOCH = args.train_steps
-
-    dataset = SyntheticDataset()
-    dataset.load_synthetic(4, 1024, 1024, seed=0)
-    for class_id in range(2, config.NUM_CLASSES):  # COCO's class count: 80 stand-in classes
-        dataset.add_class("coco", class_id, f"class_{class_id}")
-    dataset.prepare()
-    trainer, build_training = timed(lambda: MaskRCNN("training", TrainConfig(), logs))
-    trainer.keras_model.light_graph_optimization &= light
-    timer = StepTimer()
-    trainer.train(dataset, None, learning_rate=0.001, epochs=1, layers="all",
-                  custom_callbacks=[timer], verbose=0)
-    second = StepTimer()
-    trainer.train(dataset, None, learning_rate=0.0001, epochs=2, layers="all",
-                  custom_callbacks=[second], verbose=0)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        dataset = SyntheticDataset()
+        dataset.load_synthetic(4, 1024, 1024, seed=0)
+        for class_id in range(2, config.NUM_CLASSES):  # COCO's class count: 80 stand-in classes
+            dataset.add_class("coco", class_id, f"class_{class_id}")
+        dataset.prepare()
+        trainer, build_training = timed(lambda: MaskRCNN("training", TrainConfig(), logs))
+        trainer.keras_model.light_graph_optimization &= light
+        timer = StepTimer()
+        trainer.train(dataset, None, learning_rate=0.001, epochs=1, layers="all",
+                      custom_callbacks=[timer], verbose=0)
+        second = StepTimer()
+        trainer.train(dataset, None, learning_rate=0.0001, epochs=2, layers="all",
+                      custom_callbacks=[second], verbose=0)
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, no GPU")
