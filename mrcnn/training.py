@@ -177,27 +177,29 @@ class DecaySGD(keras.optimizers.SGD):
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
-        # In a graph, the decay waits for the whole backward pass (see _with_decay).
+        # In a graph, the decay waits for the whole backward pass (see _with_decay); eager,
+        # tf.group makes nothing and there is nothing to wait for.
         backward_done = tf.group([g for g in grads if g is not None])
-        grads = [self._with_decay(g, v, replicas, backward_done) if decays(v) else g
+        after_backward = [] if backward_done is None else [backward_done]
+        grads = [self._with_decay(g, v, replicas, after_backward) if decays(v) else g
                  for g, v in zip(grads, variables)]
         if self.clip_norm:
             grads = self._clipped(grads, replicas)
         return super().apply(grads, trainable_variables)
 
-    def _with_decay(self, gradient, variable, replicas, backward_done=None):
+    def _with_decay(self, gradient, variable, replicas, after_backward):
         """``gradient`` (None: the loss does not depend on ``variable``) plus the decay's
         gradient, one ``replicas``-th of it on each replica.
 
-        The weight is read, scaled and added once ``backward_done`` (an operation; None when
-        eager) has run: a weight-sized temporary made as soon as this gradient exists would
-        add to the backward pass's own peak, when the heads' gradients are ready long before
-        the pyramid's activations are freed.
+        The weight is read, scaled and added once the operations ``after_backward`` (the
+        end of the backward pass; none when eager) have run: a weight-sized temporary made
+        as soon as this gradient exists would add to the backward pass's own peak, when the
+        heads' gradients are ready long before the pyramid's activations are freed.
         """
         scale = 2 * self.l2_weight_decay / (int(np.prod(variable.shape)) * replicas)
         if gradient is None:
             return tf.convert_to_tensor(variable) * scale
-        with tf.control_dependencies([] if backward_done is None else [backward_done]):
+        with tf.control_dependencies(after_backward):
             weight = tf.convert_to_tensor(variable)
         return gradient + weight * scale
 
