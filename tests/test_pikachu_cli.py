@@ -562,7 +562,10 @@ def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
         served, expected = scoring_above(served, floor), scoring_above(expected, floor)
         count = max(len(served["scores"]), len(expected["scores"]))
     pairs = matched_detections(served, expected, score_tolerance=5e-3)
-    assert len(pairs) >= count - 1, (len(pairs), count)
+    # One box kept on one side of an NMS decision may suppress others there (78 of 80 matched in
+    # one CI run), so up to a tenth may go unmatched; a wrong file (pixel means, resizing, box
+    # decoding) moves every score by more than the tolerance and matches almost none.
+    assert len(pairs) >= count - max(1, count // 10), (len(pairs), count)
     for i, j in pairs:
         assert served["class_names"][i] == expected["class_names"][j]
         for result, k in ((served, i), (expected, j)):
