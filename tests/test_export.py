@@ -124,22 +124,23 @@ def test_saved_model_gives_detect_results_without_mrcnn(model, images, saved_mod
     """The exported graph and detect() run the same network on bit-identical molded images, but
     TensorFlow optimizes the two graphs differently (oneDNN fusions), so their outputs differ by
     about 1e-6. With random weights many boxes overlap, and an NMS decision or a box rounding
-    within that of its threshold can come out the other way: one
-    detection in ten may then be another. Every other detection must be the same."""
+    within that of its threshold can come out the other way, and a box kept on one side may
+    suppress others there: one detection in ten may then be another. Every other detection must
+    be the same."""
     served = detections_in_fresh_process(saved_model, images, tmp_path)
     matched = total = 0
     for image, result in zip(images, served):
         (expected,) = model.detect([image])
         assert result["masks"].dtype == bool and result["rois"].dtype == np.int32
         assert result["masks"].shape[:2] == image.shape[:2]
-        assert abs(len(result["scores"]) - len(expected["scores"])) <= 1
         pairs = matched_detections(result, expected)
-        assert len(pairs) >= max(len(result["scores"]), len(expected["scores"])) - 1
+        count = max(len(result["scores"]), len(expected["scores"]))
+        assert len(pairs) >= count - max(1, count // 10), (len(pairs), count)
         for i, j in pairs:
             assert mask_iou(result["masks"][..., i], expected["masks"][..., j]) >= 0.99
         assert list(result["class_names"]) == [CLASS_NAMES[i] for i in result["class_ids"]]
         matched += len(pairs)
-        total += max(len(result["scores"]), len(expected["scores"]))
+        total += count
     # Not vacuous: there are several detections an image, and at least 90 % of them are the same.
     assert total >= 3 * len(images) and matched >= 0.9 * total, (matched, total)
 
