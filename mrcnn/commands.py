@@ -151,17 +151,19 @@ def check_dataset_folder(dataset_dir):
 
 
 def check_export_output(path, format):
-    """Raise CommandError unless ``--output`` can take an export of ``format``.
+    """Raise an InputError unless ``--output`` can take an export of ``format``.
 
-    A SavedModel is a folder (an existing one is replaced once the new one is
-    complete); a TFLite model is a file. Their parent folder is checked like
-    any output folder.
+    A SavedModel is a folder, a TFLite model a file; an earlier export there is
+    replaced once the new one is complete, anything else refused
+    (``export.check_export_path``). Their parent folder is checked like any
+    output folder.
     """
-    kind_ok = os.path.isdir if format == "saved_model" else os.path.isfile
-    if os.path.lexists(path) and not kind_ok(path):
-        wanted = "a folder" if format == "saved_model" else "a file"
-        raise CommandError(f"--output {path}: exists and is not {wanted}; a {format} export "
-                           f"is {wanted}. Choose another path or remove it.")
+    from mrcnn import export
+
+    try:
+        export.check_export_path(os.path.abspath(path), format)
+    except export.ExportError as error:
+        raise CommandError(f"--output {error}") from None
     files.check_output_folder(os.path.dirname(os.path.abspath(path)), "--output")
 
 

@@ -59,14 +59,59 @@ class ExportError(InputError):
     """A model or an argument that cannot be exported; the message says what to change."""
 
 
+# What tf.saved_model.save writes in a SavedModel folder (Keras 2 added keras_metadata.pb).
+SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb",
+                                 "variables", "assets", "keras_metadata.pb"})
+
+# A TFLite flatbuffer's file identifier, at bytes 4 to 8.
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def check_export_path(path, format="saved_model"):
+    """Raise ExportError unless an export of ``format`` may be written at ``path``.
+
+    A path that does not exist is free. An existing one is replaced only when it
+    holds an earlier export of the same format: an empty folder or a SavedModel's
+    files only (``SAVED_MODEL_ENTRIES``, with saved_model.pb) for "saved_model", a
+    TFLite flatbuffer (or an empty file) for "tflite". Anything else is the user's
+    and is never replaced.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"format is {format!r}: use one of {', '.join(FORMATS)}.")
+    if not os.path.lexists(path):
+        return
+    fix = "Choose a path that does not exist yet, or remove it."
+    if format == "saved_model":
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise ExportError(f"{path}: exists and is not a folder; a SavedModel export is a "
+                              f"folder. {fix}")
+        entries = set(os.listdir(path))
+        if entries and ("saved_model.pb" not in entries or entries - SAVED_MODEL_ENTRIES):
+            others = sorted(entries - SAVED_MODEL_ENTRIES) or sorted(entries)
+            raise ExportError(
+                f"{path}: holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, "
+                f"which is not an earlier SavedModel export; an export replaces only an empty "
+                f"folder or a SavedModel, never other files. {fix}")
+        return
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise ExportError(f"{path}: exists and is not a file; a TFLite export is a file. {fix}")
+    with open(path, "rb") as f:
+        header = f.read(8)
+    if header and header[4:8] != TFLITE_IDENTIFIER:
+        raise ExportError(f"{path}: exists and is not a TFLite file; an export replaces only an "
+                          f"earlier TFLite file. {fix}")
+
+
 def export(model, path, class_names=None, format="saved_model"):
     """Write ``model`` as a SavedModel folder or a TFLite file at ``path``.
 
     Args:
         model: a ``MaskRCNN`` in either mode with any batch size; its weights
             are copied into a one-image inference graph when needed.
-        path: the SavedModel folder (replaced if it exists; TensorFlow Serving
-            expects ``<models>/<name>/<version>``) or the ``.tflite`` file.
+        path: the SavedModel folder (TensorFlow Serving expects
+            ``<models>/<name>/<version>``) or the ``.tflite`` file. An earlier
+            export there is replaced; anything else there is refused
+            (``check_export_path``).
         class_names: NUM_CLASSES names, the background first, e.g.
             ``dataset.class_names``; default ``["BG", "class_1", ...]``.
         format: "saved_model" or "tflite". The TFLite file uses builtin
@@ -78,13 +123,12 @@ def export(model, path, class_names=None, format="saved_model"):
         ``path``. The output is written beside it and renamed into place, so
         an interrupted export leaves no half-written model behind.
     """
-    if format not in FORMATS:
-        raise ExportError(f"format is {format!r}: use one of {', '.join(FORMATS)}.")
+    path = os.path.abspath(os.fspath(path))
+    check_export_path(path, format)
     config = model.config
     class_names = _checked_class_names(class_names, config.NUM_CLASSES)
     _check_exportable(config)
     inference_model = one_image_inference_model(model)
-    path = os.path.abspath(os.fspath(path))
     if format == "saved_model":
         with files.atomic_directory(path, replace=True) as temp_path:
             write_saved_model(inference_model, temp_path, class_names)

@@ -66,8 +66,10 @@ def images():
 @pytest.fixture(scope="module")
 def saved_model(model, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "pikachu" / "1"
-    os.makedirs(path)
-    (path / "stale.txt").write_text("from an earlier export")
+    os.makedirs(path / "variables")   # an earlier export, replaced whole
+    (path / "saved_model.pb").write_bytes(b"an earlier export")
+    (path / "variables" / "variables.index").write_bytes(b"an earlier export")
+    (path / "variables" / "variables.data-00000-of-00002").write_bytes(b"an earlier export")
     assert export.export(model, path, class_names=CLASS_NAMES) == str(path)
     return path
 
@@ -169,7 +171,44 @@ def test_saved_model_signature(serve):
 def test_export_replaces_the_folder_and_leaves_no_temporary_files(saved_model):
     assert sorted(os.listdir(saved_model)) == ["assets", "fingerprint.pb", "saved_model.pb",
                                               "variables"]
+    assert "variables.data-00000-of-00002" not in os.listdir(saved_model / "variables")
     assert os.listdir(saved_model.parent) == ["1"]
+
+
+@pytest.mark.parametrize("format", ["saved_model", "tflite"])
+def test_export_never_replaces_what_is_not_an_earlier_export(model, tmp_path, format):
+    """A folder of the user's (even the current one) or a file that is not a TFLite model is
+    refused before anything is built, and left as it was."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "README.txt").write_text("mine")
+    (tmp_path / "notes.tflite").write_text("mine too")
+    target = tmp_path if format == "saved_model" else tmp_path / "notes.tflite"
+    message = "holds README.txt, notes.tflite, photos" if format == "saved_model" else \
+        "exists and is not a TFLite file"
+    with pytest.raises(export.ExportError, match=message):
+        export.export(model, target, class_names=CLASS_NAMES, format=format)
+    assert sorted(os.listdir(tmp_path)) == ["README.txt", "notes.tflite", "photos"]
+    assert (tmp_path / "notes.tflite").read_text() == "mine too"
+
+
+def test_check_export_path_accepts_free_paths_and_earlier_exports(tmp_path):
+    export.check_export_path(str(tmp_path / "new" / "1"))
+    export.check_export_path(str(tmp_path / "new.tflite"), "tflite")
+    (tmp_path / "empty").mkdir()
+    export.check_export_path(str(tmp_path / "empty"))
+    (tmp_path / "old" / "variables").mkdir(parents=True)
+    (tmp_path / "old" / "saved_model.pb").write_bytes(b"")
+    export.check_export_path(str(tmp_path / "old"))
+    (tmp_path / "old.tflite").write_bytes(b"\x1c\x00\x00\x00" + export.TFLITE_IDENTIFIER + b"...")
+    export.check_export_path(str(tmp_path / "old.tflite"), "tflite")
+    # Only SavedModel files, but no saved_model.pb: not an export.
+    (tmp_path / "half" / "variables").mkdir(parents=True)
+    with pytest.raises(export.ExportError, match="half: holds variables, which is not an earlier"):
+        export.check_export_path(str(tmp_path / "half"))
+    with pytest.raises(export.ExportError, match="old.tflite: exists and is not a folder"):
+        export.check_export_path(str(tmp_path / "old.tflite"))
+    with pytest.raises(export.ExportError, match="old: exists and is not a file"):
+        export.check_export_path(str(tmp_path / "old"), "tflite")
 
 
 @pytest.mark.parametrize("image, message", [

@@ -36,9 +36,9 @@ def cli_command(*args):
     return [sys.executable, SCRIPT, *args]
 
 
-def run_cli(*args, env=None, timeout=300):
+def run_cli(*args, env=None, timeout=300, cwd=REPO):
     return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+                          env=env, cwd=cwd)
 
 
 def assert_bad_input(result, *fragments):
@@ -508,6 +508,13 @@ def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, 
     refused = run_cli("export", "--logs", str(trained["logs"]), "--format", "tflite",
                       "--output", str(tmp_path / "export" / "notes.tflite"), env=trained["env"])
     assert_bad_input(refused, "notes.tflite: exists and is not a file")
+    (tmp_path / "mine" / "photos").mkdir(parents=True)
+    (tmp_path / "mine" / "README.txt").write_text("mine")
+    refused = run_cli("export", "--logs", str(trained["logs"]), "--output", ".",
+                      env=trained["env"], cwd=tmp_path / "mine")
+    assert_bad_input(refused, f"--output {tmp_path / 'mine'}: holds README.txt, photos, which "
+                              "is not an earlier SavedModel export")
+    assert sorted(os.listdir(tmp_path / "mine")) == ["README.txt", "photos"]
     result = run_cli("export", "--logs", str(trained["logs"]), "--output", str(out),
                      env=trained["env"])
     assert result.returncode == 0, result.stdout + result.stderr
