@@ -109,6 +109,7 @@ class MaskRCNN:
         threads.configure_tensorflow(config.CPU_THREADS, config.CPU_INTER_OP_THREADS)
         self._anchor_cache = {}
         self._compiled_for = None  # the trained layers the compiled training step updates
+        self._run_folder = None  # the run folder this model's train() created
         self.set_log_dir()
         self.strategy = distribute.make_strategy(config, strategy)
         self.distributed = self.strategy is not tf.distribute.get_strategy()
@@ -395,14 +396,32 @@ class MaskRCNN:
         continue in that folder from the next epoch; otherwise start a new
         folder named after NAME and the current time, at epoch 0.
         """
-        name = (self.config.NAME or "mrcnn").lower()
         self.epoch = runs.epoch_from_checkpoint(model_path) if model_path else None
         if self.epoch is None:
             self.epoch = 0
-            self.log_dir = os.path.join(self.model_dir, runs.log_dir_name(name))
+            self.log_dir = os.path.join(self.model_dir, runs.log_dir_name(self._run_name))
         else:
             self.log_dir = os.path.dirname(os.path.abspath(model_path))
-        self.checkpoint_path = runs.checkpoint_path_template(self.log_dir, name)
+        self.checkpoint_path = runs.checkpoint_path_template(self.log_dir, self._run_name)
+
+    @property
+    def _run_name(self):
+        return (self.config.NAME or "mrcnn").lower()
+
+    def _start_run_folder(self):
+        """Make ``log_dir`` this run's; return the folders made for it, innermost first.
+
+        A new run (epoch 0) gets a folder of its own, ``runs.new_run_folder``: the one
+        set_log_dir named after the minute may be another run's, started in the same
+        minute. A run that goes on from a checkpoint, or from this model's stage before,
+        writes in that folder (made again if it is gone).
+        """
+        if self.epoch > 0 or self.log_dir == self._run_folder:
+            return files.missing_folders(self.log_dir)
+        created = files.missing_folders(self.model_dir)
+        self.log_dir = self._run_folder = runs.new_run_folder(self.model_dir, self._run_name)
+        self.checkpoint_path = runs.checkpoint_path_template(self.log_dir, self._run_name)
+        return [self.log_dir] + created
 
     # ------------------------------------------------------------------
     # Training
@@ -493,31 +512,31 @@ class MaskRCNN:
                                               val_meter)
 
         chief = distribute.is_chief(self.strategy)
-        callbacks = [keras.callbacks.TerminateOnNaN()]
-        if chief:
-            callbacks += [
-                keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
-                                            write_graph=False),
-                CheckpointSaver(self.checkpoint_path),
-            ]
-        callbacks += list(custom_callbacks or [])
-        if verbose and chief:
-            callbacks.append(input_pipeline.ThroughputReport(train_meter, self.config.BATCH_SIZE))
-
-        print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
-        if self.distributed:
-            print(distribute.describe(self.strategy, self.config))
-        print(f"Checkpoint Path: {self.checkpoint_path}")
-        trained = tuple(self.set_trainable(layer_regex, verbose=verbose))
-        if trained == self._compiled_for:
-            self._restart_optimizer(learning_rate)
-        else:
-            self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
-            self._compiled_for = trained
-
-        # A new run: its folder, maybe model_dir; only the chief writes files.
-        created = files.missing_folders(self.log_dir) if chief else []
+        # A new run's folder, maybe model_dir; only the chief writes files.
+        created = self._start_run_folder() if chief else []
         try:
+            callbacks = [keras.callbacks.TerminateOnNaN()]
+            if chief:
+                callbacks += [
+                    keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
+                                                write_graph=False),
+                    CheckpointSaver(self.checkpoint_path),
+                ]
+            callbacks += list(custom_callbacks or [])
+            if verbose and chief:
+                callbacks.append(input_pipeline.ThroughputReport(train_meter,
+                                                                 self.config.BATCH_SIZE))
+
+            print(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+            if self.distributed:
+                print(distribute.describe(self.strategy, self.config))
+            print(f"Checkpoint Path: {self.checkpoint_path}")
+            trained = tuple(self.set_trainable(layer_regex, verbose=verbose))
+            if trained == self._compiled_for:
+                self._restart_optimizer(learning_rate)
+            else:
+                self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+                self._compiled_for = trained
             if chief:
                 runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:])
             history = self.keras_model.fit(

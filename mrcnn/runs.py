@@ -1,7 +1,8 @@
 """Training runs: their folders, checkpoints and settings.
 
 Each call of ``MaskRCNN.train`` writes into one run folder,
-``<model_dir>/<name><YYYYmmddTHHMM>/`` (the original's layout)::
+``<model_dir>/<name><YYYYmmddTHHMM>/`` (the original's layout; a run that starts in the
+same minute as another gets the seconds too, ``new_run_folder``)::
 
     logs/pikachu20260125T1530/
         mask_rcnn_pikachu_0001.h5    a checkpoint per epoch (Keras-2 layout, mrcnn.weights)
@@ -29,6 +30,10 @@ from mrcnn import files, weights
 from mrcnn.config import MACHINE_SETTINGS, Config, ConfigError
 
 LOG_DIR_TIME_FORMAT = "%Y%m%dT%H%M"
+# The names a new run folder tries in turn (``new_run_folder``): each begins with the one
+# before, so that sorted names stay in the order the runs began.
+RUN_FOLDER_TIME_FORMATS = (LOG_DIR_TIME_FORMAT, "%Y%m%dT%H%M%S", "%Y%m%dT%H%M%S%f")
+RUN_TIME_PATTERN = r"\d{8}T\d{4}(?:\d{2}(?:\d{6})?)?"
 SETTINGS_FILE = "run_settings.json"
 SETTINGS_VERSION = 1
 
@@ -56,6 +61,29 @@ def log_dir_name(name, now=None):
     return f"{name.lower()}{now:{LOG_DIR_TIME_FORMAT}}"
 
 
+def new_run_folder(model_dir, name, now=None):
+    """Create the folder of a new training run under ``model_dir``; return its path.
+
+    The folder is ``log_dir_name``'s, or, when another run already has that one (it
+    started in the same minute), the same name with the seconds, then the microseconds,
+    appended (``pikachu20260125T153042``). It is created here, so no two runs share one.
+
+    Raises:
+        FileExistsError: all the names are taken.
+    """
+    now = now or datetime.datetime.now()
+    os.makedirs(model_dir, exist_ok=True)
+    for time_format in RUN_FOLDER_TIME_FORMATS:
+        path = os.path.join(model_dir, f"{name.lower()}{now:{time_format}}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path} already exists: another run started at the same moment. "
+                          "Start this one again.")
+
+
 def checkpoint_path_template(log_dir, name):
     """``<log_dir>/mask_rcnn_<name lowercased>_{epoch:04d}.h5``, the original's
     checkpoint names; format it with the 1-based epoch number."""
@@ -76,7 +104,7 @@ def find_last_checkpoint(model_dir, name):
             checkpoints are expected.
     """
     name = name.lower()
-    run_pattern = re.compile(re.escape(name) + r"\d{8}T\d{4}")
+    run_pattern = re.compile(re.escape(name) + RUN_TIME_PATTERN)
     run_folders = sorted((entry for entry in _list_dir(model_dir) if run_pattern.fullmatch(entry)
                           and os.path.isdir(os.path.join(model_dir, entry))), reverse=True)
     for run in run_folders:
@@ -122,7 +150,8 @@ def epoch_from_checkpoint(path):
     were done, so training resumes with Keras ``initial_epoch=3`` (the 4th
     epoch, saved as ``..._0004.h5``) in the same log folder.
     """
-    match = re.search(r"[\w-]+\d{8}T\d{4}[/\\]mask_rcnn_[\w-]+_(\d{4,})\.h5$", os.fspath(path))
+    match = re.search(rf"[\w-]+{RUN_TIME_PATTERN}[/\\]mask_rcnn_[\w-]+_(\d{{4,}})\.h5$",
+                      os.fspath(path))
     return int(match.group(1)) if match else None
 
 

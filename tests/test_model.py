@@ -1,6 +1,7 @@
 """MaskRCNN: building, detect() outputs, training, checkpoints and resuming."""
 
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -489,6 +490,28 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(synthetic
     with pytest.raises(OSError, match="disk gone"):
         model.train(broken, None, learning_rate=0.01, epochs=1, layers="heads", verbose=0)
     assert not os.path.exists(model.log_dir)
+
+
+def test_a_new_run_never_writes_into_another_runs_folder(trained, synthetic_dataset):
+    """A model made in the same minute as a finished run names the same folder (set_log_dir);
+    its train() makes a folder of its own instead of rewriting the other run's settings."""
+    model, _ = trained
+    other_run = sorted(os.listdir(model.log_dir))
+    settings = (Path(model.log_dir) / "run_settings.json").read_bytes()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            assert os.path.exists(Path(same_minute.log_dir) / "run_settings.json")
+            raise KeyboardInterrupt
+
+    same_minute = modellib.MaskRCNN("training", TrainConfig(), model.model_dir)
+    same_minute.log_dir = model.log_dir
+    with pytest.raises(KeyboardInterrupt):
+        same_minute.train(synthetic_dataset, None, learning_rate=0.01, epochs=1, layers="heads",
+                          custom_callbacks=[Interrupt()], verbose=0)
+    assert same_minute.log_dir != model.log_dir and not os.path.exists(same_minute.log_dir)
+    assert sorted(os.listdir(model.log_dir)) == other_run
+    assert (Path(model.log_dir) / "run_settings.json").read_bytes() == settings
 
 
 def test_train_schedule_skips_the_stages_already_done(inference_model, monkeypatch):

@@ -33,6 +33,30 @@ def test_epoch_from_checkpoint():
     assert runs.epoch_from_checkpoint("logs/mask_rcnn_shapes_0003.h5") is None
 
 
+def test_runs_started_in_the_same_minute_get_folders_of_their_own(tmp_path):
+    now = datetime.datetime(2026, 1, 25, 15, 30, 42, 123456)
+    folders = [runs.new_run_folder(str(tmp_path / "logs"), "Shapes", now) for _ in range(3)]
+    assert [os.path.basename(folder) for folder in folders] == [
+        "shapes20260125T1530", "shapes20260125T153042", "shapes20260125T153042123456"]
+    assert all(os.path.isdir(folder) for folder in folders)
+    with pytest.raises(FileExistsError, match="another run started at the same moment"):
+        runs.new_run_folder(str(tmp_path / "logs"), "shapes", now)
+    # Sorted names are in the order the runs began; a later minute sorts after them all.
+    later = runs.new_run_folder(str(tmp_path / "logs"), "shapes", now.replace(minute=31, second=0))
+    assert sorted(folders + [later]) == folders + [later]
+
+
+def test_find_last_checkpoint_and_resume_in_a_folder_named_to_the_second(tmp_path):
+    model = small_model()
+    make_run(tmp_path, model, "shapes20260125T1530", [1, 2, 3])
+    second = make_run(tmp_path, model, "shapes20260125T153042", [1])
+    assert runs.find_last_checkpoint(tmp_path, "shapes") == str(second / "mask_rcnn_shapes_0001.h5")
+    assert runs.epoch_from_checkpoint(str(second / "mask_rcnn_shapes_0001.h5")) == 1
+    assert runs.epoch_from_checkpoint(
+        "logs/shapes20260125T153042123456/mask_rcnn_shapes_0012.h5") == 12
+    assert runs.epoch_from_checkpoint("logs/shapes20260125T153/mask_rcnn_shapes_0012.h5") is None
+
+
 def test_find_last_checkpoint_skips_incomplete_and_foreign_files(tmp_path):
     model = small_model()
     make_run(tmp_path, model, "shapes20260101T0000", [1, 2])
