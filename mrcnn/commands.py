@@ -278,10 +278,20 @@ class SampleCommands:
                 f"--weights last: {weights_path} was trained on the classes "
                 f"{', '.join(saved.class_names)} and the dataset has {', '.join(class_names)}, "
                 f"so its run cannot go on. Start a new run from it: --weights {weights_path}")
+        options = option_settings(args, self.config_class)
+        changes = saved.architecture_changes(options) if resume and saved else {}
+        if changes:
+            raise CommandError(
+                f"--weights last: {weights_path} was trained with " +
+                ", ".join(f"{key} {old!r}" for key, (old, _) in changes.items()) +
+                "; the options ask for " +
+                ", ".join(f"{key} {new!r}" for key, (_, new) in changes.items()) +
+                ", another network, so its run cannot go on. Drop those options to resume it, "
+                f"or start a new run from it: --weights {weights_path}")
         settings = dict(base_settings or {})
         if saved:
             settings.update(saved.config if resume else saved.architecture())
-        settings.update(option_settings(args, self.config_class))
+        settings.update(options)
         if args.strategy == "mirrored":
             settings["GPU_COUNT"] = max(1, len(cli.import_tensorflow_quietly().config
                                                .list_physical_devices("GPU")))
@@ -354,8 +364,13 @@ class SampleCommands:
         model, weights_path = self.training_model(
             args, class_names, synthetic.DEMO_SETTINGS if demo else None)
         epochs = args.epochs or (synthetic.DEMO_EPOCHS if demo else self.default_epochs)
+        if model.epoch >= epochs:
+            print(f"{weights_path} is the checkpoint of epoch {model.epoch}: the run is done "
+                  f"up to --epochs {epochs}. Give more --epochs to train it further.")
+            return 0
+        # A resumed run keeps its own schedule: from random weights or from a weights file.
         stages = self.schedule(epochs, model.config.LEARNING_RATE, args.layers,
-                               pretrained=weights_path is not None)
+                               pretrained=model.pretrained)
         model.train_schedule(train_set, val_set, stages,
                              augmentation=augmentation() if args.augment else None)
         print_last_checkpoint(model)

@@ -97,6 +97,10 @@ class MaskRCNN:
         log_dir, checkpoint_path: where the current run writes.
         epoch: the number of epochs already trained (0 for a new model,
             the checkpoint's epoch after loading ``mask_rcnn_<name>_<epoch>.h5``).
+        pretrained: whether training starts from a weights file (True after
+            ``load_pretrained`` or ``load_weights``) or from random weights; after
+            ``resume``, whether the run did. Saved in the run settings, so that a
+            resumed run keeps its schedule.
     """
 
     def __init__(self, mode, config, model_dir, strategy=None):
@@ -110,6 +114,9 @@ class MaskRCNN:
         self._anchor_cache = {}
         self._compiled_for = None  # the trained layers the compiled training step updates
         self._run_folder = None  # the run folder this model's train() created
+        # Whether training starts from a weights file (load_pretrained, load_weights) or
+        # random weights; a resumed run's is the run's own. Saved in the run settings.
+        self.pretrained = False
         self.set_log_dir()
         self.strategy = distribute.make_strategy(config, strategy)
         self.distributed = self.strategy is not tf.distribute.get_strategy()
@@ -301,6 +308,7 @@ class MaskRCNN:
         """
         report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
         self.set_log_dir(filepath)
+        self.pretrained = self._run_pretrained(filepath) if self.epoch else True
         return report
 
     def save_weights(self, filepath):
@@ -336,11 +344,21 @@ class MaskRCNN:
                 settings that differ from this model's configuration.
         """
         try:
-            return weights.load_weights(self.keras_model, filepath, by_name=True, exclude=exclude,
-                                        skip_mismatched=weights.CLASS_SPECIFIC_LAYERS)
+            report = weights.load_weights(self.keras_model, filepath, by_name=True,
+                                          exclude=exclude,
+                                          skip_mismatched=weights.CLASS_SPECIFIC_LAYERS)
         except weights.WeightShapeError as error:
             raise weights.WeightsError(f"Cannot start from {filepath}: {error.summary()}. "
                                        f"{self._architecture_hint(filepath)}") from None
+        self.pretrained = True
+        return report
+
+    @staticmethod
+    def _run_pretrained(checkpoint):
+        """Whether the run of ``checkpoint`` started from a weights file (True where its
+        settings do not say)."""
+        settings = runs.load_run_settings(checkpoint)
+        return True if settings is None or settings.pretrained is None else settings.pretrained
 
     def _architecture_hint(self, filepath):
         """A sentence naming the saved architecture settings that differ from this model's."""
@@ -348,7 +366,7 @@ class MaskRCNN:
         ours = self.config.to_dict()
         differences = [f"{key} {value!r} (this model: {ours.get(key)!r})"
                        for key, value in (settings.architecture() if settings else {}).items()
-                       if value is not None and value != ours.get(key)]
+                       if value is not None and not runs.same_setting(value, ours.get(key))]
         if not differences:
             return ("The file holds another architecture (backbone, head sizes): start from "
                     "weights made for this model's, or build the model to match the file.")
@@ -382,6 +400,7 @@ class MaskRCNN:
                 "start a new run from it with load_pretrained().")
         weights.load_weights(self.keras_model, filepath, by_name=True)
         self.set_log_dir(filepath)
+        self.pretrained = self._run_pretrained(filepath)
         return filepath
 
     def get_imagenet_weights(self):
@@ -538,7 +557,8 @@ class MaskRCNN:
                 self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
                 self._compiled_for = trained
             if chief:
-                runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:])
+                runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:],
+                                       self.pretrained)
             history = self.keras_model.fit(
                 train_data,
                 initial_epoch=self.epoch,

@@ -167,15 +167,27 @@ class RunSettings:
         class_names: the object classes, background excluded, in class-id
             order (class id 1 is ``class_names[0]``).
         path: the settings file read, or None.
+        pretrained: whether the run started from a weights file (True) or from
+            random weights (False), which decides its schedule's stages; None
+            in the settings files that predate this record.
     """
 
     config: dict
     class_names: list
     path: str = None
+    pretrained: bool = None
 
     def architecture(self):
         """The ``ARCHITECTURE_SETTINGS`` of the run, for a model fine-tuned from it."""
         return {key: self.config[key] for key in ARCHITECTURE_SETTINGS if key in self.config}
+
+    def architecture_changes(self, settings):
+        """The ``ARCHITECTURE_SETTINGS`` among ``settings`` (name -> value) whose values
+        differ from the run's, as ``{name: (run's value, new value)}``. Lists and tuples
+        of the same items are the same value."""
+        return {key: (self.config.get(key), value) for key, value in settings.items()
+                if key in ARCHITECTURE_SETTINGS and key in self.config
+                and not same_setting(self.config[key], value)}
 
     def to_config(self, base=Config, **overrides):
         """The run's configuration, as an instance of a subclass of ``base``.
@@ -189,7 +201,13 @@ class RunSettings:
             raise ConfigError(f"{self.path or 'run settings'}: {error}") from None
 
 
-def save_run_settings(log_dir, config, class_names):
+def same_setting(a, b):
+    """Whether two configuration values (``Config.to_dict()``'s, JSON's or an option's) are
+    the same; a tuple is the list of its items."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def save_run_settings(log_dir, config, class_names, pretrained=None):
     """Write ``<log_dir>/run_settings.json`` (atomically); return its path.
 
     Args:
@@ -201,10 +219,12 @@ def save_run_settings(log_dir, config, class_names):
             run: they are not saved.
         class_names: the object classes without the background, e.g.
             ``dataset.class_names[1:]``.
+        pretrained: whether the run started from a weights file (``RunSettings.pretrained``).
     """
     values = {key: (None if callable(value) else value) for key, value in config.to_dict().items()
               if key not in MACHINE_SETTINGS}
-    data = {"version": SETTINGS_VERSION, "config": values, "class_names": list(class_names)}
+    data = {"version": SETTINGS_VERSION, "config": values, "class_names": list(class_names),
+            "pretrained": pretrained}
     return files.write_json(os.path.join(log_dir, SETTINGS_FILE), data)
 
 
@@ -240,12 +260,15 @@ def read_settings(path):
         if not (isinstance(class_names, list) and class_names and
                 all(isinstance(name, str) and name for name in class_names)):
             raise TypeError("'class_names' is not a list of class names")
+        pretrained = data.get("pretrained")
+        if pretrained not in (True, False, None):
+            raise TypeError("'pretrained' is not true, false or null")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         reason = str(error).removeprefix(f"{path}: ").rstrip(".")
         raise ConfigError(f"{path}: cannot read the run settings ({reason}). Restore the file "
                           "written by training, or delete it to use the default "
                           "configuration.") from None
-    return RunSettings(dict(config), list(class_names), path)
+    return RunSettings(dict(config), list(class_names), path, pretrained)
 
 
 # Starting weights ----------------------------------------------------------

@@ -403,6 +403,24 @@ def test_resuming_a_run_of_other_classes_is_refused_before_the_model_is_built(ca
     assert sorted(os.listdir(run)) == ["mask_rcnn_pikachu_0003.h5", "run_settings.json"]
 
 
+def test_resuming_with_options_of_another_network_is_refused_before_the_model_is_built(
+        capfd, tmp_path, good):
+    run = tmp_path / "logs" / "pikachu20260101T0000"
+    run.mkdir(parents=True)
+    checkpoint = write_weights(run / "mask_rcnn_pikachu_0003.h5",
+                               {"conv1": {"conv1/kernel:0": (7, 7, 3, 64)}})
+    (run / "run_settings.json").write_text(
+        '{"config": {"BACKBONE": "resnet50", "IMAGE_MIN_DIM": 128, "IMAGE_MAX_DIM": 128}, '
+        '"class_names": ["pikachu"]}')
+    result = run_main(capfd, "train", "--dataset", good, "--weights", "last", "--backbone",
+                      "resnet101", "--image-size", "128", "--logs", tmp_path / "logs")
+    assert_one_error_line(result, "train", f"--weights last: {checkpoint} was trained with "
+                                           "BACKBONE 'resnet50'; the options ask for BACKBONE "
+                                           "'resnet101', another network",
+                          f"start a new run from it: --weights {checkpoint}")
+    assert sorted(os.listdir(run)) == ["mask_rcnn_pikachu_0003.h5", "run_settings.json"]
+
+
 def test_weights_last_without_a_run_is_named(capfd, place):
     result = run_main(capfd, "splash", "--logs", place / "empty_logs")
     assert_one_error_line(result, "splash", "--weights=last: No complete checkpoint of "

@@ -476,6 +476,32 @@ def test_train_saves_the_run_settings(trained):
     settings = runs.load_run_settings(model.find_last())
     assert settings.class_names == ["pikachu"]
     assert settings.to_config().to_dict() == model.config.to_dict()
+    assert settings.pretrained is False   # trained from random weights
+
+
+def test_a_resumed_run_keeps_whether_it_started_from_weights(trained, tmp_path):
+    """resume() and load_weights() of a run's checkpoint take the run's ``pretrained``, so that
+    a run from random weights resumes with its own schedule, not the transfer-learning one."""
+    model, _ = trained
+    resumed = modellib.MaskRCNN("training", TrainConfig(), model.model_dir)
+    assert resumed.pretrained is False
+    resumed.resume()
+    assert resumed.pretrained is False and resumed.epoch == 2
+    resumed.load_pretrained(model.find_last())
+    assert resumed.pretrained is True
+    resumed.load_weights(model.find_last(), by_name=True)
+    assert resumed.pretrained is False
+    # A file that is not a run's checkpoint, and a run whose settings predate the record.
+    outside = str(tmp_path / "weights.h5")
+    resumed.save_weights(outside)
+    resumed.load_weights(outside, by_name=True)
+    assert resumed.pretrained is True and resumed.epoch == 0
+    old_run = tmp_path / "tiny20250101T0000"
+    old_run.mkdir()
+    resumed.save_weights(str(old_run / "mask_rcnn_tiny_0001.h5"))
+    (old_run / "run_settings.json").write_text('{"config": {}, "class_names": ["pikachu"]}')
+    resumed.resume(str(old_run / "mask_rcnn_tiny_0001.h5"))
+    assert resumed.pretrained is True
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(synthetic_dataset, tmp_path):

@@ -532,6 +532,25 @@ def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, 
     assert set(outputs["class_names"].numpy().tolist()) <= {b"pikachu"}
 
 
+def test_train_weights_last_resumes_the_run_with_its_own_schedule(trained, tmp_path):
+    """The demo's run (from random weights) goes on training all layers, not the
+    transfer-learning recipe's heads, in its own folder; a run already done says so."""
+    [run] = glob.glob(str(trained["logs"] / "pikachu*"))
+    logs = tmp_path / "logs"
+    shutil.copytree(run, logs / os.path.basename(run))
+    options = ["--weights", "last", "--logs", str(logs), "--image-size", "128",
+               "--backbone", "resnet50", "--steps-per-epoch", "1", "--threads", "2"]
+    done = run_cli("train", "--epochs", "1", *options, env=trained["env"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is the checkpoint of epoch 1: the run is done up to --epochs 1" in done.stdout
+    resumed = run_cli("train", "--epochs", "3", *options, env=trained["env"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert re.findall(r"^Training \S+ layers up to epoch \d+", resumed.stdout, re.M) == [
+        "Training all layers up to epoch 3"]
+    assert os.listdir(logs) == [os.path.basename(run)]
+    assert os.path.exists(logs / os.path.basename(run) / "mask_rcnn_pikachu_0003.h5")
+
+
 def scoring_above(result, floor):
     """The detections of ``result`` (detect()'s keys) that score above ``floor``."""
     keep = result["scores"] > floor

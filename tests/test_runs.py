@@ -57,6 +57,26 @@ def test_find_last_checkpoint_and_resume_in_a_folder_named_to_the_second(tmp_pat
     assert runs.epoch_from_checkpoint("logs/shapes20260125T153/mask_rcnn_shapes_0012.h5") is None
 
 
+def test_run_settings_record_whether_the_run_started_from_weights(tmp_path):
+    for pretrained in (True, False, None):
+        runs.save_run_settings(str(tmp_path), Config(), ["pikachu"], pretrained)
+        assert runs.read_settings(str(tmp_path / runs.SETTINGS_FILE)).pretrained is pretrained
+    (tmp_path / runs.SETTINGS_FILE).write_text(
+        '{"config": {}, "class_names": ["pikachu"], "pretrained": "yes"}')
+    with pytest.raises(ConfigError, match="'pretrained' is not true, false or null"):
+        runs.read_settings(str(tmp_path / runs.SETTINGS_FILE))
+
+
+def test_architecture_changes_compare_values_not_types():
+    saved = runs.RunSettings({"BACKBONE": "resnet50", "RPN_ANCHOR_SCALES": [8, 16, 32],
+                              "IMAGE_MAX_DIM": 128, "STEPS_PER_EPOCH": 10}, ["pikachu"])
+    assert saved.architecture_changes({"RPN_ANCHOR_SCALES": (8, 16, 32), "IMAGE_MAX_DIM": 128.0,
+                                       "STEPS_PER_EPOCH": 5}) == {}
+    assert saved.architecture_changes({"BACKBONE": "resnet101", "IMAGE_MAX_DIM": 256}) == {
+        "BACKBONE": ("resnet50", "resnet101"), "IMAGE_MAX_DIM": (128, 256)}
+    assert runs.same_setting((8, 16), [8, 16]) and not runs.same_setting([8, 16], [16, 8])
+
+
 def test_find_last_checkpoint_skips_incomplete_and_foreign_files(tmp_path):
     model = small_model()
     make_run(tmp_path, model, "shapes20260101T0000", [1, 2])
