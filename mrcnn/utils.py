@@ -297,7 +297,7 @@ def to_rgb8(image):
     clipped to 0..255.
 
     Raises:
-        ValueError: for any other shape.
+        ValueError: for any other shape, or an image without pixels.
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -306,6 +306,9 @@ def to_rgb8(image):
         raise ValueError(
             f"Expected an image of shape [H, W] or [H, W, C] with C in 1..4; "
             f"got shape {image.shape}.")
+    if not image.shape[0] or not image.shape[1]:
+        raise ValueError(f"The image is empty (shape {image.shape}): it needs at least one "
+                         "pixel.")
     if image.shape[-1] in (1, 2):
         image = np.repeat(image[:, :, :1], 3, axis=2)
     image = image[:, :, :3]

@@ -69,6 +69,12 @@ def test_detect_rejects_a_batch_of_the_wrong_size(inference_model):
         inference_model.detect([image, image])
 
 
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 10, 3), (10, 0)])
+def test_detect_names_an_empty_image(inference_model, shape):
+    with pytest.raises(ValueError, match=r"The image is empty \(shape .*\): it needs at least"):
+        inference_model.detect([np.zeros(shape, np.uint8)])
+
+
 def test_unmold_detections_maps_boxes_back_to_the_original_image(inference_model):
     # A 64x128 image molded to 128x128: scale 1, window rows 32..96.
     detections = np.zeros((5, 6), np.float32)
