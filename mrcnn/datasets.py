@@ -41,7 +41,7 @@ import numpy as np
 
 from mrcnn import coco, utils, via
 from mrcnn.errors import InputError
-from mrcnn.images import IMAGE_EXTENSIONS
+from mrcnn.images import is_image_name
 from mrcnn.via import Problem
 
 VIA = "via"
@@ -355,7 +355,7 @@ def _check_subset(subset_dir, via_name, options, digests, required):
         paths = sorted({os.path.join(folder, name)
                         for folder in map(os.path.abspath, image_dirs) if os.path.isdir(folder)
                         for name in os.listdir(folder)
-                        if name.lower().endswith(IMAGE_EXTENSIONS)})
+                        if is_image_name(name)})
     except OSError as error:
         return problems + [Problem(subset_dir, f"cannot list the folder ({error.strerror})")], \
             annotations

@@ -30,6 +30,12 @@ from mrcnn import files
 from mrcnn.utils import ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+def is_image_name(name):
+    """Whether a file name in a folder names an image: an image extension, and not hidden
+    (macOS copies put a ``._IMG_001.JPG`` of metadata beside each photo)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 EXIF_ORIENTATION_TAG = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 MAX_DOWNLOAD_BYTES = 200 * 2**20
@@ -121,7 +127,8 @@ def image_files(source, download_dir=None, decode=True):
 
     Args:
         source: an image file, a folder (its files with an image extension,
-            sorted by name; sub-folders are not searched), or an http(s) URL
+            sorted by name, hidden ones skipped (``is_image_name``); sub-folders
+            are not searched), or an http(s) URL
             (downloaded into ``download_dir``, default a temporary folder).
         decode: decode each image to the end (see ``check_image``).
 
@@ -138,7 +145,7 @@ def image_files(source, download_dir=None, decode=True):
         return [download_image(source, download_dir)]
     if os.path.isdir(source):
         paths = [os.path.join(source, name) for name in sorted(os.listdir(source))
-                 if name.lower().endswith(IMAGE_EXTENSIONS)]
+                 if is_image_name(name) and not os.path.isdir(os.path.join(source, name))]
         if not paths:
             raise ImageError(f"{source}: the folder holds no image "
                              f"({', '.join(IMAGE_EXTENSIONS)}).")

@@ -44,7 +44,7 @@ import skimage.draw
 
 from mrcnn import files
 from mrcnn.errors import InputError
-from mrcnn.images import IMAGE_EXTENSIONS, check_image
+from mrcnn.images import check_image
 
 ANNOTATION_FILE = "via_region_data.json"
 AREA_SHAPES = ("polygon", "polyline", "rect", "circle", "ellipse")

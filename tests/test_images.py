@@ -34,6 +34,15 @@ def test_a_file_a_folder_and_their_errors(folder):
         images.image_files(folder / "empty")
 
 
+def test_a_folder_skips_hidden_files_and_folders_named_like_images(folder):
+    (folder / "._a.JPG").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    (folder / ".b.png").write_bytes(b"")
+    (folder / "album.jpg").mkdir()
+    assert images.image_files(folder) == [str(folder / "a.JPG"), str(folder / "b.png")]
+    assert images.is_image_name("IMG_001.JPG") and not images.is_image_name("._IMG_001.JPG")
+    assert not images.is_image_name("notes.txt")
+
+
 def test_an_unreadable_image_is_named(folder):
     (folder / "c.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(images.ImageError, match=f"{folder / 'c.jpg'}: cannot read image"):

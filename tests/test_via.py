@@ -601,6 +601,8 @@ def test_check_of_a_clean_folder_is_empty(tmp_path):
         write_image(tmp_path / subset / f"{subset}.png", color=(len(subset), 0, 0))
         write_json(tmp_path / subset / via.ANNOTATION_FILE,
                    via1({f"{subset}.png": [(polygon([1, 9, 9, 1], [1, 1, 9, 9]), {"name": "pikachu"})]}))
+        # What a copy from a Mac leaves beside each photo is not an image of the subset.
+        (tmp_path / subset / f"._{subset}.png").write_bytes(b"\x00\x05\x16\x07")
     assert via.check_dataset(tmp_path) == []
 
 
