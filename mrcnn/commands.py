@@ -88,6 +88,16 @@ def load_weights(model, weights_path):
         print(f"  {', '.join(report.skipped)}: other class count in the file, left untrained")
 
 
+def output_stems(paths):
+    """{path: the stem of its output files}: the file name without its extension, or, for
+    files of one folder that share a stem (photo.jpg and photo.png), with the extension too
+    (photo_jpg, photo_png), so that no output overwrites another."""
+    stems = {path: os.path.splitext(os.path.basename(path))[0] for path in paths}
+    shared = {stem for stem in stems.values() if list(stems.values()).count(stem) > 1}
+    return {path: os.path.basename(path).replace(".", "_") if stem in shared else stem
+            for path, stem in stems.items()}
+
+
 def print_last_checkpoint(model):
     """Print the newest checkpoint of a trained model's runs; on the chief only (the other
     workers of a cluster write none)."""
@@ -392,11 +402,12 @@ class SampleCommands:
                     name = f"splash_{stamp}.mp4"
                     frames = splash.splash_video(model, args.video, os.path.join(staging, name))
                     print(f"{args.video}: {frames} frames -> {os.path.join(args.output, name)}")
+                stems = output_stems(paths)
                 for path in paths:
                     image = utils.read_image(path)
                     picture, result = splash.splash_image(model, image)
                     name = f"splash_{stamp}.png" if len(paths) == 1 else \
-                        f"splash_{stamp}_{os.path.splitext(os.path.basename(path))[0]}.png"
+                        f"splash_{stamp}_{stems[path]}.png"
                     splash.save_image(os.path.join(staging, name), picture)
                     print(f"{path}: {len(result['class_ids'])} instance(s) -> "
                           f"{os.path.join(args.output, name)}")
@@ -416,10 +427,11 @@ class SampleCommands:
             class_names = ["BG"] + class_names
             records = []
             with files.staged_outputs(args.output) as staging:
+                stems = output_stems(paths)
                 for path in paths:
                     image = utils.read_image(path)
                     r = model.detect([image], verbose=0)[0]
-                    name = f"{os.path.splitext(os.path.basename(path))[0]}_detections.png"
+                    name = f"{stems[path]}_detections.png"
                     figure = visualize.display_instances(
                         image, r["rois"], r["masks"], r["class_ids"], class_names, r["scores"],
                         title=os.path.basename(path))

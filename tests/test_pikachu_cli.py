@@ -347,20 +347,24 @@ def test_detect_writes_pictures_and_json(trained, tmp_path):
     test_dir = trained["root"] / "cache" / "pikachu-synthetic" / "test"
     for name in ("test_0000.jpg", "test_0003.png"):
         (images / name).write_bytes((test_dir / name).read_bytes())
+    # Another photo with test_0000.jpg's stem, and what a copy from a Mac leaves beside it.
+    Image.open(test_dir / "test_0003.png").save(images / "test_0000.png")
+    (images / "._test_0000.jpg").write_bytes(b"\x00\x05\x16\x07")
     out = tmp_path / "detections"
     result = run_cli("detect", "--logs", str(trained["logs"]), "--image", str(images),
                      "--output", str(out), env=trained["env"])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(os.listdir(out)) == ["detections.json", "test_0000_detections.png",
-                                       "test_0003_detections.png"]
-    for name in ("test_0000", "test_0003"):
+    assert sorted(os.listdir(out)) == ["detections.json", "test_0000_jpg_detections.png",
+                                       "test_0000_png_detections.png", "test_0003_detections.png"]
+    for name in ("test_0000_jpg", "test_0000_png", "test_0003"):
         with Image.open(out / f"{name}_detections.png") as picture:
             assert picture.size[0] > 100 and picture.size[1] > 100
     with open(out / "detections.json") as f:
         detections = json.load(f)
     assert detections["class_names"] == ["pikachu"]
     assert detections["weights"].endswith("mask_rcnn_pikachu_0001.h5")
-    assert [os.path.basename(d["image"]) for d in detections["images"]] == ["test_0000.jpg", "test_0003.png"]
+    assert [os.path.basename(d["image"]) for d in detections["images"]] == [
+        "test_0000.jpg", "test_0000.png", "test_0003.png"]
     for record in detections["images"]:
         assert (record["height"], record["width"]) == (256, 256)
         for instance in record["instances"]:
