@@ -467,11 +467,18 @@ def _shape_mismatch_message(filepath, shape_problems):
     layers = list(dict.fromkeys(layer for layer, _, _, _ in shape_problems))
     lines = [f"  {layer}: {name} is {file_shape} in the file, {model_shape} in the model"
              for layer, name, file_shape, model_shape in shape_problems]
-    if set(layers) & set(CLASS_SPECIFIC_LAYERS):
-        suggestion = list(CLASS_SPECIFIC_LAYERS) + [
-            layer for layer in layers if layer not in CLASS_SPECIFIC_LAYERS]
+    class_specific = set(layers) & set(CLASS_SPECIFIC_LAYERS)
+    if class_specific and class_specific == set(layers):
+        suggestion = list(CLASS_SPECIFIC_LAYERS)
         reason = ("The model's NUM_CLASSES differs from the file's (COCO has 81): load the "
                   "other layers and train these ones with\n")
+    elif class_specific:
+        suggestion = layers
+        reason = ("Layers that do not depend on the class count differ too: the file holds "
+                  "another architecture (a head width such as FPN_CLASSIF_FC_LAYERS_SIZE, the "
+                  "backbone, ...). Build the model with the file's settings (for a checkpoint "
+                  "of mrcnn: runs.load_run_settings(path).to_config()), or leave these layers "
+                  "at their current values with\n")
     else:
         suggestion = layers
         reason = "To leave these layers at their current values, load with\n"

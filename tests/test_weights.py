@@ -260,6 +260,20 @@ def test_class_count_mismatch_names_layers_shapes_and_exclude_and_changes_nothin
         np.testing.assert_array_equal(value_of(variable), value)
 
 
+def test_a_head_of_another_width_is_not_called_another_class_count(tmp_path, rng):
+    """Class-specific layers that differ beside other layers (FPN_CLASSIF_FC_LAYERS_SIZE
+    changes both) mean another architecture: the message does not blame NUM_CLASSES."""
+    layout = expected_layout(num_classes=81)
+    layout[0] = ("conv1", conv("conv1", 7, 3, 4))
+    write_keras2_file(tmp_path / "w.h5", layout, rng)
+    with pytest.raises(ValueError) as error:
+        load_weights(build_model(num_classes=2), tmp_path / "w.h5", by_name=True)
+    message = str(error.value)
+    assert "NUM_CLASSES" not in message and "another architecture" in message
+    assert "FPN_CLASSIF_FC_LAYERS_SIZE" in message
+    assert "exclude=['conv1', 'mrcnn_class_logits', 'mrcnn_bbox_fc', 'mrcnn_mask']" in message
+
+
 def test_other_shape_mismatch_suggests_excluding_that_layer(tmp_path, rng):
     layout = expected_layout()
     layout[0] = ("conv1", conv("conv1", 7, 3, 4))
