@@ -80,8 +80,29 @@ class ArgumentParser(argparse.ArgumentParser):
 
     ``pikachu.py train: error: argument --image-size: '100' is not a multiple
     of 64; try 128. See `pikachu.py train --help`.`` Sub-command parsers made
-    by ``add_subparsers`` are of this class too.
+    by ``add_subparsers`` are of this class too. An option is never taken
+    from a prefix of its name (``--epoch`` is not ``--epochs``), and one the
+    command does not know is reported by that command's parser.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        args, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self._command_parser(args).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return args
+
+    def _command_parser(self, args):
+        """The parser of the sub-command ``args`` chose, or this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parser = action.choices.get(getattr(args, action.dest, None))
+                if parser is not None:
+                    return parser._command_parser(args)
+        return self
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message.rstrip('.')}. See `{self.prog} --help`.\n")
