@@ -268,19 +268,27 @@ class SampleCommands:
                                f"`{self.prog} check` to see why.")
         return dataset
 
-    def training_model(self, args, class_names, base_settings=None):
-        """(MaskRCNN in training mode with its starting weights, weights path or None).
+    def starting_weights(self, args):
+        """The weights file ``args.weights`` names (``runs.resolve_weights``), or None.
 
-        ``args.weights`` chooses the weights (``runs.resolve_weights``); "last"
+        Commands that load a dataset call it first, so that a missing or damaged
+        file is reported before the dataset is read."""
+        from mrcnn import runs
+
+        return runs.resolve_weights(args.weights, args.logs, self.config_class.NAME)
+
+    def training_model(self, args, weights_path, class_names, base_settings=None):
+        """MaskRCNN in training mode with its starting weights.
+
+        ``weights_path`` is ``starting_weights(args)``; with ``--weights last`` it
         resumes that run with all its settings (its classes must be
         ``class_names``), another checkpoint of this project brings its
         architecture; then ``base_settings`` and the options
-        (``option_settings``) apply. Prints the configuration.
+        (``option_settings``) apply. Prints the configuration. The model's
+        ``pretrained`` says whether the run starts (or started) from weights.
         """
         from mrcnn import model as modellib
-        from mrcnn import runs
 
-        weights_path = runs.resolve_weights(args.weights, args.logs, self.config_class.NAME)
         resume = args.weights == "last"
         saved = self.checkpoint_settings(weights_path)
         if resume and saved and saved.class_names != list(class_names):
@@ -313,7 +321,7 @@ class SampleCommands:
             print(f"Resuming {model.resume(weights_path)}")
         else:
             load_weights(model, weights_path)
-        return model, weights_path
+        return model
 
     def inference_settings(self, args, class_names=None, settings=None):
         """(config settings, class names without "BG", weights path) of an inference command.
@@ -365,14 +373,15 @@ class SampleCommands:
     def train(self, args):
         demo = args.dataset is None
         files.check_output_folder(args.logs, "--logs")
+        args.weights = args.weights or ("none" if demo else "coco")
+        weights_path = self.starting_weights(args)
         dataset_dir = self.dataset_folder(args)
         train_set = self.load_subset(args, dataset_dir, "train", args.class_attribute)
         class_names = train_set.class_names[1:]
         val_set = self.load_subset(args, dataset_dir, "val", train_set.class_attribute,
                                    class_names)
-        args.weights = args.weights or ("none" if demo else "coco")
-        model, weights_path = self.training_model(
-            args, class_names, synthetic.DEMO_SETTINGS if demo else None)
+        model = self.training_model(args, weights_path, class_names,
+                                    synthetic.DEMO_SETTINGS if demo else None)
         epochs = args.epochs or (synthetic.DEMO_EPOCHS if demo else self.default_epochs)
         if model.epoch >= epochs:
             print(f"{weights_path} is the checkpoint of epoch {model.epoch}: the run is done "

@@ -347,12 +347,14 @@ def command_train(args):
     import albumentations as A
 
     files.check_output_folder(args.logs, "--logs")
+    weights_path = COMMANDS.starting_weights(args)
     train_subsets = ["train", "valminusminival"] if args.year == "2014" else ["train"]
     train_set, _ = load_subsets(args, train_subsets)
     val_set, _ = load_subsets(args, [validation_subset(args.year)])
-    model, weights_path = COMMANDS.training_model(args, train_set.class_names[1:])
+    model = COMMANDS.training_model(args, weights_path, train_set.class_names[1:])
     epochs = args.epochs or DEFAULT_EPOCHS
-    stages = coco_schedule(epochs, model.config.LEARNING_RATE) if weights_path else \
+    # A resumed run keeps its own schedule: from random weights or from a weights file.
+    stages = coco_schedule(epochs, model.config.LEARNING_RATE) if model.pretrained else \
         COMMANDS.schedule(epochs, model.config.LEARNING_RATE, pretrained=False)
     model.train_schedule(train_set, val_set, stages, augmentation=A.HorizontalFlip(p=0.5))
     commands.print_last_checkpoint(model)
