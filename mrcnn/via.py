@@ -332,13 +332,19 @@ def _via3_geometry(shape, coords):
 
 
 def _merge_duplicates(images, source, problems):
-    """Merge entries that name the same file, reporting each duplicate."""
+    """Merge entries that name the same file, reporting each duplicate. A region found in
+    both (the same shape, geometry and attributes) is kept once, not made two instances."""
     merged = {}
     for image in images:
         if image.filename in merged:
+            regions = merged[image.filename].regions
+            new = [region for region in image.regions if region not in regions]
+            repeated = len(image.regions) - len(new)
             problems.append(Problem(source, f"{image.filename} is listed more than once; "
-                                            "its regions are merged"))
-            merged[image.filename].regions.extend(image.regions)
+                                            "its regions are merged" + (
+                                                f" ({repeated} listed again kept once)"
+                                                if repeated else "")))
+            regions.extend(new)
         else:
             merged[image.filename] = image
     return list(merged.values())

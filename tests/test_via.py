@@ -595,6 +595,22 @@ def test_check_reports_missing_and_empty_subsets(tmp_path):
         via.check_dataset(tmp_path / "nowhere")
 
 
+def test_a_file_listed_twice_has_its_regions_merged_and_a_repeated_one_kept_once():
+    a, b, c = (polygon([1, 9, 9], [1, 1, 9]), polygon([2, 8, 8], [2, 2, 8]),
+               polygon([3, 7, 7], [3, 3, 7]))
+    data = via1({"a.png": [(a, {"name": "pikachu"}), (b, {"name": "pikachu"})]})
+    again = via1({"a.png": [(a, {"name": "pikachu"}), (c, {"name": "pikachu"}),
+                            (a, {"name": "raichu"})]})
+    data["a.png456"] = dict(again["a.png123"], size=456)
+    _, images, problems = via.parse_via(data, "via.json")
+    [image] = images
+    assert [region.geometry["all_points_x"] for region in image.regions] == [
+        a["all_points_x"], b["all_points_x"], c["all_points_x"], a["all_points_x"]]
+    assert [str(problem) for problem in problems] == [
+        "via.json: a.png is listed more than once; its regions are merged (1 listed again "
+        "kept once)"]
+
+
 def test_check_of_a_clean_folder_is_empty(tmp_path):
     for subset in ("train", "val"):
         (tmp_path / subset).mkdir()
