@@ -264,6 +264,12 @@ class SampleCommands:
             print(f"  ... {len(dataset.problems) - SHOWN_PROBLEMS} more; run "
                   f"`{self.prog} check` for the full list")
         if not dataset.num_images:
+            if class_names:   # the training subset's or the model's classes
+                raise CommandError(
+                    f"{dataset.subset_dir}: no annotated image of the classes "
+                    f"{', '.join(class_names)} to use; the warnings above say why (a region "
+                    f"of another class needs a model trained on it). Run `{self.prog} check` "
+                    "for all the problems of the folder.")
             raise CommandError(f"{dataset.subset_dir}: no annotated image to use. Run "
                                f"`{self.prog} check` to see why.")
         return dataset

@@ -229,7 +229,8 @@ DATASET_BREAKAGES = {
     "absolute filename": ("is absolute or climbs out of", "is absolute or climbs out of"),
     "regions of the wrong type": ("train: no annotated image to use",
                                   'all_points_x is "40", not a list of numbers'),
-    "a val class that train lacks": ("val: no annotated image to use",
+    "a val class that train lacks": ("val: no annotated image of the classes pikachu to use; "
+                                     "the warnings above say why",
                                      "has unknown class 'raichu' (known: pikachu)"),
 }
 
