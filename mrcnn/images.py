@@ -75,6 +75,9 @@ def check_image(path, folder=None, follow_links=False, decode=True):
             or corrupt pixel data. The message names the file and the fix.
     """
     files.regular_file(path, folder, follow_links, what="image")
+    if not os.path.getsize(path):
+        raise ImageError(f"{path}: the file is empty (0 bytes), an interrupted copy or "
+                         "download. Copy the image again, or leave it out.")
     problem = "cannot read image"
     try:
         with warnings.catch_warnings():

@@ -308,7 +308,7 @@ IMAGE_DEFECTS = {
     "truncated": "image data is truncated or corrupt (image file is truncated",
     "too many pixels": "PIL.Image.MAX_IMAGE_PIXELS",
     "not an image": "cannot read image (cannot identify image file",
-    "empty": "cannot read image",
+    "empty": "the file is empty (0 bytes)",
     "/dev/zero": "not a regular file (a device, FIFO or socket)",
     "fifo": "not a regular file (a device, FIFO or socket)",
 }
