@@ -274,13 +274,19 @@ class SampleCommands:
                                f"`{self.prog} check` to see why.")
         return dataset
 
-    def starting_weights(self, args):
+    def starting_weights(self, args, downloads=True):
         """The weights file ``args.weights`` names (``runs.resolve_weights``), or None.
 
-        Commands that load a dataset call it first, so that a missing or damaged
-        file is reported before the dataset is read."""
+        Commands that load a dataset call it with ``downloads=False`` first, so that
+        a missing or damaged file is reported before the dataset is read; then, once
+        the dataset is read, again for a choice that may need a download
+        (``runs.DOWNLOADED_WEIGHTS``), so that a dataset's problem is not behind it.
+        ``downloads=False`` gives None for those.
+        """
         from mrcnn import runs
 
+        if not downloads and args.weights in runs.DOWNLOADED_WEIGHTS:
+            return None
         return runs.resolve_weights(args.weights, args.logs, self.config_class.NAME)
 
     def training_model(self, args, weights_path, class_names, base_settings=None):
@@ -380,12 +386,13 @@ class SampleCommands:
         demo = args.dataset is None
         files.check_output_folder(args.logs, "--logs")
         args.weights = args.weights or ("none" if demo else "coco")
-        weights_path = self.starting_weights(args)
+        weights_path = self.starting_weights(args, downloads=False)
         dataset_dir = self.dataset_folder(args)
         train_set = self.load_subset(args, dataset_dir, "train", args.class_attribute)
         class_names = train_set.class_names[1:]
         val_set = self.load_subset(args, dataset_dir, "val", train_set.class_attribute,
                                    class_names)
+        weights_path = weights_path or self.starting_weights(args)
         model = self.training_model(args, weights_path, class_names,
                                     synthetic.DEMO_SETTINGS if demo else None)
         epochs = args.epochs or (synthetic.DEMO_EPOCHS if demo else self.default_epochs)

@@ -274,6 +274,7 @@ def read_settings(path):
 # Starting weights ----------------------------------------------------------
 
 WEIGHTS_CHOICES = ("coco", "imagenet", "last", "none")
+DOWNLOADED_WEIGHTS = ("coco", "imagenet")   # the choices that may need a download
 
 
 def resolve_weights(choice, model_dir, name):
@@ -298,7 +299,7 @@ def resolve_weights(choice, model_dir, name):
     """
     if choice == "none":
         return None
-    if choice in ("coco", "imagenet"):
+    if choice in DOWNLOADED_WEIGHTS:
         try:
             path = os.path.abspath(weights.get_coco_weights() if choice == "coco"
                                    else weights.get_imagenet_weights())

@@ -347,10 +347,11 @@ def command_train(args):
     import albumentations as A
 
     files.check_output_folder(args.logs, "--logs")
-    weights_path = COMMANDS.starting_weights(args)
+    weights_path = COMMANDS.starting_weights(args, downloads=False)
     train_subsets = ["train", "valminusminival"] if args.year == "2014" else ["train"]
     train_set, _ = load_subsets(args, train_subsets)
     val_set, _ = load_subsets(args, [validation_subset(args.year)])
+    weights_path = weights_path or COMMANDS.starting_weights(args)
     model = COMMANDS.training_model(args, weights_path, train_set.class_names[1:])
     epochs = args.epochs or DEFAULT_EPOCHS
     # A resumed run keeps its own schedule: from random weights or from a weights file.
