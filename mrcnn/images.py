@@ -30,17 +30,17 @@ from mrcnn import files
 from mrcnn.utils import ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+MAX_DOWNLOAD_BYTES = 200 * 2**20
+PIXEL_LIMIT_FIX = ("Downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS (Pillow's guard "
+                   "against decompression bombs) if you trust it.")
 
 
 def is_image_name(name):
     """Whether a file name in a folder names an image: an image extension, and not hidden
     (macOS copies put a ``._IMG_001.JPG`` of metadata beside each photo)."""
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-EXIF_ORIENTATION_TAG = 0x0112
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-MAX_DOWNLOAD_BYTES = 200 * 2**20
-PIXEL_LIMIT_FIX = ("Downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS (Pillow's guard "
-                   "against decompression bombs) if you trust it.")
 
 
 def exif_orientation(image):

@@ -114,8 +114,6 @@ class MaskRCNN:
         self._anchor_cache = {}
         self._compiled_for = None  # the trained layers the compiled training step updates
         self._run_folder = None  # the run folder this model's train() created
-        # Whether training starts from a weights file (load_pretrained, load_weights) or
-        # random weights; a resumed run's is the run's own. Saved in the run settings.
         self.pretrained = False
         self.set_log_dir()
         self.strategy = distribute.make_strategy(config, strategy)
