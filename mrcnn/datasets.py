@@ -116,10 +116,11 @@ def load_annotations(found, subset_dir, class_attribute=None, class_names=None,
         via.ViaError, coco.CocoError: see ``load_via`` and ``load_coco``.
     """
     if found.format == VIA:
+        # Each missing image is one of the problems returned: no ViaWarning repeating them.
         return via.load_via(found.path, class_attribute=class_attribute,
                             class_names=class_names, default_class=default_class,
-                            keep_negatives=keep_negatives, follow_links=follow_links,
-                            decode=decode)
+                            keep_negatives=keep_negatives, warn=False,
+                            follow_links=follow_links, decode=decode)
     return coco.load_coco(found.path, subset_dir, class_names=class_names,
                           keep_negatives=keep_negatives, follow_links=follow_links,
                           decode=decode)

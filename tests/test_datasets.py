@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -155,6 +156,22 @@ def test_a_subset_without_annotation_file_names_the_accepted_files(tmp_path):
         f"{tmp_path / 'val'}: no annotation file. Save the annotations there as "
         "via_region_data.json (VIA) or _annotations.coco.json or annotations.json or "
         "instances_val.json or annotations/instances_default.json or result.json (COCO).")
+
+
+def test_a_missing_image_is_one_problem_not_also_a_warning(tmp_path):
+    root = synthetic.write_via_dataset(tmp_path / "data", train=3, val=1, test=0, image_size=64,
+                                       seed=1)
+    [gone, *_] = sorted(name for name in os.listdir(os.path.join(root, "train"))
+                        if name.endswith(".jpg"))
+    os.remove(os.path.join(root, "train", gone))
+    dataset = datasets.FolderDataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset.load_subset(root, "train")
+    dataset.prepare()
+    assert [str(problem) for problem in dataset.problems] == [
+        f"{os.path.join(root, 'train', gone)}: image file is missing"]
+    assert dataset.num_images == 2
 
 
 def test_a_class_attribute_does_not_apply_to_coco(coco_dataset):
