@@ -687,13 +687,13 @@ def _usable_regions(image):
         if error:
             problems.append(Problem(image.path, f"{what}: {error}"))
             continue
+        if not rasterize(region, image.height, image.width).any():
+            problems.append(Problem(image.path, f"{what} covers no pixel of the image; skipped"))
+            continue
         x1, y1, x2, y2 = shape_extent(region)
         if x1 < 0 or y1 < 0 or x2 > image.width or y2 > image.height:
             problems.append(Problem(image.path, f"{what} reaches outside the {image.width}x"
                                                 f"{image.height} image; clipped to it"))
-        if not rasterize(region, image.height, image.width).any():
-            problems.append(Problem(image.path, f"{what} covers no pixel of the image; skipped"))
-            continue
         kept.append(region)
     return kept, problems
 
