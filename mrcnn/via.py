@@ -582,7 +582,8 @@ def assign_labels(images, class_attribute, class_names, default_class, source):
             elif value is None and len(class_names) == 1:
                 region.label = class_names[0]
             elif value is None:
-                problems.append(Problem(source, f"{image.filename}: region {index} has no "
+                state = "an empty" if class_attribute in region.attributes else "no"
+                problems.append(Problem(source, f"{image.filename}: region {index} has {state} "
                                                 f"'{class_attribute}' attribute; give it one of "
                                                 f"{', '.join(class_names)}. Skipped"))
                 continue

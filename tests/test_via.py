@@ -281,12 +281,14 @@ def test_exif_rotated_photo_mask_lands_on_the_object(tmp_path, orientation, to_r
 def test_multi_class_discovered_from_the_only_text_attribute(shapes_dir):
     square = polygon([1, 9, 9, 1], [1, 1, 9, 9])
     regions = [(square, {"name": "pikachu"}), (square, {"name": "raichu", "note": ""}),
-               (square, {"name": {"raichu": True, "pikachu": False}}), (square, {})]
+               (square, {"name": {"raichu": True, "pikachu": False}}), (square, {}),
+               (square, {"name": " "})]
     annotations = via.load_via(write_json(shapes_dir / "via.json", via2({"a.png": regions})))
     assert annotations.class_names == ["pikachu", "raichu"]
     assert [r.label for r in annotations.images[0].regions] == ["pikachu", "raichu", "raichu"]
     assert [p.message for p in annotations.problems] == [
-        "a.png: region 3 has no 'name' attribute; give it one of pikachu, raichu. Skipped"]
+        "a.png: region 3 has no 'name' attribute; give it one of pikachu, raichu. Skipped",
+        "a.png: region 4 has an empty 'name' attribute; give it one of pikachu, raichu. Skipped"]
 
 
 def test_given_class_names_report_unknown_classes(shapes_dir):
