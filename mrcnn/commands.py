@@ -364,6 +364,9 @@ class SampleCommands:
 
         config = self.make_config(settings, len(class_names), inference=True)
         model = modellib.MaskRCNN(mode="inference", config=config, model_dir=logs)
+        if weights_path is None:
+            print("warning: --weights none: the model has random weights, so its detections "
+                  "mean nothing. Give --weights last or a trained weights file.")
         load_weights(model, weights_path)
         return model
 

@@ -470,6 +470,15 @@ def fake_model(monkeypatch):
     return holder
 
 
+def test_an_inference_model_with_random_weights_says_so(capfd, tmp_path):
+    settings = {"BACKBONE": "resnet50", "IMAGE_MIN_DIM": 128, "IMAGE_MAX_DIM": 128}
+    model = pikachu.COMMANDS.inference_model(settings, ["pikachu"], None, tmp_path / "logs")
+    assert model.mode == "inference" and not model.pretrained
+    assert capfd.readouterr().out.splitlines()[-1] == (
+        "warning: --weights none: the model has random weights, so its detections mean "
+        "nothing. Give --weights last or a trained weights file.")
+
+
 @pytest.mark.parametrize("command", ["detect", "splash"])
 def test_outputs_appear_only_when_every_image_is_done(capfd, place, good, fake_model, command):
     out = place / "out"
