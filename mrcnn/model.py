@@ -417,6 +417,7 @@ class MaskRCNN:
         if self.epoch is None:
             self.epoch = 0
             self.log_dir = os.path.join(self.model_dir, runs.log_dir_name(self._run_name))
+            self._run_folder = None   # a new run: train() makes it a folder of its own
         else:
             self.log_dir = os.path.dirname(os.path.abspath(model_path))
         self.checkpoint_path = runs.checkpoint_path_template(self.log_dir, self._run_name)

@@ -546,6 +546,37 @@ def test_a_new_run_never_writes_into_another_runs_folder(trained, synthetic_data
     assert (Path(model.log_dir) / "run_settings.json").read_bytes() == settings
 
 
+def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_dataset, tmp_path,
+                                                                monkeypatch):
+    """The original's way to start a new run with the same model, load_weights() of a file that
+    is no run's checkpoint, in the same minute as the run before: a folder of its own."""
+    from mrcnn import runs
+
+    class OneStep(TrainConfig):
+        STEPS_PER_EPOCH = 1
+
+    model = modellib.MaskRCNN("training", OneStep(), str(tmp_path / "logs"))
+    model.train(synthetic_dataset, None, learning_rate=0.01, epochs=1, layers="heads", verbose=0)
+    first_run = model.log_dir
+    checkpoint = (Path(first_run) / "mask_rcnn_tiny_0001.h5").read_bytes()
+    model.save_weights(str(tmp_path / "start.h5"))
+    monkeypatch.setattr(runs, "log_dir_name", lambda name, now=None: os.path.basename(first_run))
+    model.load_weights(str(tmp_path / "start.h5"), by_name=True)
+    assert model.log_dir == first_run and model.epoch == 0   # what set_log_dir names
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.train(synthetic_dataset, None, learning_rate=0.01, epochs=1, layers="heads",
+                    custom_callbacks=[Interrupt()], verbose=0)
+    assert model.log_dir != first_run
+    assert (Path(first_run) / "mask_rcnn_tiny_0001.h5").read_bytes() == checkpoint
+    assert runs.load_run_settings(str(Path(first_run) / "mask_rcnn_tiny_0001.h5")).pretrained \
+        is False
+
+
 def test_train_schedule_skips_the_stages_already_done(inference_model, monkeypatch):
     from mrcnn.training import transfer_schedule
 
