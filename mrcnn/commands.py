@@ -89,13 +89,23 @@ def load_weights(model, weights_path):
 
 
 def output_stems(paths):
-    """{path: the stem of its output files}: the file name without its extension, or, for
-    files of one folder that share a stem (photo.jpg and photo.png), with the extension too
-    (photo_jpg, photo_png), so that no output overwrites another."""
-    stems = {path: os.path.splitext(os.path.basename(path))[0] for path in paths}
-    shared = {stem for stem in stems.values() if list(stems.values()).count(stem) > 1}
-    return {path: os.path.basename(path).replace(".", "_") if stem in shared else stem
-            for path, stem in stems.items()}
+    """{path: the stem of its output files}, each different from the others whatever the
+    case (as on a case-insensitive disk): the file name without its extension; for files
+    that share a stem (photo.jpg, photo.png) the name with the extension (photo_jpg,
+    photo_png); then, if still taken, that with _2, _3, ... added."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    shared = {stem.casefold() for stem in stems if [s.casefold() for s in stems].count(
+        stem.casefold()) > 1}
+    chosen, taken = {}, set()
+    for path, stem in zip(paths, stems):
+        base = os.path.basename(path).replace(".", "_") if stem.casefold() in shared else stem
+        candidate, number = base, 1
+        while candidate.casefold() in taken:
+            number += 1
+            candidate = f"{base}_{number}"
+        taken.add(candidate.casefold())
+        chosen[path] = candidate
+    return chosen
 
 
 def print_last_checkpoint(model):

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mrcnn import splash, synthetic, utils, via
+from mrcnn import commands, splash, synthetic, utils, via
 
 from conftest import jpeg_bytes, load_module, png_header
 
@@ -468,6 +468,15 @@ def fake_model(monkeypatch):
                         lambda args: ({}, ["pikachu"], None))
     monkeypatch.setattr(pikachu.COMMANDS, "inference_model", lambda *args: holder["model"])
     return holder
+
+
+def test_output_names_of_a_folder_never_collide():
+    paths = ["in/photo.jpg", "in/photo.JPG", "in/photo.jpeg", "in/photo_jpg.jpg", "in/x.png"]
+    stems = commands.output_stems(paths)
+    assert stems == {"in/photo.jpg": "photo_jpg", "in/photo.JPG": "photo_JPG_2",
+                     "in/photo.jpeg": "photo_jpeg", "in/photo_jpg.jpg": "photo_jpg_3",
+                     "in/x.png": "x"}
+    assert len({stem.casefold() for stem in stems.values()}) == len(paths)
 
 
 def test_an_inference_model_with_random_weights_says_so(capfd, tmp_path):
