@@ -74,13 +74,19 @@ def check_export_path(path, format="saved_model"):
     holds an earlier export of the same format: an empty folder or a SavedModel's
     files only (``SAVED_MODEL_ENTRIES``, with saved_model.pb) for "saved_model", a
     TFLite flatbuffer (or an empty file) for "tflite". Anything else is the user's
-    and is never replaced.
+    and is never replaced; nor is the current folder, or one that holds it.
     """
     if format not in FORMATS:
         raise ExportError(f"format is {format!r}: use one of {', '.join(FORMATS)}.")
     if not os.path.lexists(path):
         return
     fix = "Choose a path that does not exist yet, or remove it."
+    working = os.path.realpath(os.getcwd())
+    if format == "saved_model" and os.path.commonpath(
+            [working, os.path.realpath(path)]) == os.path.realpath(path):
+        raise ExportError(f"{path}: is the current folder (or holds it), which an export "
+                          "cannot replace, since it swaps the whole folder. Give a folder "
+                          "inside it, e.g. export/1.")
     if format == "saved_model":
         if os.path.islink(path) or not os.path.isdir(path):
             raise ExportError(f"{path}: exists and is not a folder; a SavedModel export is a "

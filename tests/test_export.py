@@ -211,6 +211,16 @@ def test_check_export_path_accepts_free_paths_and_earlier_exports(tmp_path):
         export.check_export_path(str(tmp_path / "old"), "tflite")
 
 
+def test_check_export_path_refuses_the_current_folder(tmp_path, monkeypatch):
+    """An export swaps its whole folder: the current one would be renamed away."""
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    for path in (".", str(tmp_path / "empty"), str(tmp_path)):
+        with pytest.raises(export.ExportError, match="is the current folder"):
+            export.check_export_path(os.path.abspath(path))
+    export.check_export_path(os.path.abspath("export/1"))
+
+
 @pytest.mark.parametrize("image, message", [
     (np.zeros((0, 0, 3), np.uint8), "image is empty"),
     (np.zeros((5, 0), np.uint8), "image is empty"),

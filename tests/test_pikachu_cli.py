@@ -514,10 +514,12 @@ def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, 
     assert_bad_input(refused, "notes.tflite: exists and is not a file")
     (tmp_path / "mine" / "photos").mkdir(parents=True)
     (tmp_path / "mine" / "README.txt").write_text("mine")
-    refused = run_cli("export", "--logs", str(trained["logs"]), "--output", ".",
-                      env=trained["env"], cwd=tmp_path / "mine")
-    assert_bad_input(refused, f"--output {tmp_path / 'mine'}: holds README.txt, photos, which "
-                              "is not an earlier SavedModel export")
+    for output, said in (("mine", "holds README.txt, photos, which is not an earlier "
+                                  "SavedModel export"),
+                         (".", "is the current folder")):
+        refused = run_cli("export", "--logs", str(trained["logs"]), "--output", output,
+                          env=trained["env"], cwd=tmp_path / ("mine" if output == "." else ""))
+        assert_bad_input(refused, f"--output {tmp_path / 'mine'}: {said}")
     assert sorted(os.listdir(tmp_path / "mine")) == ["README.txt", "photos"]
     result = run_cli("export", "--logs", str(trained["logs"]), "--output", str(out),
                      env=trained["env"])
