@@ -380,6 +380,16 @@ class SampleCommands:
         load_weights(model, weights_path)
         return model
 
+    def resumed_stages(self, args, model):
+        """The stages left of the run ``--weights last`` resumes: its own schedule, to
+        ``--epochs`` when given (``training.continued_schedule``). None for a new run,
+        with ``--layers``, or for a run whose settings hold no schedule."""
+        from mrcnn.training import continued_schedule
+
+        if args.weights != "last" or getattr(args, "layers", None) or not model.schedule:
+            return None
+        return continued_schedule(model.schedule, args.epochs)
+
     def schedule(self, epochs, learning_rate, layers=None, pretrained=True):
         """The stages of ``train``: ``layers`` if given, else ``default_layers`` from
         pretrained weights, else ``training.transfer_schedule``'s."""
@@ -408,14 +418,13 @@ class SampleCommands:
         weights_path = weights_path or self.starting_weights(args)
         model = self.training_model(args, weights_path, class_names,
                                     synthetic.DEMO_SETTINGS if demo else None)
-        epochs = args.epochs or (synthetic.DEMO_EPOCHS if demo else self.default_epochs)
-        if model.epoch >= epochs:
+        stages = self.resumed_stages(args, model) or self.schedule(
+            args.epochs or (synthetic.DEMO_EPOCHS if demo else self.default_epochs),
+            model.config.LEARNING_RATE, args.layers, pretrained=model.pretrained)
+        if model.epoch >= stages[-1].epochs:
             print(f"{weights_path} is the checkpoint of epoch {model.epoch}: the run is done "
-                  f"up to --epochs {epochs}. Give more --epochs to train it further.")
+                  f"up to epoch {stages[-1].epochs}. Give more --epochs to train it further.")
             return 0
-        # A resumed run keeps its own schedule: from random weights or from a weights file.
-        stages = self.schedule(epochs, model.config.LEARNING_RATE, args.layers,
-                               pretrained=model.pretrained)
         model.train_schedule(train_set, val_set, stages,
                              augmentation=augmentation() if args.augment else None)
         print_last_checkpoint(model)

@@ -46,7 +46,8 @@ from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_gra
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
-from mrcnn.training import LAYER_REGEX, CheckpointSaver, DecaySGD, TrainingModel, set_trainable
+from mrcnn.training import (LAYER_REGEX, CheckpointSaver, DecaySGD, TrainingModel,
+                            TrainingStage, continued_schedule, set_trainable)
 from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
 from mrcnn.utils import log
 
@@ -101,6 +102,8 @@ class MaskRCNN:
             ``load_pretrained`` or ``load_weights``) or from random weights; after
             ``resume``, whether the run did. Saved in the run settings, so that a
             resumed run keeps its schedule.
+        schedule: the stages ``train_schedule`` runs, or None; after ``resume``, the
+            run's own (``runs.RunSettings.schedule``). Saved in the run settings.
     """
 
     def __init__(self, mode, config, model_dir, strategy=None):
@@ -115,6 +118,7 @@ class MaskRCNN:
         self._compiled_for = None  # the trained layers the compiled training step updates
         self._run_folder = None  # the run folder this model's train() created
         self.pretrained = False
+        self.schedule = None
         self.set_log_dir()
         self.strategy = distribute.make_strategy(config, strategy)
         self.distributed = self.strategy is not tf.distribute.get_strategy()
@@ -306,7 +310,10 @@ class MaskRCNN:
         """
         report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
         self.set_log_dir(filepath)
-        self.pretrained = self._run_pretrained(filepath) if self.epoch else True
+        if self.epoch:
+            self._take_run_record(filepath)
+        else:
+            self.pretrained = True
         return report
 
     def save_weights(self, filepath):
@@ -351,12 +358,14 @@ class MaskRCNN:
         self.pretrained = True
         return report
 
-    @staticmethod
-    def _run_pretrained(checkpoint):
-        """Whether the run of ``checkpoint`` started from a weights file (True where its
-        settings do not say)."""
+    def _take_run_record(self, checkpoint):
+        """``pretrained`` and ``schedule`` from the run settings of ``checkpoint``'s run
+        (pretrained True where they do not say)."""
         settings = runs.load_run_settings(checkpoint)
-        return True if settings is None or settings.pretrained is None else settings.pretrained
+        self.pretrained = True if settings is None or settings.pretrained is None else \
+            settings.pretrained
+        self.schedule = None if settings is None or settings.schedule is None else \
+            continued_schedule(settings.schedule)
 
     def _architecture_hint(self, filepath):
         """A sentence naming the saved architecture settings that differ from this model's."""
@@ -398,7 +407,7 @@ class MaskRCNN:
                 "start a new run from it with load_pretrained().")
         weights.load_weights(self.keras_model, filepath, by_name=True)
         self.set_log_dir(filepath)
-        self.pretrained = self._run_pretrained(filepath)
+        self._take_run_record(filepath)
         return filepath
 
     def get_imagenet_weights(self):
@@ -418,6 +427,7 @@ class MaskRCNN:
             self.epoch = 0
             self.log_dir = os.path.join(self.model_dir, runs.log_dir_name(self._run_name))
             self._run_folder = None   # a new run: train() makes it a folder of its own
+            self.schedule = None
         else:
             self.log_dir = os.path.dirname(os.path.abspath(model_path))
         self.checkpoint_path = runs.checkpoint_path_template(self.log_dir, self._run_name)
@@ -557,7 +567,7 @@ class MaskRCNN:
                 self._compiled_for = trained
             if chief:
                 runs.save_run_settings(self.log_dir, self.config, train_dataset.class_names[1:],
-                                       self.pretrained)
+                                       self.pretrained, self.schedule)
             history = self.keras_model.fit(
                 train_data,
                 initial_epoch=self.epoch,
@@ -594,8 +604,9 @@ class MaskRCNN:
         Returns:
             The keras History of each stage run.
         """
+        self.schedule = [TrainingStage(*stage) for stage in stages]
         histories = []
-        for stage in stages:
+        for stage in self.schedule:
             if stage.epochs > self.epoch:
                 print(f"Training {stage.layers} layers up to epoch {stage.epochs}")
                 histories.append(self.train(train_dataset, val_dataset, stage.learning_rate,

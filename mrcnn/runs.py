@@ -170,12 +170,16 @@ class RunSettings:
         pretrained: whether the run started from a weights file (True) or from
             random weights (False), which decides its schedule's stages; None
             in the settings files that predate this record.
+        schedule: the stages the run was started with (``MaskRCNN.train_schedule``),
+            as [layers, epochs, learning_rate] lists, or None (a run of ``train``
+            calls, or settings that predate this record).
     """
 
     config: dict
     class_names: list
     path: str = None
     pretrained: bool = None
+    schedule: list = None
 
     def architecture(self):
         """The ``ARCHITECTURE_SETTINGS`` of the run, for a model fine-tuned from it."""
@@ -207,7 +211,7 @@ def same_setting(a, b):
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
-def save_run_settings(log_dir, config, class_names, pretrained=None):
+def save_run_settings(log_dir, config, class_names, pretrained=None, schedule=None):
     """Write ``<log_dir>/run_settings.json`` (atomically); return its path.
 
     Args:
@@ -220,11 +224,13 @@ def save_run_settings(log_dir, config, class_names, pretrained=None):
         class_names: the object classes without the background, e.g.
             ``dataset.class_names[1:]``.
         pretrained: whether the run started from a weights file (``RunSettings.pretrained``).
+        schedule: the run's stages, (layers, epochs, learning_rate) each, or None.
     """
     values = {key: (None if callable(value) else value) for key, value in config.to_dict().items()
               if key not in MACHINE_SETTINGS}
     data = {"version": SETTINGS_VERSION, "config": values, "class_names": list(class_names),
-            "pretrained": pretrained}
+            "pretrained": pretrained,
+            "schedule": None if schedule is None else [list(stage) for stage in schedule]}
     return files.write_json(os.path.join(log_dir, SETTINGS_FILE), data)
 
 
@@ -263,12 +269,19 @@ def read_settings(path):
         pretrained = data.get("pretrained")
         if pretrained not in (True, False, None):
             raise TypeError("'pretrained' is not true, false or null")
+        schedule = data.get("schedule")
+        if schedule is not None and not (isinstance(schedule, list) and schedule and all(
+                isinstance(stage, list) and len(stage) == 3 and isinstance(stage[0], str)
+                and isinstance(stage[1], int) and not isinstance(stage[1], bool)
+                and isinstance(stage[2], (int, float)) and not isinstance(stage[2], bool)
+                for stage in schedule)):
+            raise TypeError("'schedule' is not a list of [layers, epochs, learning rate] stages")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         reason = str(error).removeprefix(f"{path}: ").rstrip(".")
         raise ConfigError(f"{path}: cannot read the run settings ({reason}). Restore the file "
                           "written by training, or delete it to use the default "
                           "configuration.") from None
-    return RunSettings(dict(config), list(class_names), path, pretrained)
+    return RunSettings(dict(config), list(class_names), path, pretrained, schedule)
 
 
 # Starting weights ----------------------------------------------------------

@@ -304,6 +304,26 @@ class TrainingStage(NamedTuple):
     learning_rate: float
 
 
+def continued_schedule(stages, epochs=None):
+    """A run's schedule, to go on to epoch ``epochs`` (default: where it ends).
+
+    The stages that end before ``epochs`` are kept, the first one that reaches it ends
+    there, and the stages after it are dropped; a schedule that ends before ``epochs``
+    goes on with its last stage. So a resumed run never goes back to a stage it is past,
+    whatever end it is given.
+    """
+    stages = [TrainingStage(*stage) for stage in stages]
+    if epochs is None:
+        return stages
+    continued = []
+    for stage in stages:
+        continued.append(stage._replace(epochs=min(stage.epochs, epochs)))
+        if stage.epochs >= epochs:
+            return continued
+    continued[-1] = continued[-1]._replace(epochs=epochs)
+    return continued
+
+
 def transfer_schedule(epochs, learning_rate, layers=None, pretrained=True):
     """The stages of a training run, the original's transfer-learning recipe by default.
 

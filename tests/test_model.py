@@ -9,6 +9,7 @@ import pytest
 
 from mrcnn import model as modellib
 from mrcnn import layers, utils
+from mrcnn.training import TrainingStage
 
 from conftest import TinyConfig, count_sparse_gradients
 
@@ -556,7 +557,7 @@ def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_datase
         STEPS_PER_EPOCH = 1
 
     model = modellib.MaskRCNN("training", OneStep(), str(tmp_path / "logs"))
-    model.train(synthetic_dataset, None, learning_rate=0.01, epochs=1, layers="heads", verbose=0)
+    model.train_schedule(synthetic_dataset, None, [TrainingStage("heads", 1, 0.01)], verbose=0)
     first_run = model.log_dir
     checkpoint = (Path(first_run) / "mask_rcnn_tiny_0001.h5").read_bytes()
     model.save_weights(str(tmp_path / "start.h5"))
@@ -573,8 +574,12 @@ def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_datase
                     custom_callbacks=[Interrupt()], verbose=0)
     assert model.log_dir != first_run
     assert (Path(first_run) / "mask_rcnn_tiny_0001.h5").read_bytes() == checkpoint
-    assert runs.load_run_settings(str(Path(first_run) / "mask_rcnn_tiny_0001.h5")).pretrained \
-        is False
+    # The first run's record: from random weights, and its schedule, which resume() takes.
+    settings = runs.load_run_settings(str(Path(first_run) / "mask_rcnn_tiny_0001.h5"))
+    assert settings.pretrained is False and settings.schedule == [["heads", 1, 0.01]]
+    resumed = modellib.MaskRCNN("training", OneStep(), str(tmp_path / "logs"))
+    resumed.resume(str(Path(first_run) / "mask_rcnn_tiny_0001.h5"))
+    assert resumed.schedule == [TrainingStage("heads", 1, 0.01)] and not resumed.pretrained
 
 
 def test_train_schedule_skips_the_stages_already_done(inference_model, monkeypatch):

@@ -548,7 +548,7 @@ def test_train_weights_last_resumes_the_run_with_its_own_schedule(trained, tmp_p
                "--backbone", "resnet50", "--steps-per-epoch", "1", "--threads", "2"]
     done = run_cli("train", "--epochs", "1", *options, env=trained["env"])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "is the checkpoint of epoch 1: the run is done up to --epochs 1" in done.stdout
+    assert "is the checkpoint of epoch 1: the run is done up to epoch 1" in done.stdout
     resumed = run_cli("train", "--epochs", "3", *options, env=trained["env"])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert re.findall(r"^Training \S+ layers up to epoch \d+", resumed.stdout, re.M) == [

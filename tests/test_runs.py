@@ -10,6 +10,7 @@ from keras import layers as KL
 
 from mrcnn import runs, weights
 from mrcnn.config import Config, ConfigError
+from mrcnn.training import TrainingStage
 from mrcnn.weights import WeightsError, save_weights
 
 
@@ -65,6 +66,20 @@ def test_run_settings_record_whether_the_run_started_from_weights(tmp_path):
         '{"config": {}, "class_names": ["pikachu"], "pretrained": "yes"}')
     with pytest.raises(ConfigError, match="'pretrained' is not true, false or null"):
         runs.read_settings(str(tmp_path / runs.SETTINGS_FILE))
+
+
+def test_run_settings_record_the_runs_schedule(tmp_path):
+    stages = [TrainingStage("heads", 1, 0.001), TrainingStage("all", 2, 0.0001)]
+    runs.save_run_settings(str(tmp_path), Config(), ["pikachu"], True, stages)
+    settings = runs.read_settings(str(tmp_path / runs.SETTINGS_FILE))
+    assert settings.schedule == [["heads", 1, 0.001], ["all", 2, 0.0001]]
+    runs.save_run_settings(str(tmp_path), Config(), ["pikachu"])
+    assert runs.read_settings(str(tmp_path / runs.SETTINGS_FILE)).schedule is None
+    for schedule in ('[["heads", "1", 0.001]]', '[]', '{"heads": 1}', '[["all", true, 0.1]]'):
+        (tmp_path / runs.SETTINGS_FILE).write_text(
+            '{"config": {}, "class_names": ["pikachu"], "schedule": %s}' % schedule)
+        with pytest.raises(ConfigError, match="'schedule' is not a list of"):
+            runs.read_settings(str(tmp_path / runs.SETTINGS_FILE))
 
 
 def test_architecture_changes_compare_values_not_types():

@@ -67,6 +67,21 @@ def test_transfer_schedule_follows_the_original_recipe():
     assert training.transfer_schedule(5, 0.01, layers="4+") == [stage("4+", 5, 0.01)]
 
 
+def test_a_continued_schedule_never_goes_back_to_a_stage_it_is_past():
+    stage = training.TrainingStage
+    run = [["heads", 1, 0.001], ["all", 2, 0.0001]]   # as the run settings hold it
+    assert training.continued_schedule(run) == [stage("heads", 1, 0.001),
+                                                stage("all", 2, 0.0001)]
+    # Further than the run planned: its last stage goes on (the heads stage stays at 1).
+    assert training.continued_schedule(run, 10) == [stage("heads", 1, 0.001),
+                                                    stage("all", 10, 0.0001)]
+    # Shorter: cut where asked.
+    three = [["heads", 2, 0.01], ["4+", 6, 0.01], ["all", 8, 0.001]]
+    assert training.continued_schedule(three, 4) == [stage("heads", 2, 0.01),
+                                                     stage("4+", 4, 0.01)]
+    assert training.continued_schedule(three, 2) == [stage("heads", 2, 0.01)]
+
+
 
 def test_decay_sgd_steps_like_sgd_on_the_loss_plus_the_l2_term():
     rng = np.random.default_rng(0)

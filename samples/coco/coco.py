@@ -354,9 +354,11 @@ def command_train(args):
     weights_path = weights_path or COMMANDS.starting_weights(args)
     model = COMMANDS.training_model(args, weights_path, train_set.class_names[1:])
     epochs = args.epochs or DEFAULT_EPOCHS
-    # A resumed run keeps its own schedule: from random weights or from a weights file.
-    stages = coco_schedule(epochs, model.config.LEARNING_RATE) if model.pretrained else \
-        COMMANDS.schedule(epochs, model.config.LEARNING_RATE, pretrained=False)
+    # A resumed run goes on with its own stages (or, from older settings, the recipe of
+    # how it started: from weights or not).
+    stages = COMMANDS.resumed_stages(args, model) or (
+        coco_schedule(epochs, model.config.LEARNING_RATE) if model.pretrained else
+        COMMANDS.schedule(epochs, model.config.LEARNING_RATE, pretrained=False))
     model.train_schedule(train_set, val_set, stages, augmentation=A.HorizontalFlip(p=0.5))
     commands.print_last_checkpoint(model)
     return 0
