@@ -22,6 +22,7 @@ graph with :mod:`mrcnn.inspection`.
 
 import functools
 import os
+import re
 import shutil
 
 import keras
@@ -526,6 +527,12 @@ class MaskRCNN:
         if self.mode != "training":
             raise RuntimeError("Create the model with mode='training' to train it.")
         layer_regex = LAYER_REGEX.get(layers, layers)
+        if not any(re.fullmatch(layer_regex, layer.name)
+                   for layer in self.keras_model.layers if layer.weights):
+            raise ValueError(
+                f"layers={layers!r} names no layer with weights, so there would be nothing to "
+                f"train: use one of {', '.join(map(repr, LAYER_REGEX))} or a regular "
+                "expression of layer names, e.g. r'(mrcnn\_.*)|(rpn\_.*)'.")
         steps = self.config.STEPS_PER_EPOCH
         if self.distributed:
             seed = distribute.shared_seed(self.strategy, seed)

@@ -547,6 +547,14 @@ def test_a_new_run_never_writes_into_another_runs_folder(trained, synthetic_data
     assert (Path(model.log_dir) / "run_settings.json").read_bytes() == settings
 
 
+def test_layers_that_name_no_layer_are_refused_before_training(trained, synthetic_dataset):
+    model, _ = trained
+    with pytest.raises(ValueError, match="layers='head' names no layer with weights, so there "
+                                         "would be nothing to train: use one of 'heads', "):
+        model.train(synthetic_dataset, None, learning_rate=0.01, epochs=3, layers="head")
+    assert model.epoch == 2
+
+
 def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_dataset, tmp_path,
                                                                 monkeypatch):
     """The original's way to start a new run with the same model, load_weights() of a file that
