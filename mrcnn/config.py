@@ -35,6 +35,16 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox
 DERIVED_ATTRIBUTES = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 # Settings of the machine a run happens on, not of the run: not saved with it.
 MACHINE_SETTINGS = ("CPU_THREADS", "CPU_INTER_OP_THREADS", "DATA_WORKERS")
+# Settings that may be a function (a custom backbone), whatever their default.
+CALLABLE_SETTINGS = ("BACKBONE", "COMPUTE_BACKBONE_SHAPE")
+# Counts and sizes: Python or numpy integers (128.0 is not a layer size).
+WHOLE_NUMBER_SETTINGS = (
+    "NUM_CLASSES", "GPU_COUNT", "IMAGES_PER_GPU", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
+    "IMAGE_CHANNEL_COUNT", "STEPS_PER_EPOCH", "VALIDATION_STEPS", "PRE_NMS_LIMIT",
+    "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "RPN_TRAIN_ANCHORS_PER_IMAGE",
+    "RPN_ANCHOR_STRIDE", "TRAIN_ROIS_PER_IMAGE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
+    "POOL_SIZE", "MASK_POOL_SIZE", "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE",
+)
 
 
 class ConfigError(InputError):
@@ -183,7 +193,8 @@ class Config:
     DATA_WORKERS = None
 
     def __init__(self):
-        """Compute the derived attributes and validate the configuration."""
+        """Check the kinds of the values, compute the derived attributes and validate."""
+        self._check_kinds()
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
 
         if self.IMAGE_RESIZE_MODE == "crop":
@@ -197,6 +208,21 @@ class Config:
         # + window (4) + scale (1) + active_class_ids (NUM_CLASSES)
         self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
         self.validate(for_model=False)
+
+    def _check_kinds(self):
+        """Raise ConfigError for a setting of another kind than the base Config's default
+        (text where a number belongs: ``_check_type``), or a count that is not an integer."""
+        for name in dir(Config):
+            if not name.isupper() or name in DERIVED_ATTRIBUTES:
+                continue
+            value = getattr(self, name)
+            if name in CALLABLE_SETTINGS and callable(value):
+                continue
+            _check_type(name, value, getattr(Config, name))
+            if name in WHOLE_NUMBER_SETTINGS and value is not None and not isinstance(
+                    value, (int, np.integer)):
+                raise ConfigError(f"{name} is {value!r}: it must be a whole number (an int), "
+                                  f"like the default {getattr(Config, name)!r}.")
 
     def validate(self, for_model=True):
         """Raise ConfigError for values the model cannot work with.
@@ -237,6 +263,11 @@ class Config:
                 f"IMAGE_CHANNEL_COUNT is {self.IMAGE_CHANNEL_COUNT}: give one mean per channel.")
         if self.GPU_COUNT < 1 or self.IMAGES_PER_GPU < 1:
             raise ConfigError("GPU_COUNT and IMAGES_PER_GPU must both be >= 1.")
+        if self.BATCH_SIZE != self.IMAGES_PER_GPU * self.GPU_COUNT:
+            raise ConfigError(
+                f"BATCH_SIZE is {self.BATCH_SIZE!r} but IMAGES_PER_GPU x GPU_COUNT is "
+                f"{self.IMAGES_PER_GPU * self.GPU_COUNT}: BATCH_SIZE is computed from them, so "
+                "set IMAGES_PER_GPU (and GPU_COUNT) in the class instead.")
         if not callable(self.BACKBONE) and len(self.RPN_ANCHOR_SCALES) != len(self.BACKBONE_STRIDES):
             raise ConfigError(
                 f"RPN_ANCHOR_SCALES has {len(self.RPN_ANCHOR_SCALES)} values but there are "

@@ -32,6 +32,40 @@ def test_config_errors_say_what_to_change():
         BadMode()
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("IMAGE_MAX_DIM", 1024 / 8, r"IMAGE_MAX_DIM is 128.0: it must be a whole number \(an int\), "
+                                r"like the default 1024"),
+    ("NUM_CLASSES", "2", r"NUM_CLASSES is '2': it must be a finite number, like the default 1"),
+    ("IMAGE_MAX_DIM", "128", r"IMAGE_MAX_DIM is '128': it must be a finite number"),
+    ("LEARNING_RATE", "0.001", r"LEARNING_RATE is '0.001': it must be a finite number"),
+    ("TRAIN_BN", "no", r"TRAIN_BN is 'no': it must be true or false"),
+])
+def test_a_setting_of_the_wrong_kind_is_named_when_the_config_is_made(name, value, message):
+    config_class = type("Wrong", (Config,), {"NUM_CLASSES": 2, name: value})
+    with pytest.raises(ConfigError, match=message):
+        config_class()
+
+
+def test_settings_of_the_right_kind_pass(tmp_path):
+    class Fine(Config):
+        NUM_CLASSES = np.int64(3)            # counts from numpy
+        IMAGE_MIN_SCALE = 2.0                # a scale may be a fraction
+        TRAIN_BN = None                      # the original's "train BN normally"
+        BACKBONE = staticmethod(lambda image, stage5, train_bn: None)   # a custom backbone
+        COMPUTE_BACKBONE_SHAPE = staticmethod(lambda image_shape: [])
+        MEAN_PIXEL = [1.0, 2.0, 3.0]
+
+    assert Fine().BATCH_SIZE == 2
+
+
+def test_a_batch_size_set_by_hand_is_refused_when_the_model_is_built(tmp_path):
+    config = type("One", (Config,), {"NUM_CLASSES": 2, "IMAGES_PER_GPU": 1})()
+    config.BATCH_SIZE = 2
+    with pytest.raises(ConfigError, match="BATCH_SIZE is 2 but IMAGES_PER_GPU x GPU_COUNT is "
+                                          "1: BATCH_SIZE is computed from them"):
+        config.validate()
+
+
 
 def test_config_derived_attributes_and_display(capsys):
     class Two(Config):
