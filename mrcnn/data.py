@@ -206,6 +206,7 @@ def apply_augmentation(augmentation, image, mask):
     if _is_albumentations(augmentation):
         new_image, new_mask = _apply_albumentations(augmentation, image, mask)
     else:
+        check_augmentation(augmentation)
         new_image, new_mask = augmentation(image, mask)
         new_image, new_mask = np.asarray(new_image), np.asarray(new_mask)
     if new_image.shape != image.shape or new_mask.shape != mask.shape:
@@ -218,6 +219,30 @@ def apply_augmentation(augmentation, image, mask):
     if new_image.dtype != image.dtype:
         new_image = np.clip(np.round(new_image), 0, 255)
     return new_image.astype(image.dtype), new_mask.astype(bool)
+
+
+def check_augmentation(augmentation):
+    """Raise TypeError, saying what to pass instead, unless ``augmentation`` is None, an
+    albumentations transform or a callable ``(image, masks) -> (image, masks)``.
+
+    The original took imgaug augmenters; imgaug does not run with numpy 2, so they are
+    refused by name (its ``Fliplr(0.5)`` is albumentations' ``HorizontalFlip(p=0.5)``).
+    """
+    if augmentation is None or _is_albumentations(augmentation):
+        return
+    kind = type(augmentation)
+    if kind.__module__.split(".")[0] == "imgaug" or hasattr(augmentation, "augment_image"):
+        raise TypeError(
+            f"augmentation is an imgaug augmenter ({kind.__name__}), as the original took; "
+            "imgaug does not run with numpy 2. Pass the albumentations transform instead, e.g. "
+            "albumentations.HorizontalFlip(p=0.5) for imgaug's Fliplr(0.5), and "
+            "albumentations.Compose([...]) for a Sequential.")
+    if isinstance(augmentation, (list, tuple)):
+        raise TypeError("augmentation is a list: wrap the transforms in "
+                        "albumentations.Compose([...]).")
+    if not callable(augmentation):
+        raise TypeError(f"augmentation is a {kind.__name__}: pass an albumentations transform "
+                        "or a function (image, masks) -> (image, masks).")
 
 
 def _is_albumentations(augmentation):

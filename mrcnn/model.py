@@ -35,7 +35,7 @@ from mrcnn import (cpu, distribute, files, input_pipeline, inspection, runs, thr
 from mrcnn import export as export_module
 from mrcnn.anchors import compute_backbone_shapes, pyramid_anchors
 from mrcnn.backbone import conv_block, fpn_graph, identity_block, resnet_graph
-from mrcnn.data import DataGenerator, data_generator, load_image_gt
+from mrcnn.data import DataGenerator, check_augmentation, data_generator, load_image_gt
 from mrcnn.heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph, rpn_graph
 from mrcnn.layers import (ActiveRows, AnchorsLayer, BatchNorm, DetectionLayer,
                           DetectionTargetLayer, ProposalLayer, PyramidROIAlign,
@@ -526,6 +526,7 @@ class MaskRCNN:
         """
         if self.mode != "training":
             raise RuntimeError("Create the model with mode='training' to train it.")
+        check_augmentation(augmentation)
         layer_regex = LAYER_REGEX.get(layers, layers)
         if not any(re.fullmatch(layer_regex, layer.name)
                    for layer in self.keras_model.layers if layer.weights):

@@ -184,6 +184,36 @@ def test_callable_augmentation_with_wrong_shapes_is_refused(shapes_dataset, shap
         data.load_image_gt(shapes_dataset, shapes_config, 0, augmentation=bad)
 
 
+class Fliplr:
+    """What an imgaug 0.4 augmenter looks like to the code that receives it."""
+
+    __module__ = "imgaug.augmenters.flip"
+
+    def __init__(self, p):
+        self.p = p
+
+    def augment_image(self, image):
+        return image[:, ::-1]
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("Expected boolean as argument for 'return_batch'")
+
+
+@pytest.mark.parametrize("augmentation, message", [
+    (Fliplr(0.5), r"augmentation is an imgaug augmenter \(Fliplr\), as the original took; "
+                  r"imgaug does not run with numpy 2.*HorizontalFlip\(p=0.5\)"),
+    ([lambda image, masks: (image, masks)], r"augmentation is a list: wrap the transforms in "
+                                            r"albumentations.Compose"),
+    ("flip", "augmentation is a str: pass an albumentations transform or a function"),
+])
+def test_augmentations_of_other_kinds_say_what_to_pass(shapes_dataset, shapes_config,
+                                                       augmentation, message):
+    with pytest.raises(TypeError, match=message):
+        data.load_image_gt(shapes_dataset, shapes_config, 0, augmentation=augmentation)
+    with pytest.raises(TypeError, match=message):
+        data.check_augmentation(augmentation)
+
+
 ############################################################
 #  RPN targets
 ############################################################

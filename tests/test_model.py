@@ -547,11 +547,14 @@ def test_a_new_run_never_writes_into_another_runs_folder(trained, synthetic_data
     assert (Path(model.log_dir) / "run_settings.json").read_bytes() == settings
 
 
-def test_layers_that_name_no_layer_are_refused_before_training(trained, synthetic_dataset):
+def test_bad_layers_or_augmentation_are_refused_before_training(trained, synthetic_dataset):
     model, _ = trained
     with pytest.raises(ValueError, match="layers='head' names no layer with weights, so there "
                                          "would be nothing to train: use one of 'heads', "):
         model.train(synthetic_dataset, None, learning_rate=0.01, epochs=3, layers="head")
+    with pytest.raises(TypeError, match="augmentation is a list: wrap the transforms in"):
+        model.train(synthetic_dataset, None, learning_rate=0.01, epochs=3, layers="heads",
+                    augmentation=[])
     assert model.epoch == 2
 
 
