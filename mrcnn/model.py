@@ -527,6 +527,11 @@ class MaskRCNN:
         if self.mode != "training":
             raise RuntimeError("Create the model with mode='training' to train it.")
         check_augmentation(augmentation)
+        if epochs <= self.epoch:
+            print(f"Nothing to train: the model is at epoch {self.epoch}, and epochs={epochs} "
+                  "counts from the first epoch ever (a second stage after 20 epochs of a first "
+                  "one gives epochs=40 to train 20 more).")
+            return keras.callbacks.History()
         layer_regex = LAYER_REGEX.get(layers, layers)
         if not any(re.fullmatch(layer_regex, layer.name)
                    for layer in self.keras_model.layers if layer.weights):

@@ -558,6 +558,14 @@ def test_bad_layers_or_augmentation_are_refused_before_training(trained, synthet
     assert model.epoch == 2
 
 
+def test_train_to_an_epoch_already_done_says_so(trained, synthetic_dataset, capsys):
+    model, _ = trained
+    history = model.train(synthetic_dataset, None, learning_rate=0.01, epochs=2, layers="heads")
+    assert history.history == {} and model.epoch == 2
+    assert capsys.readouterr().out.startswith("Nothing to train: the model is at epoch 2, and "
+                                              "epochs=2 counts from the first epoch ever")
+
+
 def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_dataset, tmp_path,
                                                                 monkeypatch):
     """The original's way to start a new run with the same model, load_weights() of a file that
