@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mrcnn import cli  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from speed import CocoSizedConfig, timed  # noqa: E402  (bench/speed.py)
 
@@ -46,16 +47,33 @@ def folder_size(path):
                for folder, _, names in os.walk(path) for name in names)
 
 
+def image_size(text):
+    """argparse type: ``HEIGHTxWIDTH``, both at least 1, as (height, width)."""
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        height = width = 0
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 1024x768")
+    return height, width
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image-size", default="1024x768", help="HEIGHTxWIDTH of the input image")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each (default 3)")
+    parser.add_argument("--image-size", type=image_size, default="1024x768",
+                        help="HEIGHTxWIDTH of the input image")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="timed calls of each (default 3)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mrcnn_export_") as folder:
+        measure(args, folder)
 
+
+def measure(args, folder):
+    """Export the model into ``folder``, time each way of running it, print the table."""
     config = CocoSizedConfig()
-    height, width = (int(side) for side in args.image_size.split("x"))
+    height, width = args.image_size
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    folder = tempfile.mkdtemp(prefix="mrcnn_export_")
     model = MaskRCNN("inference", config, folder)
 
     saved_model_dir, saved_model_seconds = timed(lambda: model.export(os.path.join(folder, "1")))

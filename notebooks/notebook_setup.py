@@ -33,7 +33,7 @@ from mrcnn import cli  # noqa: E402
 
 cli.import_tensorflow_quietly()  # TensorFlow's start-up log hidden
 
-from mrcnn import datasets, runs, synthetic, via  # noqa: E402
+from mrcnn import datasets, runs, synthetic  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.weights import WeightsError  # noqa: E402
 
@@ -62,8 +62,9 @@ def load_dataset(subset, class_names=None):
 
 
 def has_annotations(subset):
-    """Whether dataset_dir()/subset holds a VIA annotation file."""
-    return os.path.isfile(os.path.join(dataset_dir(), subset, via.ANNOTATION_FILE))
+    """Whether dataset_dir()/subset holds an annotation file (VIA or COCO)."""
+    subset_dir = os.path.join(dataset_dir(), subset)
+    return os.path.isdir(subset_dir) and datasets.find_annotation_file(subset_dir) is not None
 
 
 def make_config(class_count, weights_path=None, inference=False):

@@ -30,6 +30,19 @@ BACKBONE_STRIDES = [4, 8, 16, 32, 64]
 ANCHOR_RATIOS = 3
 
 
+def test_notebooks_find_coco_annotations_too(tmp_path, monkeypatch):
+    """notebook_setup.has_annotations, which chooses the test-images notebook's subset."""
+    from conftest import load_module, write_coco_dataset
+
+    root = write_coco_dataset(tmp_path / "coco" / "pikachu", subsets=(("train", 1), ("test", 1)))
+    os.makedirs(os.path.join(root, "val"))
+    monkeypatch.setenv("MRCNN_DATASET", str(root))
+    setup = load_module("notebook_setup_under_test",
+                        os.path.join(NOTEBOOKS_DIR, "notebook_setup.py"))
+    assert setup.has_annotations("train") and setup.has_annotations("test")
+    assert not setup.has_annotations("val") and not setup.has_annotations("missing")
+
+
 def notebook_path(name):
     return os.path.join(NOTEBOOKS_DIR, f"{name}.ipynb")
 
