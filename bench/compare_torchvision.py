@@ -47,6 +47,7 @@ sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]
 import numpy as np  # noqa: E402
 
 import side_by_side  # noqa: E402
+from mrcnn import cli  # noqa: E402
 
 TORCH_PYTHON_VARIABLE = "MRCNN_TORCH_PYTHON"
 INSTALL_HINT = (
@@ -417,9 +418,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(side_by_side.CASES),
                         default=list(side_by_side.CASES), help="cases to run (default: all)")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
                         help="steady calls per side after the first (default 3)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(),
                         help="threads of each side (default: the CPU count)")
     parser.add_argument("--torch-python",
                         help=f"Python with torch and torchvision (default: ${TORCH_PYTHON_VARIABLE}, "

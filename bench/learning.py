@@ -23,7 +23,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn import evaluate  # noqa: E402
+from mrcnn import cli, evaluate  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.synthetic import SyntheticDataset, demo_config  # noqa: E402
 
@@ -41,8 +41,8 @@ def synthetic(count, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    parser.add_argument("--val-images", type=int, default=50, help="held-out scenes (default 50)")
+    parser.add_argument("--steps", type=cli.positive_int, default=300, help="training steps (default 300)")
+    parser.add_argument("--val-images", type=cli.positive_int, default=50, help="held-out scenes (default 50)")
     parser.add_argument("--logs", default="logs/bench_learning", help="model_dir for checkpoints")
     args = parser.parse_args()
 

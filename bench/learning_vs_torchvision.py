@@ -34,6 +34,7 @@ sys.path[:0] = [ROOT_DIR, BENCH_DIR]
 
 import compare_torchvision  # noqa: E402
 import side_by_side  # noqa: E402
+from mrcnn import cli  # noqa: E402
 
 SCENE_SIZE = 128
 
@@ -131,16 +132,16 @@ def run_side(command):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10,
+    parser.add_argument("--minutes", type=cli.positive_number, default=10,
                         help="wall-clock minutes of training for each side (default 10)")
-    parser.add_argument("--train-scenes", type=int, default=500)
-    parser.add_argument("--heldout-scenes", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+    parser.add_argument("--train-scenes", type=cli.positive_int, default=500)
+    parser.add_argument("--heldout-scenes", type=cli.positive_int, default=50)
+    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(),
                         help="threads of each side (default: the CPU count)")
     parser.add_argument("--torch-python",
                         help=f"Python with torch and torchvision (default: "
                              f"${compare_torchvision.TORCH_PYTHON_VARIABLE}, else this Python)")
-    parser.add_argument("--torch-learning-rate", type=float,
+    parser.add_argument("--torch-learning-rate", type=cli.positive_number,
                         help="torchvision's learning rate (default: mrcnn's, 0.01)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", nargs=2, metavar=("SETTINGS", "DETECTIONS"),

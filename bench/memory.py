@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT_DIR)
 import keras  # noqa: E402
 
 from mrcnn.model import MaskRCNN  # noqa: E402
-from mrcnn import synthetic  # noqa: E402
+from mrcnn import cli, synthetic  # noqa: E402
 
 GOAL_GROWTH = 0.05
 # Memory growth counts from the sample after these many calls and steps.
@@ -89,8 +89,8 @@ def measure_training(steps, logs, dataset):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--detect-calls", type=int, default=500)
-    parser.add_argument("--train-steps", type=int, default=1000,
+    parser.add_argument("--detect-calls", type=cli.positive_int, default=500)
+    parser.add_argument("--train-steps", type=cli.positive_int, default=1000,
                         help="training steps, a multiple of 100 (default 1000)")
     args = parser.parse_args()
     if 0 < args.detect_calls <= DETECT_WARM_UP or 0 < args.train_steps <= TRAIN_WARM_UP:

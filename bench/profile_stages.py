@@ -34,6 +34,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import compare_torchvision  # noqa: E402
 import side_by_side  # noqa: E402
+from mrcnn import cli  # noqa: E402
 from mrcnn.data import DataGenerator  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.training import LAYER_REGEX  # noqa: E402
@@ -201,7 +202,7 @@ def report(title, steady, totals, training):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
-    parser.add_argument("--size", type=int, default=1024, help="image side (default 1024)")
+    parser.add_argument("--size", type=cli.image_size, default=1024, help="image side (default 1024)")
     parser.add_argument("--layers", default="all", choices=("all", "heads"),
                         help="layers trained in the training step (default all)")
     parser.add_argument("--modes", nargs="+", default=["detect", "train"],

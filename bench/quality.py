@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mrcnn import datasets, evaluate  # noqa: E402
+from mrcnn import cli, datasets, evaluate  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.synthetic import SyntheticDataset  # noqa: E402
@@ -224,23 +224,23 @@ def machine():
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", choices=["synthetic", "mug"])
-    parser.add_argument("--minutes", type=float, default=30.0,
+    parser.add_argument("--minutes", type=cli.positive_number, default=30.0,
                         help="training time per model (default 30)")
     parser.add_argument("--out", default=os.path.join("logs", "bench_quality"),
                         help="folder for checkpoints and results (default logs/bench_quality)")
     parser.add_argument("--checkpoint", help="mug: synthetic checkpoint to transfer from "
                         "(default: train one first)")
     parser.add_argument("--mug-dir", default=os.path.normpath(MUG_DIR))
-    parser.add_argument("--train-images", type=int, default=500,
+    parser.add_argument("--train-images", type=cli.positive_int, default=500,
                         help="synthetic training scenes (default 500)")
-    parser.add_argument("--val-images", type=int, default=50,
+    parser.add_argument("--val-images", type=cli.positive_int, default=50,
                         help="synthetic held-out scenes (default 50)")
-    parser.add_argument("--image-size", type=int, default=128,
+    parser.add_argument("--image-size", type=cli.image_size, default=128,
                         help="square model input side, a multiple of 64 (default 128)")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet101"])
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--steps-per-epoch", type=int, default=100)
-    parser.add_argument("--learning-rate", type=float, default=0.001,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=2)
+    parser.add_argument("--steps-per-epoch", type=cli.positive_int, default=100)
+    parser.add_argument("--learning-rate", type=cli.positive_number, default=0.001,
                         help="SGD learning rate (default 0.001; 0.01 diverged to NaN)")
     parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=True,
                         help="train BatchNorm layers (default on: there are no pretrained "

@@ -119,6 +119,17 @@ def positive_int(text):
     return value
 
 
+def positive_number(text):
+    """argparse type: a finite number > 0 (minutes, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def image_size(text):
     """argparse type: an image side in pixels, a multiple of 64 up to ``MAX_IMAGE_SIZE``."""
     value = positive_int(text)

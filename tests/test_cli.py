@@ -1,5 +1,6 @@
 """Tests of mrcnn.cli: one-line errors, exit statuses, crash reports, TensorFlow's start-up log."""
 
+import argparse
 import errno
 import os
 import sys
@@ -52,6 +53,10 @@ def test_a_bad_option_is_one_line_naming_it(capsys):
 def test_option_types_accept_good_values():
     assert cli.image_size("128") == 128 and cli.image_size("8192") == 8192
     assert cli.positive_int("7") == 7
+    assert cli.positive_number("0.25") == 0.25 and cli.positive_number("3") == 3.0
+    for text in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{text}' is not a positive number"):
+            cli.positive_number(text)
 
 
 def test_statuses_of_success_results_and_bad_input(capsys):
