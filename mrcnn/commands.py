@@ -209,6 +209,8 @@ class SampleCommands:
             one that also reads an older settings file; default
             ``runs.load_run_settings``.
         commands: the commands to offer, a subset of ALL_COMMANDS.
+        weights_option: the option that names the weights (the COCO sample's
+            ``--model``), for messages.
     """
 
     prog: str
@@ -221,6 +223,7 @@ class SampleCommands:
     synthetic_demo: bool = False
     read_settings: object = None
     commands: tuple = ALL_COMMANDS
+    weights_option: str = "--weights"
 
     # Settings and models --------------------------------------------------
 
@@ -297,7 +300,8 @@ class SampleCommands:
 
         if not downloads and args.weights in runs.DOWNLOADED_WEIGHTS:
             return None
-        return runs.resolve_weights(args.weights, args.logs, self.config_class.NAME)
+        return runs.resolve_weights(args.weights, args.logs, self.config_class.NAME,
+                                    self.weights_option)
 
     def training_model(self, args, weights_path, class_names, base_settings=None):
         """MaskRCNN in training mode with its starting weights.
@@ -315,19 +319,20 @@ class SampleCommands:
         saved = self.checkpoint_settings(weights_path)
         if resume and saved and saved.class_names != list(class_names):
             raise CommandError(
-                f"--weights last: {weights_path} was trained on the classes "
+                f"{self.weights_option} last: {weights_path} was trained on the classes "
                 f"{', '.join(saved.class_names)} and the dataset has {', '.join(class_names)}, "
-                f"so its run cannot go on. Start a new run from it: --weights {weights_path}")
+                f"so its run cannot go on. Start a new run from it: {self.weights_option} "
+                f"{weights_path}")
         options = option_settings(args, self.config_class)
         changes = saved.architecture_changes(options) if resume and saved else {}
         if changes:
             raise CommandError(
-                f"--weights last: {weights_path} was trained with " +
+                f"{self.weights_option} last: {weights_path} was trained with " +
                 ", ".join(f"{key} {old!r}" for key, (old, _) in changes.items()) +
                 "; the options ask for " +
                 ", ".join(f"{key} {new!r}" for key, (_, new) in changes.items()) +
                 ", another network, so its run cannot go on. Drop those options to resume it, "
-                f"or start a new run from it: --weights {weights_path}")
+                f"or start a new run from it: {self.weights_option} {weights_path}")
         settings = dict(base_settings or {})
         if saved:
             settings.update(saved.config if resume else saved.architecture())
@@ -357,7 +362,8 @@ class SampleCommands:
         """
         from mrcnn import runs
 
-        weights_path = runs.resolve_weights(args.weights, args.logs, self.config_class.NAME)
+        weights_path = runs.resolve_weights(args.weights, args.logs, self.config_class.NAME,
+                                            self.weights_option)
         saved = self.checkpoint_settings(weights_path)
         values = dict(saved.config) if saved else {}
         class_names = saved.class_names if saved else (

@@ -538,7 +538,7 @@ class MaskRCNN:
             raise ValueError(
                 f"layers={layers!r} names no layer with weights, so there would be nothing to "
                 f"train: use one of {', '.join(map(repr, LAYER_REGEX))} or a regular "
-                "expression of layer names, e.g. r'(mrcnn\_.*)|(rpn\_.*)'.")
+                "expression of layer names, e.g. r'(mrcnn_.*)|(rpn_.*)'.")
         steps = self.config.STEPS_PER_EPOCH
         if self.distributed:
             seed = distribute.shared_seed(self.strategy, seed)

@@ -290,7 +290,7 @@ WEIGHTS_CHOICES = ("coco", "imagenet", "last", "none")
 DOWNLOADED_WEIGHTS = ("coco", "imagenet")   # the choices that may need a download
 
 
-def resolve_weights(choice, model_dir, name):
+def resolve_weights(choice, model_dir, name, option="--weights"):
     """The weights file a run starts from, as the command lines name it.
 
     Args:
@@ -300,6 +300,7 @@ def resolve_weights(choice, model_dir, name):
             "none" (random weights), or the path of a .h5 weights file.
         model_dir: folder of the training runs (for "last").
         name: the configuration's NAME (for "last").
+        option: the command-line option that gave ``choice``, for messages.
 
     Returns:
         The file's absolute path, or None for "none".
@@ -317,14 +318,14 @@ def resolve_weights(choice, model_dir, name):
             path = os.path.abspath(weights.get_coco_weights() if choice == "coco"
                                    else weights.get_imagenet_weights())
         except weights.DownloadError as error:
-            raise weights.WeightsError(f"--weights={choice}: {error}") from None
+            raise weights.WeightsError(f"{option}={choice}: {error}") from None
         weights.check_weights_file(path)
         return path
     if choice == "last":
         try:
             path = find_last_checkpoint(model_dir, name)
         except FileNotFoundError as error:
-            raise weights.WeightsError(f"--weights=last: {error}") from None
+            raise weights.WeightsError(f"{option}=last: {error}") from None
         weights.check_weights_file(path)
         return path
     try:

@@ -184,3 +184,19 @@ def test_tensorflow_start_up_lines_are_recognized():
     ]
     assert all(cli.TENSORFLOW_LOG_LINE.fullmatch(line) for line in noise)
     assert not any(cli.TENSORFLOW_LOG_LINE.fullmatch(line) for line in kept)
+
+
+def test_every_source_compiles_without_a_warning():
+    """A SyntaxWarning (an invalid escape such as "\\_" in a message) is printed by whichever
+    process compiles the file first, a second line before a command's one error line."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sources = [os.path.join(folder, name)
+               for top in ("mrcnn", "samples", "bench", "notebooks", "tests")
+               for folder, _, names in os.walk(os.path.join(root, top))
+               for name in names if name.endswith(".py")]
+    assert len(sources) > 50
+    for path in sources:
+        with open(path, encoding="utf-8") as f, warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compile(f.read(), path, "exec")
+

@@ -168,6 +168,8 @@ def test_resolve_weights_choices(tmp_path, monkeypatch):
     assert runs.resolve_weights("none", tmp_path, "shapes") is None
     with pytest.raises(WeightsError, match="--weights=last: No complete checkpoint of 'shapes'"):
         runs.resolve_weights("last", tmp_path, "shapes")
+    with pytest.raises(WeightsError, match="^--model=last: No complete checkpoint"):
+        runs.resolve_weights("last", tmp_path, "shapes", option="--model")
     newest = make_run(tmp_path, small_model(), "shapes20260102T0930", [1, 2])
     assert runs.resolve_weights("last", tmp_path, "shapes") == str(newest / "mask_rcnn_shapes_0002.h5")
     assert runs.resolve_weights(str(newest / "mask_rcnn_shapes_0001.h5"), tmp_path, "x") == str(

@@ -333,3 +333,8 @@ def test_coco_trains_then_evaluates(trained, data, tmp_path):
     missing = run(COCO, "evaluate", "--dataset", str(tmp_path), "--model", "none")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "instances_minival2014.json: no such file" in missing.stderr
+    # Errors about the weights name this script's option, --model.
+    no_run = run(COCO, "evaluate", "--dataset", str(data["coco"]), "--year", "2017",
+                 "--logs", str(tmp_path / "empty"))
+    assert no_run.returncode == 2 and "error: --model=last: Model directory" in no_run.stderr, \
+        no_run.stderr

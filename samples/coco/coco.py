@@ -309,7 +309,8 @@ def evaluate_coco(model, dataset, coco, eval_type="bbox", limit=0, image_ids=Non
 
 COMMANDS = commands.SampleCommands("coco.py", CocoConfig, CocoDataset, DEFAULT_LOGS_DIR,
                                    description="Train and evaluate Mask R-CNN on MS COCO.",
-                                   default_epochs=DEFAULT_EPOCHS, commands=())
+                                   default_epochs=DEFAULT_EPOCHS, commands=(),
+                                   weights_option="--model")
 
 
 def coco_schedule(epochs, learning_rate):
@@ -418,7 +419,7 @@ def build_parser():
         commands.add_model_options(command, "last" if name == "evaluate" else "coco",
                               "weights: coco (the original's, downloaded once), imagenet, last "
                               "(the newest checkpoint under --logs), none or the path of a .h5 "
-                              "file", DEFAULT_LOGS_DIR, option="--model")
+                              "file", DEFAULT_LOGS_DIR, option=COMMANDS.weights_option)
         if name == "train":
             commands.add_training_options(command, DEFAULT_EPOCHS, CocoConfig.STEPS_PER_EPOCH)
         else:
