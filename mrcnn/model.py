@@ -22,7 +22,6 @@ graph with :mod:`mrcnn.inspection`.
 
 import functools
 import os
-import re
 import shutil
 
 import keras
@@ -48,7 +47,8 @@ from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_gra
                           smooth_l1_loss)
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 from mrcnn.training import (LAYER_REGEX, CheckpointSaver, DecaySGD, TrainingModel,
-                            TrainingStage, continued_schedule, set_trainable)
+                            TrainingStage, continued_schedule, set_trainable,
+                            trainable_layers)
 from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
 from mrcnn.utils import log
 
@@ -533,8 +533,7 @@ class MaskRCNN:
                   "one gives epochs=40 to train 20 more).")
             return keras.callbacks.History()
         layer_regex = LAYER_REGEX.get(layers, layers)
-        if not any(re.fullmatch(layer_regex, layer.name)
-                   for layer in self.keras_model.layers if layer.weights):
+        if not trainable_layers(self.keras_model, layer_regex):
             raise ValueError(
                 f"layers={layers!r} names no layer with weights, so there would be nothing to "
                 f"train: use one of {', '.join(map(repr, LAYER_REGEX))} or a regular "

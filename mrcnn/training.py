@@ -240,26 +240,30 @@ class DecaySGD(keras.optimizers.SGD):
                 "clip_norm": self.clip_norm}
 
 
-def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
-    """Make trainable the layers whose names fully match ``layer_regex``.
+def trainable_layers(keras_model, layer_regex):
+    """The layers with weights whose names fully match ``layer_regex``; a nested model
+    (rpn_model) is one layer."""
+    return [layer for layer in keras_model.layers
+            if layer.weights and re.fullmatch(layer_regex, layer.name)]
 
-    Nested models (rpn_model) are matched as one layer. Layers without
-    weights are skipped. Prints the trained layers when verbose > 0.
+
+def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
+    """Make trainable the ``trainable_layers`` of ``layer_regex``, and only those.
+
+    Prints the trained layers when verbose > 0.
 
     Returns:
         The names of the layers made trainable.
     """
-    trained = []
+    trained = trainable_layers(keras_model, layer_regex)
+    chosen = {id(layer) for layer in trained}
     for layer in keras_model.layers:
-        if not layer.weights:
-            continue
-        trainable = bool(re.fullmatch(layer_regex, layer.name))
-        layer.trainable = trainable
-        if trainable:
-            trained.append(layer.name)
-            if verbose > 0:
-                print(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
-    return trained
+        if layer.weights:
+            layer.trainable = id(layer) in chosen
+    if verbose > 0:
+        for layer in trained:
+            print(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
+    return [layer.name for layer in trained]
 
 
 class CheckpointSaver(keras.callbacks.Callback):
