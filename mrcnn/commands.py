@@ -29,6 +29,7 @@ quick.
 """
 
 import argparse
+import collections
 import dataclasses
 import datetime
 import os
@@ -94,11 +95,10 @@ def output_stems(paths):
     that share a stem (photo.jpg, photo.png) the name with the extension (photo_jpg,
     photo_png); then, if still taken, that with _2, _3, ... added."""
     stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
-    shared = {stem.casefold() for stem in stems if [s.casefold() for s in stems].count(
-        stem.casefold()) > 1}
+    counts = collections.Counter(stem.casefold() for stem in stems)
     chosen, taken = {}, set()
     for path, stem in zip(paths, stems):
-        base = os.path.basename(path).replace(".", "_") if stem.casefold() in shared else stem
+        base = os.path.basename(path).replace(".", "_") if counts[stem.casefold()] > 1 else stem
         candidate, number = base, 1
         while candidate.casefold() in taken:
             number += 1
