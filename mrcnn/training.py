@@ -197,11 +197,9 @@ class DecaySGD(keras.optimizers.SGD):
         heads' gradients are ready long before the pyramid's activations are freed.
         """
         scale = 2 * self.l2_weight_decay / (int(np.prod(variable.shape)) * replicas)
-        if gradient is None:
-            return tf.convert_to_tensor(variable) * scale
         with tf.control_dependencies(after_backward):
-            weight = tf.convert_to_tensor(variable)
-        return gradient + weight * scale
+            decay = tf.convert_to_tensor(variable) * scale
+        return decay if gradient is None else gradient + decay
 
     def _clipped(self, grads, replicas):
         present = [i for i, g in enumerate(grads) if g is not None]
