@@ -41,8 +41,10 @@ def synthetic(count, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=cli.positive_int, default=300, help="training steps (default 300)")
-    parser.add_argument("--val-images", type=cli.positive_int, default=50, help="held-out scenes (default 50)")
+    parser.add_argument("--steps", type=cli.positive_int, default=300,
+                        help="training steps (default 300)")
+    parser.add_argument("--val-images", type=cli.positive_int, default=50,
+                        help="held-out scenes (default 50)")
     parser.add_argument("--logs", default="logs/bench_learning", help="model_dir for checkpoints")
     args = parser.parse_args()
 

@@ -202,7 +202,8 @@ def report(title, steady, totals, training):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
-    parser.add_argument("--size", type=cli.image_size, default=1024, help="image side (default 1024)")
+    parser.add_argument("--size", type=cli.image_size, default=1024,
+                        help="image side (default 1024)")
     parser.add_argument("--layers", default="all", choices=("all", "heads"),
                         help="layers trained in the training step (default all)")
     parser.add_argument("--modes", nargs="+", default=["detect", "train"],

@@ -74,8 +74,10 @@ def timed(fn):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=cli.positive_int, default=3, help="timed detect() calls (default 3)")
-    parser.add_argument("--train-steps", type=cli.positive_int, default=4, help="training steps (default 4)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="timed detect() calls (default 3)")
+    parser.add_argument("--train-steps", type=cli.positive_int, default=4,
+                        help="training steps (default 4)")
     parser.add_argument("--tensorflow-graph-passes", action="store_true",
                         help="optimize the step functions with TensorFlow's default Grappler "
                              "passes, not mrcnn's light ones for CPUs (mrcnn.cpu)")
