@@ -240,9 +240,12 @@ def test_rpn_and_pyramid_convolutions_back_propagate_sparse_gradients(synthetic_
     assert len(weights) == 2 * 8 + 6  # fpn_c5p5-c2p2 and fpn_p2-p5; rpn_model's three convolutions
     assert sum(float(tf.reduce_max(tf.abs(gradient))) > 0 for gradient in gradients[0]) >= 18
     for expected, actual in zip(*gradients):
-        # float32 sums in another order: within 1e-4 of the gradient's largest element.
+        # float32 sums in another order: within 5e-4 of the gradient's largest element. The
+        # dense path's own sums vary between runs (threads): differences from 1e-6 to 4e-5 of
+        # it here, 1.2e-4 in one CI run (a bias summed over every pixel); a pixel left out
+        # or counted twice moves an element by a visible part of it.
         largest = float(tf.reduce_max(tf.abs(expected)))
-        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=1e-4 * largest)
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=0, atol=5e-4 * largest)
 
 
 def test_the_heads_losses_send_no_gradient_back_to_the_rpn(synthetic_dataset, tmp_path):
