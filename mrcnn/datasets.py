@@ -92,7 +92,12 @@ def find_annotation_file(subset_dir, via_name=via.ANNOTATION_FILE):
 
 def subset_folder(dataset_dir, subset):
     """The folder of a subset: ``dataset_dir/subset``, or the first of its
-    ``SUBSET_ALIASES`` that exists when it does not (Roboflow's ``valid/`` for ``val``)."""
+    ``SUBSET_ALIASES`` that exists when it does not (Roboflow's ``valid/`` for ``val``).
+
+    Absolute, so that the paths of its images and of its problems do not
+    depend on the working directory and read the same in every message.
+    """
+    dataset_dir = os.path.abspath(dataset_dir)
     path = os.path.join(dataset_dir, subset)
     for alias in SUBSET_ALIASES.get(subset, ()):
         if not os.path.isdir(path) and os.path.isdir(os.path.join(dataset_dir, alias)):

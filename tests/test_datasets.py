@@ -212,6 +212,29 @@ def test_check_reports_coco_problems_like_via_ones(coco_dataset, tmp_path):
     assert via.check_dataset(coco_dataset) == []  # the README's name for the same check
 
 
+def test_problems_name_absolute_paths_when_the_dataset_is_given_relative(tmp_path, monkeypatch):
+    """check's lines named the images absolute and the annotation files and subsets as given."""
+    train = tmp_path / "data" / "train"
+    train.mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    Image.new("RGB", (32, 32)).save(train / "a.png")
+    export = {"a.png1": {"filename": "a.png", "size": 1, "regions": [square_region("pikachu")]},
+              "b.png1": {"filename": "b.png", "size": 1, "regions": [square_region("pikachu")]}}
+    (train / via.ANNOTATION_FILE).write_text(json.dumps(export))
+    (tmp_path / "data" / "val" / via.ANNOTATION_FILE).write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    problems = datasets.check_dataset("data")
+    assert [(p.file, p.message) for p in problems] == [
+        (str(train / "b.png"), "image file is missing"),
+        (str(tmp_path / "data" / "val" / via.ANNOTATION_FILE), "subset has no annotated instance"),
+        (str(tmp_path / "data" / "val"), "subset has no image"),
+    ]
+    dataset = datasets.FolderDataset()
+    dataset.load_subset("data", "train")
+    assert dataset.image_info[0]["path"] == str(train / "a.png")
+    assert [p.file for p in dataset.problems] == [str(train / "b.png")]
+
+
 def test_roboflow_valid_folder_serves_as_val(coco_dataset, tmp_path):
     root = tmp_path / "roboflow"
     shutil.copytree(coco_dataset, root)
