@@ -24,10 +24,16 @@ import sys
 import time
 
 import numpy as np
-import torch
-from torch import nn
-from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+try:
+    import torch
+    from torch import nn
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+except ImportError as error:
+    sys.exit(f"{error}: this worker runs in a Python with torch and torchvision (see "
+             "bench/compare_torchvision.py for how to install them beside mrcnn), started by "
+             "bench/compare_torchvision.py or bench/learning_vs_torchvision.py.")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
@@ -230,7 +236,11 @@ def main():
     parser.add_argument("--detections", help="where --learn writes the held-out detections")
     args = parser.parse_args()
     if args.learn:
+        if not args.detections:
+            parser.error("--learn needs --detections")
         return learn(args)
+    if not (args.case and args.scene):
+        parser.error("give --case and --scene, or --learn and --detections")
 
     torch.set_num_threads(args.threads)
     spec = side_by_side.case_spec(args.case)

@@ -200,3 +200,20 @@ def test_every_source_compiles_without_a_warning():
             warnings.simplefilter("error")
             compile(f.read(), path, "exec")
 
+
+
+def test_the_torchvision_worker_without_torch_says_where_it_runs():
+    """bench/torchvision_worker.py needs torch, no dependency of mrcnn: run in mrcnn's own
+    Python (``--help`` included) it says so in one line instead of a traceback."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed in this Python")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = os.path.join(root, "bench", "torchvision_worker.py")
+    result = subprocess.run([sys.executable, worker, "--help"], capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No module named 'torch'" in lines[0]
+    assert "bench/compare_torchvision.py" in lines[0]
