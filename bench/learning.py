@@ -42,7 +42,8 @@ def synthetic(count, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=cli.positive_int, default=300,
-                        help="training steps (default 300)")
+                        help=f"training steps, in whole epochs of {TRAIN_CONFIG.STEPS_PER_EPOCH} "
+                             f"and at least two (default 300)")
     parser.add_argument("--val-images", type=cli.positive_int, default=50,
                         help="held-out scenes (default 50)")
     parser.add_argument("--logs", default="logs/bench_learning", help="model_dir for checkpoints")
@@ -52,6 +53,9 @@ def main():
     model = MaskRCNN("training", TRAIN_CONFIG, args.logs)
     epoch_steps = TRAIN_CONFIG.STEPS_PER_EPOCH
     epochs = max(2, args.steps // epoch_steps)
+    if epochs * epoch_steps != args.steps:
+        print(f"--steps {args.steps}: training {epochs * epoch_steps} steps, whole epochs of "
+              f"{epoch_steps} and at least two")
     start = time.perf_counter()
     history = model.train(train_set, None, learning_rate=TRAIN_CONFIG.LEARNING_RATE,
                           epochs=epochs, layers="all", verbose=2)
