@@ -241,7 +241,8 @@ def mrcnn_worker(args):
     image = side_by_side.load_scenes(args.scene)[0][0]
     keras.utils.set_random_seed(0)
     mode = "inference" if spec["mode"] == "detect" else "training"
-    logs = tempfile.mkdtemp(prefix="mrcnn_compare_")
+    # In the parent's folder beside the scene, which the parent removes.
+    logs = os.path.join(os.path.dirname(os.path.abspath(args.scene)), "mrcnn_logs")
     start = time.perf_counter()
     model = MaskRCNN(mode, config, logs)
     build_seconds = time.perf_counter() - start
@@ -437,15 +438,15 @@ def main():
 
     torch_python = resolve_torch_python(args.torch_python)
     env = dict(os.environ, **ISA_ENVIRONMENT.get(args.isa, {}))
-    folder = tempfile.mkdtemp(prefix="mrcnn_compare_")
     scenes = {}
     results = []
-    for name in args.cases:
-        size = side_by_side.CASES[name]["size"]
-        if size not in scenes:
-            scenes[size] = write_scene(folder, size)
-        print(f"== {name}: {side_by_side.CASES[name]['about']}", file=sys.stderr, flush=True)
-        results.append(run_case(name, args, scenes[size], torch_python, env))
+    with tempfile.TemporaryDirectory(prefix="mrcnn_compare_") as folder:
+        for name in args.cases:
+            size = side_by_side.CASES[name]["size"]
+            if size not in scenes:
+                scenes[size] = write_scene(folder, size)
+            print(f"== {name}: {side_by_side.CASES[name]['about']}", file=sys.stderr, flush=True)
+            results.append(run_case(name, args, scenes[size], torch_python, env))
     report = {"machine": machine(), "threads": args.threads, "isa": args.isa or "native",
               "repeats": args.repeats, "command": " ".join(sys.argv), "results": results}
     print(json.dumps(report, indent=2))

@@ -199,18 +199,8 @@ def report(title, steady, totals, training):
             print(f"| {stage} | {forward:.3f} | {share} |")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
-    parser.add_argument("--size", type=cli.image_size, default=1024,
-                        help="image side (default 1024)")
-    parser.add_argument("--layers", default="all", choices=("all", "heads"),
-                        help="layers trained in the training step (default all)")
-    parser.add_argument("--modes", nargs="+", default=["detect", "train"],
-                        choices=("detect", "train"))
-    args = parser.parse_args()
-
-    log_dir = tempfile.mkdtemp(prefix="mrcnn_profile_")
+def profile(args, log_dir):
+    """Profile the chosen modes, writing the scene and the model's logs into ``log_dir``."""
     scene = compare_torchvision.write_scene(log_dir, args.size)
     case = f"{args.backbone}, {args.size}x{args.size}, 81 classes, random weights"
     if "detect" in args.modes:
@@ -223,6 +213,21 @@ def main():
                     size=args.size, layers=args.layers)
         steady, totals = profile_train(spec, scene, log_dir)
         report(f"training step ({case}, batch 1, layers={args.layers!r})", steady, totals, True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
+    parser.add_argument("--size", type=cli.image_size, default=1024,
+                        help="image side (default 1024)")
+    parser.add_argument("--layers", default="all", choices=("all", "heads"),
+                        help="layers trained in the training step (default all)")
+    parser.add_argument("--modes", nargs="+", default=["detect", "train"],
+                        choices=("detect", "train"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mrcnn_profile_") as log_dir:
+        profile(args, log_dir)
 
 
 if __name__ == "__main__":
