@@ -64,12 +64,18 @@ def augmentation():
 
 
 def option_settings(args, config_class):
-    """Config overrides given by --backbone, --image-size and --steps-per-epoch."""
+    """Config overrides given by --backbone, --image-size and --steps-per-epoch, and by
+    --weights imagenet or none: heads that start untrained learn better with ROIAlign
+    reading each box where its pixels are (ROI_ALIGN_BY_STRIDE; the COCO heads were
+    trained with the original's sampling)."""
     settings = {}
+    weights = getattr(args, "weights", None)
     if getattr(args, "backbone", None):
         settings["BACKBONE"] = args.backbone
-    elif getattr(args, "weights", None) == "imagenet":
+    elif weights == "imagenet":
         settings["BACKBONE"] = "resnet50"  # the ImageNet file holds a ResNet50
+    if weights in ("imagenet", "none"):
+        settings["ROI_ALIGN_BY_STRIDE"] = True
     if getattr(args, "image_size", None):
         settings.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
     steps = getattr(args, "steps_per_epoch", None)

@@ -146,6 +146,15 @@ class Config:
     POOL_SIZE = 7
     MASK_POOL_SIZE = 14
 
+    # Where ROIAlign reads a box on each pyramid level (layers.PyramidROIAlign).
+    # False: the original's sampling, which the released COCO weights were
+    # trained with; it reads the features of the box scaled towards the image's
+    # top-left corner (by 3% on P5 of a 1024-pixel image, more on small images),
+    # so masks come out smaller and off their object. True: every box is read
+    # where its pixels are (pixel / stride); better masks when training from
+    # scratch (the synthetic demo uses it). Part of a checkpoint's architecture.
+    ROI_ALIGN_BY_STRIDE = False
+
     # Shape of the mask head output. Changing it requires changing the head.
     MASK_SHAPE = [28, 28]
 

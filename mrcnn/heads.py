@@ -183,7 +183,7 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
 
 
 def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
-                         fc_layers_size=1024):
+                         fc_layers_size=1024, roi_align_by_stride=False):
     """Classifier and box-regression head.
 
     Args:
@@ -194,14 +194,15 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         num_classes: NUM_CLASSES, background included.
         train_bn: see layers.BatchNorm.
         fc_layers_size: width of the two "fully connected" (convolution) layers.
+        roi_align_by_stride: ROI_ALIGN_BY_STRIDE, see layers.PyramidROIAlign.
 
     Returns:
         mrcnn_class_logits: [batch, num_rois, num_classes].
         mrcnn_probs: [batch, num_rois, num_classes].
         mrcnn_bbox: [batch, num_rois, num_classes, (dy, dx, log(dh), log(dw))].
     """
-    x = PyramidROIAlign([pool_size, pool_size], name="roi_align_classifier")(
-        [rois, image_meta] + feature_maps)
+    x = PyramidROIAlign([pool_size, pool_size], by_stride=roi_align_by_stride,
+                        name="roi_align_classifier")([rois, image_meta] + feature_maps)
     x = conv_bn(x, fc_layers_size, (pool_size, pool_size), "mrcnn_class_conv1", "mrcnn_class_bn1",
                 train_bn=train_bn, time_distributed=True)
     x = KL.Activation("relu")(x)
@@ -217,7 +218,8 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
 
 
-def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True):
+def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
+                         roi_align_by_stride=False):
     """Mask head.
 
     Args:
@@ -227,12 +229,14 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         pool_size: side of the ROIAlign output (MASK_POOL_SIZE).
         num_classes: NUM_CLASSES.
         train_bn: see layers.BatchNorm.
+        roi_align_by_stride: ROI_ALIGN_BY_STRIDE, see layers.PyramidROIAlign.
 
     Returns:
         [batch, num_rois, 2 * pool_size, 2 * pool_size, num_classes] sigmoid
         mask probabilities, one mask per class.
     """
-    x = PyramidROIAlign([pool_size, pool_size], name="roi_align_mask")([rois, image_meta] + feature_maps)
+    x = PyramidROIAlign([pool_size, pool_size], by_stride=roi_align_by_stride,
+                        name="roi_align_mask")([rois, image_meta] + feature_maps)
     for i in range(1, 5):
         x = conv_bn(x, 256, (3, 3), f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}", padding="same",
                     train_bn=train_bn, time_distributed=True)

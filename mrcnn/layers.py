@@ -879,15 +879,32 @@ class PyramidROIAlign(KL.Layer):
         [batch, num_boxes, pool_height, pool_width, channels]. A box of area
         224² pixels (of the resized image) maps to P4, each halving of its side
         one level down, clamped to P2..P5.
+
+    Where a level is sampled: the pool's first and last rows and columns lie
+    on the box's first and last pixels (normalized coordinate ``y`` is pixel
+    ``y * (H - 1)`` of an image H pixels high). With ``by_stride`` False (the
+    original's ROIAlign, which the released COCO weights were trained with)
+    ``tf.image.crop_and_resize`` gets the normalized box as it is, so pixel
+    ``y * (H - 1)`` is read at feature row ``y * (Hf - 1)`` of a level Hf
+    rows high, where pixel ``y * (H - 1) * (Hf - 1) * H / ((H - 1) * Hf)``
+    lies: the features read are those of the box scaled towards the image's
+    top-left corner, by 3% on P5 of a 1024-pixel image and by 6% on P3 of a
+    128-pixel one, so a box far from that corner is read pixels away from
+    where it is, a box near it in place. With
+    ``by_stride`` True pixel ``p`` is read at feature row ``p / stride``, the
+    same place for every box; a box that ends in the last ``stride - 1``
+    pixels of the image reads zeros (crop_and_resize's extrapolation) for
+    the samples beyond the last feature row.
     """
 
     # True while mrcnn.export traces the model for TFLite's builtin ops:
     # crop_and_resize_graph instead of tf.image.crop_and_resize.
     builtin_ops_only = False
 
-    def __init__(self, pool_shape, **kwargs):
+    def __init__(self, pool_shape, by_stride=False, **kwargs):
         super().__init__(**kwargs)
         self.pool_shape = tuple(pool_shape)
+        self.by_stride = bool(by_stride)
 
     def call(self, inputs):
         crop_and_resize = (crop_and_resize_graph if self.builtin_ops_only
@@ -910,6 +927,8 @@ class PyramidROIAlign(KL.Layer):
         for i, level in enumerate(range(2, 6)):
             ix = tf.where(tf.equal(roi_level, level))
             level_boxes = tf.gather_nd(boxes, ix)
+            if self.by_stride:
+                level_boxes *= level_box_scale(image_shape, tf.shape(feature_maps[i])[1:3])
             box_indices = tf.cast(ix[:, 0], tf.int32)
             box_to_level.append(ix)
             # The boxes are inputs, not something to back-propagate through.
@@ -936,7 +955,29 @@ class PyramidROIAlign(KL.Layer):
         return input_shape[0][:2] + self.pool_shape + (input_shape[2][-1],)
 
     def get_config(self):
-        return {**super().get_config(), "pool_shape": self.pool_shape}
+        return {**super().get_config(), "pool_shape": self.pool_shape,
+                "by_stride": self.by_stride}
+
+
+def level_box_scale(image_shape, feature_shape):
+    """The factors that turn normalized image boxes into the normalized boxes of
+    ``tf.image.crop_and_resize`` on one pyramid level, pixel ``p`` on feature row
+    ``p / stride`` (see ``PyramidROIAlign``).
+
+    Args:
+        image_shape: [2+] int, (height, width, ...) of the molded image, H x W.
+        feature_shape: [2] int, (Hf, Wf) of the level; stride = H / Hf.
+
+    Returns:
+        float32 [4]: multiply (y1, x1, y2, x2) by it. Per axis
+        ``(H - 1) * Hf / (H * (Hf - 1))``: normalized ``y`` is pixel
+        ``y * (H - 1)``, feature row ``y * (H - 1) * Hf / H``, and
+        crop_and_resize reads normalized ``y'`` at row ``y' * (Hf - 1)``.
+    """
+    image_size = tf.cast(image_shape[:2], tf.float32)
+    feature_size = tf.cast(feature_shape, tf.float32)
+    scale = (image_size - 1.0) * feature_size / (image_size * tf.maximum(feature_size - 1.0, 1.0))
+    return tf.tile(scale, [2])
 
 
 def crop_and_resize_graph(images, boxes, box_indices, crop_size):

@@ -208,7 +208,8 @@ class MaskRCNN:
 
         mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
             rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
-            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+            roi_align_by_stride=config.ROI_ALIGN_BY_STRIDE)
         detections = DetectionLayer(config=config, name="mrcnn_detection")(
             [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
         detection_boxes = KL.Lambda(lambda x: x[..., :4], name="detection_boxes")(detections)
@@ -217,7 +218,8 @@ class MaskRCNN:
         detection_boxes = ActiveRows(name="mask_rois")([detection_boxes, detected])
         mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                          train_bn=config.TRAIN_BN)
+                                          train_bn=config.TRAIN_BN,
+                                          roi_align_by_stride=config.ROI_ALIGN_BY_STRIDE)
         return InferenceModel([input_image, input_image_meta, input_anchors],
                               [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask,
                                rpn_rois, rpn_class, rpn_bbox],
@@ -253,7 +255,8 @@ class MaskRCNN:
 
         mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
             rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
-            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+            roi_align_by_stride=config.ROI_ALIGN_BY_STRIDE)
         # Only positive ROIs train the mask head, and the targets list them
         # first: running the head on the others would be wasted work.
         max_positives = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
@@ -261,7 +264,8 @@ class MaskRCNN:
         mask_rois = ActiveRows(limit=max_positives, name="mask_rois")([rois, positive])
         mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                          train_bn=config.TRAIN_BN)
+                                          train_bn=config.TRAIN_BN,
+                                          roi_align_by_stride=config.ROI_ALIGN_BY_STRIDE)
         output_rois = KL.Identity(name="output_rois")(rois)
 
         rpn_bbox_loss = functools.partial(rpn_bbox_loss_graph, config)

@@ -692,6 +692,46 @@ def test_pyramid_roi_align_keeps_box_order_and_samples_bilinearly(builtin_ops_on
         np.testing.assert_allclose(pooled[0, i, 0, :, 0], [x1 * 15, (x1 + 0.2) * 15], atol=1e-4)
 
 
+@pytest.mark.parametrize("builtin_ops_only", [False, True])
+def test_pyramid_roi_align_by_stride_reads_each_pixel_at_pixel_over_stride(builtin_ops_only):
+    """ROI_ALIGN_BY_STRIDE: on every level, a box's first and last pixels are read at
+    feature coordinate pixel / stride; the original's sampling reads them at
+    normalized coordinate * (level size - 1)."""
+    from mrcnn import utils
+    from mrcnn.data import compose_image_meta
+
+    size = 512
+    meta = compose_image_meta(0, (size, size, 3), (size, size, 3), (0, 0, size, size), 1.0,
+                              np.ones(2))[None].astype(np.float32)
+    # Each level's channels hold the feature row and column index: the pooled values are
+    # the coordinates read.
+    feature_maps = []
+    for stride in (4, 8, 16, 32):
+        n = size // stride
+        rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        feature_maps.append(np.stack([rows, cols], -1)[None].astype(np.float32))
+    # (y1, x1, side) in pixels; the sides pick P2, P3, P4 and P5.
+    pixel_boxes = np.array([(10, 30, 16), (41, 20, 112), (20, 50, 224), (0, 3, 448)])
+    y1, x1, side = pixel_boxes.T
+    boxes = utils.norm_boxes(np.stack([y1, x1, y1 + side, x1 + side], 1), (size, size))[None]
+    strides = np.array([4, 8, 16, 32])
+
+    roi_align = layers.PyramidROIAlign((2, 2), by_stride=True)
+    roi_align.builtin_ops_only = builtin_ops_only
+    pooled = roi_align([boxes, meta] + feature_maps).numpy()[0]
+    first, last = pooled[:, 0, 0], pooled[:, 1, 1]
+    np.testing.assert_allclose(first, np.stack([y1, x1], 1) / strides[:, None], atol=1e-4)
+    np.testing.assert_allclose(last, np.stack([y1, x1], 1) / strides[:, None]
+                               + (side - 1)[:, None] / strides[:, None], atol=1e-4)
+
+    original = layers.PyramidROIAlign((2, 2))([boxes, meta] + feature_maps).numpy()[0]
+    level_sizes = size // strides
+    np.testing.assert_allclose(original[:, 1, 1], boxes[0, :, 2:] * (level_sizes - 1)[:, None],
+                               atol=1e-4)
+    assert not np.allclose(original[:, 1, 1], last, atol=0.1)
+    assert layers.PyramidROIAlign.from_config(roi_align.get_config()).by_stride
+
+
 def test_crop_and_resize_graph_is_tf_crop_and_resize():
     """Boxes inside, across and outside the image, flipped, on the edges, of two images."""
     rng = np.random.default_rng(7)

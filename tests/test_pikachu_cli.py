@@ -79,7 +79,7 @@ def test_demo_config_is_the_configuration_of_the_demo_run(inference):
     assert synthetic.demo_config(STEPS_PER_EPOCH=7).STEPS_PER_EPOCH == 7
 
 
-def test_backbone_follows_the_starting_weights():
+def test_backbone_and_roi_sampling_follow_the_starting_weights(tmp_path):
     def settings(*argv):
         args = pikachu.COMMANDS.build_parser().parse_args(["train", *argv])
         return commands.option_settings(args, pikachu.PikachuConfig)
@@ -87,6 +87,13 @@ def test_backbone_follows_the_starting_weights():
     assert "BACKBONE" not in settings("--weights", "coco")  # PikachuConfig's resnet101
     assert settings("--weights", "imagenet")["BACKBONE"] == "resnet50"
     assert settings("--weights", "imagenet", "--backbone", "resnet101")["BACKBONE"] == "resnet101"
+    # Untrained heads read ROIs by stride; the COCO heads (and a file of the original's)
+    # keep the sampling they were trained with; a checkpoint of ours brings its own.
+    assert settings("--weights", "none")["ROI_ALIGN_BY_STRIDE"] is True
+    assert settings("--weights", "imagenet")["ROI_ALIGN_BY_STRIDE"] is True
+    assert "ROI_ALIGN_BY_STRIDE" not in settings("--weights", "coco")
+    assert "ROI_ALIGN_BY_STRIDE" not in settings("--weights", str(tmp_path / "other.h5"))
+    assert pikachu.PikachuConfig().ROI_ALIGN_BY_STRIDE is False
 
 
 def test_thread_options_set_the_config_but_are_not_settings_of_the_run(tmp_path):
@@ -450,6 +457,7 @@ def test_fine_tuning_from_a_checkpoint_takes_its_architecture(trained, small_dat
     demo = runs.load_run_settings(checkpoint)
     assert saved.architecture() == demo.architecture()
     assert saved.config["FPN_CLASSIF_FC_LAYERS_SIZE"] == 256 and saved.config["IMAGE_MAX_DIM"] == 128
+    assert saved.config["ROI_ALIGN_BY_STRIDE"] is True  # the demo's, not the default
     # The demo's own run is untouched.
     assert glob.glob(str(trained["logs"] / "pikachu*" / "*.h5")) == [checkpoint]
 
