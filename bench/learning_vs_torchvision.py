@@ -9,8 +9,9 @@ included). Then each detects the same held-out scenes with confidence 0.7 and th
 evaluation code (mrcnn.evaluate: pycocotools' COCOeval and the original's mAP) scores both.
 
 Each side trains with its own recipe for training from scratch: mrcnn with frozen
-BatchNorm statistics (TRAIN_BN False) and gradient clipping, torchvision with trainable
-BatchNorm, its own initialisation and its reference recipe's linear warm-up.
+BatchNorm statistics (TRAIN_BN False), gradient clipping and ROIAlign by stride
+(ROI_ALIGN_BY_STRIDE; ``--original-roi-align`` for the original's sampling), torchvision
+with trainable BatchNorm, its own initialisation and its reference recipe's linear warm-up.
 
 torch and torchvision are not dependencies of mrcnn (see bench/compare_torchvision.py for
 how to install them beside it)::
@@ -59,7 +60,7 @@ def demo_settings(args, folder):
         "learning_rate": config.LEARNING_RATE, "momentum": config.LEARNING_MOMENTUM,
         "weight_decay": config.WEIGHT_DECAY,
         "torch_learning_rate": args.torch_learning_rate or config.LEARNING_RATE,
-        "warmup_steps": 100,
+        "warmup_steps": 100, "roi_align_by_stride": not args.original_roi_align,
         "train_scenes": compare_torchvision.write_scenes(
             os.path.join(folder, "train.npz"), args.train_scenes, SCENE_SIZE, seed=1),
         "heldout_scenes": compare_torchvision.write_scenes(
@@ -79,7 +80,8 @@ def mrcnn_learn(settings_path, detections_path, threads):
         settings = json.load(f)
     keras.utils.set_random_seed(settings["seed"])
     thread_settings = {"CPU_THREADS": threads} if threads else {}
-    config = synthetic.demo_config(**thread_settings)
+    overrides = dict(thread_settings, ROI_ALIGN_BY_STRIDE=settings["roi_align_by_stride"])
+    config = synthetic.demo_config(**overrides)
     # In the parent's folder, which it removes: the checkpoints of a run take gigabytes.
     logs = os.path.join(os.path.dirname(os.path.abspath(settings_path)), "mrcnn_logs")
     os.makedirs(logs, exist_ok=True)
@@ -107,7 +109,7 @@ def mrcnn_learn(settings_path, detections_path, threads):
     trained = os.path.join(logs, "trained.h5")
     weights.save_weights(model.keras_model, trained)
 
-    inference = MaskRCNN("inference", synthetic.demo_config(inference=True, **thread_settings),
+    inference = MaskRCNN("inference", synthetic.demo_config(inference=True, **overrides),
                          logs)
     inference.load_weights(trained, by_name=True)
     heldout = side_by_side.load_scenes(settings["heldout_scenes"])
@@ -143,6 +145,9 @@ def main():
                              f"${compare_torchvision.TORCH_PYTHON_VARIABLE}, else this Python)")
     parser.add_argument("--torch-learning-rate", type=cli.positive_number,
                         help="torchvision's learning rate (default: mrcnn's, 0.01)")
+    parser.add_argument("--original-roi-align", action="store_true",
+                        help="train mrcnn with the original's ROIAlign sampling "
+                             "(ROI_ALIGN_BY_STRIDE False) instead of the demo's")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", nargs=2, metavar=("SETTINGS", "DETECTIONS"),
                         help=argparse.SUPPRESS)
