@@ -205,7 +205,7 @@ def learn(args):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if not np.isfinite(losses[-1]):
             break
     seconds = time.perf_counter() - start
@@ -280,7 +280,7 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 5.0)
             optimizer.step()
-            return {"seconds": time.perf_counter() - start, "loss": float(loss)}
+            return {"seconds": time.perf_counter() - start, "loss": float(loss.detach())}
 
     # The first call, counted but not timed as a steady one, also counts the MACs.
     counter = MacCounter(model)
