@@ -882,19 +882,21 @@ class PyramidROIAlign(KL.Layer):
 
     Where a level is sampled: the pool's first and last rows and columns lie
     on the box's first and last pixels (normalized coordinate ``y`` is pixel
-    ``y * (H - 1)`` of an image H pixels high). With ``by_stride`` False (the
-    original's ROIAlign, which the released COCO weights were trained with)
-    ``tf.image.crop_and_resize`` gets the normalized box as it is, so pixel
-    ``y * (H - 1)`` is read at feature row ``y * (Hf - 1)`` of a level Hf
-    rows high, where pixel ``y * (H - 1) * (Hf - 1) * H / ((H - 1) * Hf)``
-    lies: the features read are those of the box scaled towards the image's
-    top-left corner, by 3% on P5 of a 1024-pixel image and by 6% on P3 of a
-    128-pixel one, so a box far from that corner is read pixels away from
-    where it is, a box near it in place. With
-    ``by_stride`` True pixel ``p`` is read at feature row ``p / stride``, the
-    same place for every box; a box that ends in the last ``stride - 1``
-    pixels of the image reads zeros (crop_and_resize's extrapolation) for
-    the samples beyond the last feature row.
+    ``y * (H - 1)`` of an image H pixels high).
+
+    With ``by_stride`` False (the original's ROIAlign, which the released COCO
+    weights were trained with) ``tf.image.crop_and_resize`` gets the
+    normalized box as it is and reads pixel ``p = y * (H - 1)`` at feature
+    row ``y * (Hf - 1)`` of a level Hf rows high, where pixel ``p * k`` lies,
+    ``k = H * (Hf - 1) / ((H - 1) * Hf)``: the features read are those of the
+    box scaled by k towards the image's top-left corner (k = 0.97 on P5 of a
+    1024-pixel image, 0.94 on P3 of a 128-pixel one), pixels away from the
+    box when it lies far from that corner.
+
+    With ``by_stride`` True pixel ``p`` is read at feature row ``p / stride``
+    for every box. The samples of a box that ends in the image's last
+    ``stride - 1`` pixels that fall beyond the last feature row read zeros
+    (crop_and_resize's extrapolation).
     """
 
     # True while mrcnn.export traces the model for TFLite's builtin ops:
