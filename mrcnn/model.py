@@ -21,6 +21,7 @@ graph with :mod:`mrcnn.inspection`.
 """
 
 import functools
+import logging
 import os
 import shutil
 
@@ -51,6 +52,8 @@ from mrcnn.training import (LAYER_REGEX, CheckpointSaver, DecaySGD, TrainingMode
                             trainable_layers)
 from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
 from mrcnn.utils import log
+
+logger = logging.getLogger(__name__)
 
 # The original model.py's public names: the model, and the backbone, heads,
 # layers, losses and data path that now live in their own modules
@@ -312,8 +315,13 @@ class MaskRCNN:
         folder there and sets ``epoch``, so that training continues that run.
         To start a new run from a checkpoint use ``load_pretrained``; to
         continue one explicitly, ``resume``.
+
+        A checkpoint of this project trained with other values of the settings
+        that change what its weights compute (``runs.WEIGHT_MEANING_SETTINGS``,
+        e.g. ROI_ALIGN_BY_STRIDE) loads, with a warning naming them.
         """
         report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
+        self._warn_of_meaning_changes(filepath)
         self.set_log_dir(filepath)
         if self.epoch:
             self._take_run_record(filepath)
@@ -371,6 +379,19 @@ class MaskRCNN:
             settings.pretrained
         self.schedule = None if settings is None or settings.schedule is None else \
             continued_schedule(settings.schedule)
+
+    def _warn_of_meaning_changes(self, filepath):
+        """Log a warning when ``filepath``'s run trained its weights with other
+        ``runs.WEIGHT_MEANING_SETTINGS`` than this model's configuration."""
+        settings = runs.load_run_settings(filepath)
+        changes = settings.meaning_changes(self.config) if settings else {}
+        if changes:
+            logger.warning(
+                "%s was trained with %s; this model has %s, so it will detect worse with "
+                "these weights. Build its Config from the run's settings "
+                "(runs.load_run_settings(path).to_config()) or set those values.", filepath,
+                ", ".join(f"{key} {old!r}" for key, (old, _) in changes.items()),
+                ", ".join(f"{key} {new!r}" for key, (_, new) in changes.items()))
 
     def _architecture_hint(self, filepath):
         """A sentence naming the saved architecture settings that differ from this model's."""

@@ -48,6 +48,13 @@ ARCHITECTURE_SETTINGS = (
     "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGE_MIN_SCALE", "IMAGE_CHANNEL_COUNT", "MEAN_PIXEL",
     "TRAIN_BN", "ROI_ALIGN_BY_STRIDE",
 )
+# Of those, the ones that change what trained weights compute without changing their
+# shapes: a model built with other values loads the checkpoint without an error and
+# detects worse.
+WEIGHT_MEANING_SETTINGS = (
+    "RPN_ANCHOR_SCALES", "RPN_ANCHOR_STRIDE", "RPN_BBOX_STD_DEV", "BBOX_STD_DEV", "MEAN_PIXEL",
+    "ROI_ALIGN_BY_STRIDE",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +199,13 @@ class RunSettings:
         return {key: (self.config.get(key), value) for key, value in settings.items()
                 if key in ARCHITECTURE_SETTINGS and key in self.config
                 and not same_setting(self.config[key], value)}
+
+    def meaning_changes(self, config):
+        """``architecture_changes`` of ``config`` (a Config) in ``WEIGHT_MEANING_SETTINGS``:
+        what a model of that configuration would compute differently with the run's
+        weights."""
+        ours = config.to_dict()
+        return self.architecture_changes({key: ours.get(key) for key in WEIGHT_MEANING_SETTINGS})
 
     def to_config(self, base=Config, **overrides):
         """The run's configuration, as an instance of a subclass of ``base``.

@@ -514,6 +514,36 @@ def test_a_resumed_run_keeps_whether_it_started_from_weights(trained, tmp_path):
     assert resumed.pretrained is True
 
 
+def test_loading_a_run_trained_to_compute_otherwise_warns(trained, tmp_path, caplog):
+    """A checkpoint whose run had other ROI_ALIGN_BY_STRIDE or MEAN_PIXEL loads without an
+    error into the model; load_weights says which settings differ and how to match them."""
+    import json
+    import logging
+    import shutil
+
+    from mrcnn import runs
+
+    model, _ = trained
+    with caplog.at_level(logging.WARNING, logger="mrcnn.model"):
+        model.load_weights(model.find_last(), by_name=True)
+    assert "was trained with" not in caplog.text
+
+    other_run = tmp_path / "tiny20250101T0000"
+    other_run.mkdir()
+    checkpoint = shutil.copy(model.find_last(), other_run / "mask_rcnn_tiny_0001.h5")
+    saved = json.loads(open(runs.load_run_settings(model.find_last()).path).read())
+    saved["config"].update(ROI_ALIGN_BY_STRIDE=True, MEAN_PIXEL=[100.0, 100.0, 100.0],
+                           LEARNING_RATE=0.5)
+    (other_run / runs.SETTINGS_FILE).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="mrcnn.model"):
+        model.load_weights(checkpoint, by_name=True)
+    [warning] = [r.getMessage() for r in caplog.records if "was trained with" in r.getMessage()]
+    assert warning.startswith(f"{checkpoint} was trained with ")
+    assert ("MEAN_PIXEL [100.0, 100.0, 100.0], ROI_ALIGN_BY_STRIDE True; this model has "
+            "MEAN_PIXEL [123.7, 116.8, 103.9], ROI_ALIGN_BY_STRIDE False") in warning
+    assert "LEARNING_RATE" not in warning
+
+
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(synthetic_dataset, tmp_path):
     class Unreadable(type(synthetic_dataset)):
         def load_image(self, image_id):
