@@ -523,15 +523,17 @@ def test_loading_a_run_trained_to_compute_otherwise_warns(trained, tmp_path, cap
 
     from mrcnn import runs
 
-    model, _ = trained
+    trained_model, _ = trained
+    # A model of its own: load_weights moves the model to the checkpoint's run and epoch.
+    model = modellib.MaskRCNN("training", TrainConfig(), str(tmp_path / "logs"))
     with caplog.at_level(logging.WARNING, logger="mrcnn.model"):
-        model.load_weights(model.find_last(), by_name=True)
+        model.load_weights(trained_model.find_last(), by_name=True)
     assert "was trained with" not in caplog.text
 
     other_run = tmp_path / "tiny20250101T0000"
     other_run.mkdir()
-    checkpoint = shutil.copy(model.find_last(), other_run / "mask_rcnn_tiny_0001.h5")
-    saved = json.loads(open(runs.load_run_settings(model.find_last()).path).read())
+    checkpoint = shutil.copy(trained_model.find_last(), other_run / "mask_rcnn_tiny_0001.h5")
+    saved = json.loads(open(runs.load_run_settings(trained_model.find_last()).path).read())
     saved["config"].update(ROI_ALIGN_BY_STRIDE=True, MEAN_PIXEL=[100.0, 100.0, 100.0],
                            LEARNING_RATE=0.5)
     (other_run / runs.SETTINGS_FILE).write_text(json.dumps(saved))
