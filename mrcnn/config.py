@@ -150,7 +150,8 @@ class Config:
     # False: the original's sampling, which the released COCO weights were
     # trained with; it reads the features of the box scaled towards the image's
     # top-left corner (by 3% on P5 of a 1024-pixel image, more on small images),
-    # so masks come out smaller and off their object. True: every box is read
+    # a shift that depends on where the box lies and that the heads cannot learn,
+    # so their masks fit the objects less well. True: every box is read
     # where its pixels are (pixel / stride); better masks when training from
     # scratch (the synthetic demo uses it). Part of a checkpoint's architecture.
     ROI_ALIGN_BY_STRIDE = False
