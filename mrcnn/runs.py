@@ -295,7 +295,11 @@ def read_settings(path):
         raise ConfigError(f"{path}: cannot read the run settings ({reason}). Restore the file "
                           "written by training, or delete it to use the default "
                           "configuration.") from None
-    return RunSettings(dict(config), list(class_names), path, pretrained, schedule)
+    config = dict(config)
+    # Runs saved before ROI_ALIGN_BY_STRIDE existed read their ROIs the original's way; a
+    # resumed demo or a run fine-tuned from one must not take today's default instead.
+    config.setdefault("ROI_ALIGN_BY_STRIDE", False)
+    return RunSettings(config, list(class_names), path, pretrained, schedule)
 
 
 # Starting weights ----------------------------------------------------------

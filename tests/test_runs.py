@@ -157,6 +157,19 @@ def test_run_settings_round_trip(tmp_path):
     assert "NUM_CLASSES" not in architecture and "LEARNING_RATE" not in architecture
 
 
+def test_runs_saved_before_roi_align_by_stride_keep_the_originals_sampling(tmp_path):
+    """Their settings have no ROI_ALIGN_BY_STRIDE: resuming or fine-tuning one (whose base
+    settings, the synthetic demo's, now say True) must build the network they trained."""
+    (tmp_path / runs.SETTINGS_FILE).write_text(
+        '{"config": {"BACKBONE": "resnet50"}, "class_names": ["pikachu"]}')
+    saved = runs.load_run_settings(tmp_path / "mask_rcnn_pikachu_0003.h5")
+    assert saved.config["ROI_ALIGN_BY_STRIDE"] is False
+    assert saved.architecture() == {"BACKBONE": "resnet50", "ROI_ALIGN_BY_STRIDE": False}
+    runs.save_run_settings(tmp_path, Config.from_dict({"NAME": "shapes",
+                                                       "ROI_ALIGN_BY_STRIDE": True}), ["square"])
+    assert runs.load_run_settings(tmp_path / "x.h5").config["ROI_ALIGN_BY_STRIDE"] is True
+
+
 def test_run_settings_absent_or_damaged(tmp_path):
     assert runs.load_run_settings(tmp_path / "mask_rcnn_coco.h5") is None
     (tmp_path / runs.SETTINGS_FILE).write_text('{"config": ')
