@@ -321,10 +321,11 @@ class MaskRCNN:
         e.g. ROI_ALIGN_BY_STRIDE) loads, with a warning naming them.
         """
         report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
-        self._warn_of_meaning_changes(filepath)
+        settings = runs.load_run_settings(filepath)
+        self._warn_of_meaning_changes(filepath, settings)
         self.set_log_dir(filepath)
         if self.epoch:
-            self._take_run_record(filepath)
+            self._take_run_record(settings)
         else:
             self.pretrained = True
         return report
@@ -371,19 +372,18 @@ class MaskRCNN:
         self.pretrained = True
         return report
 
-    def _take_run_record(self, checkpoint):
-        """``pretrained`` and ``schedule`` from the run settings of ``checkpoint``'s run
-        (pretrained True where they do not say)."""
-        settings = runs.load_run_settings(checkpoint)
+    def _take_run_record(self, settings):
+        """``pretrained`` and ``schedule`` from a checkpoint's ``runs.RunSettings`` (or
+        None: pretrained True where they do not say)."""
         self.pretrained = True if settings is None or settings.pretrained is None else \
             settings.pretrained
         self.schedule = None if settings is None or settings.schedule is None else \
             continued_schedule(settings.schedule)
 
-    def _warn_of_meaning_changes(self, filepath):
-        """Log a warning when ``filepath``'s run trained its weights with other
-        ``runs.WEIGHT_MEANING_SETTINGS`` than this model's configuration."""
-        settings = runs.load_run_settings(filepath)
+    def _warn_of_meaning_changes(self, filepath, settings):
+        """Log a warning when ``filepath``'s run (its ``runs.RunSettings``, or None) trained
+        its weights with other ``runs.WEIGHT_MEANING_SETTINGS`` than this model's
+        configuration."""
         changes = settings.meaning_changes(self.config) if settings else {}
         if changes:
             logger.warning(
@@ -433,7 +433,7 @@ class MaskRCNN:
                 "start a new run from it with load_pretrained().")
         weights.load_weights(self.keras_model, filepath, by_name=True)
         self.set_log_dir(filepath)
-        self._take_run_record(filepath)
+        self._take_run_record(runs.load_run_settings(filepath))
         return filepath
 
     def get_imagenet_weights(self):
