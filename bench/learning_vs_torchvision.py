@@ -79,8 +79,9 @@ def mrcnn_learn(settings_path, detections_path, threads):
     with open(settings_path, encoding="utf-8") as f:
         settings = json.load(f)
     keras.utils.set_random_seed(settings["seed"])
-    thread_settings = {"CPU_THREADS": threads} if threads else {}
-    overrides = dict(thread_settings, ROI_ALIGN_BY_STRIDE=settings["roi_align_by_stride"])
+    overrides = {"ROI_ALIGN_BY_STRIDE": settings["roi_align_by_stride"]}
+    if threads:
+        overrides["CPU_THREADS"] = threads
     config = synthetic.demo_config(**overrides)
     # In the parent's folder, which it removes: the checkpoints of a run take gigabytes.
     logs = os.path.join(os.path.dirname(os.path.abspath(settings_path)), "mrcnn_logs")
