@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 from keras import layers as KL
 
-from mrcnn.layers import (Conv2D, PyramidROIAlign, TimeDistributed, conv_bn,
+from mrcnn.layers import (Conv2D, Conv2DTranspose, PyramidROIAlign, TimeDistributed, conv_bn,
                           convolution_in_halves, convolution_windows, dimensions,
                           pixels_with_gradient, scoped_gradient, window_gradients)
 
@@ -241,7 +241,7 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         x = conv_bn(x, 256, (3, 3), f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}", padding="same",
                     train_bn=train_bn, time_distributed=True)
         x = KL.Activation("relu")(x)
-    x = TimeDistributed(KL.Conv2DTranspose(256, (2, 2), strides=2, activation="relu"),
+    x = TimeDistributed(Conv2DTranspose(256, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     return TimeDistributed(KL.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid"),
                            name="mrcnn_mask")(x)

@@ -138,7 +138,8 @@ class MaskRCNN:
                 in_halves=config.IMAGES_PER_GPU == 1 and cpu.prefers_convolutions_in_halves(),
                 matmul_kernel_gradient=(
                     mode == "training"
-                    and config.IMAGE_MAX_DIM >= cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE))
+                    and config.IMAGE_MAX_DIM >= cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE),
+                pointwise_matmul=mode == "training", flipped_input_gradient=mode == "training")
 
     def _sparse_gradient_layers(self):
         """The layers whose outputs' gradient is zero at all but a few pixels.

@@ -154,10 +154,12 @@ def test_time_distributed_equals_the_layer_applied_per_item():
 @pytest.mark.parametrize("shape, kernel_size", [
     ((1, 9, 7, 3), (3, 3)), ((2, 8, 5, 4), (3, 3)), ((1, 1, 6, 2), (3, 3)),
     ((1, 2, 3, 2), (5, 5)), ((1, 13, 4, 3), (3, 1))])
-@pytest.mark.parametrize("in_halves, matmul_kernel_gradient", [
-    (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("in_halves, matmul_kernel_gradient, flipped_input_gradient", [
+    (False, True, False), (True, False, False), (True, True, False), (False, False, True),
+    (True, False, True)])
 def test_same_convolution_is_tf_conv2d_with_its_gradients(shape, kernel_size, in_halves,
-                                                          matmul_kernel_gradient):
+                                                          matmul_kernel_gradient,
+                                                          flipped_input_gradient):
     """Odd and even heights, a height of 1 and 2 under a 5x5 kernel, a batch of 2, 3x1."""
     rng = np.random.default_rng(sum(shape))
     images = tf.constant(rng.normal(size=shape).astype(np.float32))
@@ -165,13 +167,20 @@ def test_same_convolution_is_tf_conv2d_with_its_gradients(shape, kernel_size, in
     outputs_weights = tf.constant(rng.normal(size=shape[:3] + (4,)).astype(np.float32))
     results = []
     for convolve in (lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
-                     lambda x, k: layers.same_convolution(x, k, in_halves,
-                                                          matmul_kernel_gradient)):
+                     lambda x, k: layers.same_convolution(
+                         x, k, in_halves, matmul_kernel_gradient,
+                         flipped_input_gradient=flipped_input_gradient)):
         with tf.GradientTape() as tape:
             tape.watch([images, kernel])
             outputs = convolve(images, kernel)
             loss = tf.reduce_sum(outputs * outputs_weights)
         results.append([outputs, *tape.gradient(loss, [images, kernel])])
+    graph = tf.function(lambda x, k: tf.gradients(
+        layers.same_convolution(x, k, in_halves, matmul_kernel_gradient,
+                                flipped_input_gradient=flipped_input_gradient), [x])
+    ).get_concrete_function(images, kernel).graph
+    custom_gradient = matmul_kernel_gradient or flipped_input_gradient
+    assert ("Conv2DBackpropInput" in {op.type for op in graph.get_operations()}) != custom_gradient
     for expected, actual in zip(*results):
         assert actual.shape == expected.shape
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
@@ -428,6 +437,52 @@ def test_sparse_convolution_gradients_against_numpy():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel_size, shape", [(2, (3, 5, 4, 6)), (3, (2, 3, 7, 5))])
+def test_conv2d_transpose_with_tiles_places_each_pixels_tile(kernel_size, shape):
+    """Strides equal to the kernel: each pixel's tile is x[b, i, j] . kernel[u, v], put at
+    (i * k + u, j * k + v) (numpy); the gradients are Keras's layer's."""
+    rng = np.random.default_rng(kernel_size)
+    images = tf.constant(rng.normal(size=shape).astype(np.float32))
+    tiled = layers.Conv2DTranspose(4, kernel_size, strides=kernel_size, activation="relu")
+    reference = KL.Conv2DTranspose(4, kernel_size, strides=kernel_size, activation="relu")
+    tiled.build(shape)
+    reference.build(shape)
+    tiled.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in tiled.get_weights()])
+    reference.set_weights(tiled.get_weights())
+    kernel, bias = tiled.get_weights()           # kernel [k, k, filters, channels]
+    batch, height, width, _ = shape
+    expected = np.zeros((batch, height * kernel_size, width * kernel_size, 4), np.float32)
+    for u in range(kernel_size):
+        for v in range(kernel_size):
+            expected[:, u::kernel_size, v::kernel_size] = np.einsum(
+                "bijc,fc->bijf", images.numpy(), kernel[u, v])
+    expected = np.maximum(expected + bias, 0)
+    results = []
+    for layer in (tiled, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images)
+            loss = tf.reduce_sum(tf.sin(outputs))
+        results.append([outputs, *tape.gradient(loss, [images, *layer.trainable_weights])])
+    np.testing.assert_allclose(results[0][0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    for actual, wanted in zip(*results):
+        np.testing.assert_allclose(actual.numpy(), wanted.numpy(), rtol=1e-4, atol=1e-5)
+    graph = tf.function(tiled).get_concrete_function(images).graph
+    assert "Conv2DBackpropInput" not in {op.type for op in graph.get_operations()}
+
+
+def test_conv2d_transpose_with_overlapping_tiles_is_keras_s():
+    images = np.random.default_rng(4).normal(size=(1, 4, 5, 3)).astype(np.float32)
+    for padding, strides in (("valid", 1), ("same", 2)):
+        layer = layers.Conv2DTranspose(2, 3, strides=strides, padding=padding)
+        reference = KL.Conv2DTranspose(2, 3, strides=strides, padding=padding)
+        outputs = layer(images)
+        reference(images)
+        reference.set_weights(layer.get_weights())
+        assert not layer._tiles
+        np.testing.assert_allclose(outputs.numpy(), reference(images).numpy(), atol=1e-5)
+
+
 def test_convolution_in_halves_with_an_even_kernel():
     rng = np.random.default_rng(3)
     images = rng.normal(size=(3, 7, 6, 2)).astype(np.float32)
@@ -438,21 +493,27 @@ def test_convolution_in_halves_with_an_even_kernel():
 
 
 @pytest.mark.parametrize("in_halves", [False, True])
-def test_cpu_switches_keep_the_gradients_of_a_folded_conv_bn(in_halves):
-    """Kernel, bias, gamma and beta gradients through the matmul kernel gradient."""
+@pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1)])
+def test_cpu_switches_keep_the_gradients_of_a_folded_conv_bn(in_halves, kernel_size):
+    """Kernel, bias, gamma and beta gradients through the matmul kernel gradient, and of a
+    1x1 convolution as a matrix product (pointwise_matmul)."""
     keras.utils.set_random_seed(2)
     inputs = keras.Input((9, 8, 3))
-    model = keras.Model(inputs, layers.conv_bn(inputs, 4, (3, 3), "conv", "bn", padding="same",
-                                               train_bn=False))
+    model = keras.Model(inputs, layers.conv_bn(inputs, 4, kernel_size, "conv", "bn",
+                                               padding="same", train_bn=False))
     bn = model.get_layer("bn")
     bn.set_weights([w + np.random.default_rng(2).uniform(0.5, 1.5, w.shape) for w in bn.get_weights()])
     images = tf.constant(np.random.default_rng(3).normal(size=(1, 9, 8, 3)).astype(np.float32))
     gradients = []
     for switched in (False, True):
-        layers.use_cpu_convolutions(model, in_halves and switched, matmul_kernel_gradient=switched)
+        layers.use_cpu_convolutions(model, in_halves and switched, matmul_kernel_gradient=switched,
+                                    pointwise_matmul=switched)
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.sin(model(images)))
         gradients.append(tape.gradient(loss, model.trainable_weights))
+    graph = tf.function(model).get_concrete_function(tf.TensorSpec((1, 9, 8, 3))).graph
+    operations = {op.type for op in graph.get_operations()}
+    assert ("MatMul" in operations) == (kernel_size == (1, 1) and not in_halves)
     assert len(gradients[0]) == 4  # kernel, bias, gamma, beta
     for expected, actual in zip(*gradients):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
@@ -469,7 +530,8 @@ def test_cpu_convolutions_switch_the_image_convolutions_not_the_heads(tmp_path, 
     layers.use_cpu_convolutions(model.keras_model, in_halves=False, matmul_kernel_gradient=False)
     image = np.random.default_rng(1).integers(0, 256, (100, 128, 3), dtype=np.uint8)
     (expected,) = model.detect([image])
-    layers.use_cpu_convolutions(model.keras_model, in_halves, matmul_kernel_gradient=True)
+    layers.use_cpu_convolutions(model.keras_model, in_halves, matmul_kernel_gradient=True,
+                                pointwise_matmul=True, flipped_input_gradient=True)
     model.keras_model.make_predict_function(force=True)  # traced anew, with the switches
     switched = {layer.name for layer in model.keras_model.layers
                 if getattr(layer, "matmul_kernel_gradient", False)
@@ -480,6 +542,9 @@ def test_cpu_convolutions_switch_the_image_convolutions_not_the_heads(tmp_path, 
     assert rpn_conv.matmul_kernel_gradient and rpn_conv.in_halves == in_halves
     head_conv = model.keras_model.get_layer("mrcnn_mask_conv1").layer
     assert not head_conv.matmul_kernel_gradient and not head_conv.in_halves
+    assert not head_conv.pointwise_matmul and head_conv.flipped_input_gradient
+    assert not model.keras_model.get_layer("fpn_p2").flipped_input_gradient
+    assert model.keras_model.get_layer("res2a_branch2a").pointwise_matmul
     (actual,) = model.detect([image])
     assert len(expected["scores"]) >= 3
     np.testing.assert_array_equal(actual["class_ids"], expected["class_ids"])

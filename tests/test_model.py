@@ -187,6 +187,11 @@ def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, infe
     assert not small.matmul_kernel_gradient and not inference.matmul_kernel_gradient
     assert not large.in_halves and not small.in_halves  # two images a batch
     assert inference.in_halves == cpu.prefers_convolutions_in_halves()
+    # Training computes the heads' input gradients and 1x1 convolutions the CPU's way.
+    for model, training in ((trained[0], True), (inference_model, False)):
+        keras_model = model.keras_model
+        assert keras_model.get_layer("mrcnn_mask_conv2").layer.flipped_input_gradient == training
+        assert keras_model.get_layer("res3b_branch2c").pointwise_matmul == training
 
 
 def test_cpu_models_run_their_step_functions_with_grapplers_light_passes(trained,
