@@ -280,10 +280,9 @@ class Conv2D(KL.Conv2D):
     the output gradient with the flipped kernel (``same_convolution``), which oneDNN runs
     with its forward kernel: 1.6 times faster than TensorFlow's Conv2DBackpropInput for the
     mask head's 14x14 maps without AVX-512. ``pointwise_matmul``, for training on a CPU,
-    computes a stride-1 1x1 convolution (without ``in_halves``) as one matrix product of the
-    pixels and the kernel, whose gradients are matrix products too: TensorFlow's
-    Conv2DBackpropInput took up to 20 times as long as the forward convolution for the
-    backbone's 1x1 convolutions on the small maps of 128-pixel images. All off is Keras's
+    computes a 1x1 convolution as one matrix product of the pixels and the kernel
+    (``pointwise_convolution_as_matmul``; before ``in_halves``), whose gradients are matrix
+    products too. All off is Keras's
     convolution. A fifth switch, for any device, is set by the training model on the
     pyramid's 3x3 convolutions:
     ``sparse_gradient`` back-propagates only from the output positions that have a
@@ -326,13 +325,10 @@ class Conv2D(KL.Conv2D):
                                or self.flipped_input_gradient or self.sparse_gradient):
             return same_convolution(inputs, kernel, self.in_halves, self.matmul_kernel_gradient,
                                     self.sparse_gradient, self.flipped_input_gradient)
+        if self._pointwise and self.pointwise_matmul:
+            return pointwise_convolution_as_matmul(inputs, kernel, self.strides)
         if self._pointwise and self.in_halves:
             return pointwise_convolution_by_rows(inputs, kernel, self.strides)
-        if self._pointwise and self.pointwise_matmul and tuple(self.strides) == (1, 1):
-            batch, height, width, channels = dimensions(inputs)
-            outputs = tf.matmul(tf.reshape(inputs, [-1, channels]),
-                                tf.reshape(kernel, [channels, self.filters]))
-            return tf.reshape(outputs, [batch, height, width, self.filters])
         if not self._whole_input:
             return super().convolution_op(inputs, kernel)
         flat = tf.reshape(inputs, [-1, int(np.prod(kernel.shape[:3]))])
@@ -446,6 +442,34 @@ def convolution_in_halves(images, kernel, then=None):
     if not (isinstance(height, int) and height % 2 == 0):
         outputs = outputs[:, :height]
     outputs.set_shape(images.shape[:3].concatenate(convolved.shape[3:]))
+    return outputs
+
+
+def pointwise_convolution_as_matmul(images, kernel, strides=(1, 1)):
+    """A 1x1 convolution of [B, H, W, C] images as one matrix product [B * H * W, C] x [C, F].
+
+    The numbers of ``tf.nn.conv2d(images, kernel, strides, "VALID")`` (a stride first takes
+    every stride-th row and column), with the gradients of a matrix product: for training on
+    a CPU. Without AVX-512, TensorFlow's Conv2DBackpropInput took 3-10 times as long as the
+    forward convolution for the backbone's 1x1 convolutions, whether of whole images or of a
+    batch of rows (``pointwise_convolution_by_rows``); the matrix products about as long.
+
+    Args:
+        images: [B, H, W, C].
+        kernel: [1, 1, C, F].
+        strides: (row stride, column stride).
+
+    Returns:
+        [B, ceil(H / row stride), ceil(W / column stride), F].
+    """
+    images = tf.convert_to_tensor(images)
+    if tuple(strides) != (1, 1):
+        images = images[:, ::strides[0], ::strides[1]]
+    batch, height, width, channels = dimensions(images)
+    filters = kernel.shape[3]
+    outputs = tf.matmul(tf.reshape(images, [-1, channels]), tf.reshape(kernel, [channels, filters]))
+    outputs = tf.reshape(outputs, [batch, height, width, filters])
+    outputs.set_shape(images.shape[:3].concatenate(kernel.shape[3:]))
     return outputs
 
 

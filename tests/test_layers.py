@@ -309,16 +309,18 @@ def test_rpn_call_gives_the_outputs_of_its_convolutions(in_halves):
 
 
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2), (2, 1)])
-def test_pointwise_convolution_by_rows_is_the_convolution(strides):
-    """A 1x1 convolution as a batch of one-row images: tf.nn.conv2d's outputs and gradients,
-    odd sizes and strides included."""
+@pytest.mark.parametrize("pointwise", ["pointwise_convolution_by_rows",
+                                       "pointwise_convolution_as_matmul"])
+def test_pointwise_convolutions_are_the_convolution(strides, pointwise):
+    """A 1x1 convolution as a batch of one-row images, or as one matrix product:
+    tf.nn.conv2d's outputs and gradients, odd sizes and strides included."""
     rng = np.random.default_rng(5)
     images = tf.constant(rng.normal(size=(2, 7, 5, 3)).astype(np.float32))
     kernel = tf.constant(rng.normal(size=(1, 1, 3, 4)).astype(np.float32))
     weights = None
     results = []
     for convolve in (lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"),
-                     lambda x, k: layers.pointwise_convolution_by_rows(x, k, strides)):
+                     lambda x, k: getattr(layers, pointwise)(x, k, strides)):
         with tf.GradientTape() as tape:
             tape.watch([images, kernel])
             outputs = convolve(images, kernel)
@@ -349,6 +351,10 @@ def test_pointwise_convolutions_run_by_rows_with_in_halves(monkeypatch):
     conv.in_halves = True
     np.testing.assert_allclose(model(images).numpy(), expected, rtol=1e-5, atol=1e-5)
     assert calls == [(2, 2)]
+    conv.pointwise_matmul = True  # for training: a matrix product, before in_halves
+    graph = tf.function(model).get_concrete_function(tf.TensorSpec((1, 6, 6, 3))).graph
+    assert "MatMul" in {op.type for op in graph.get_operations()} and calls == [(2, 2)]
+    np.testing.assert_allclose(model(images).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_image_as_batch_convolutions_with_unknown_and_known_shapes():
@@ -513,7 +519,7 @@ def test_cpu_switches_keep_the_gradients_of_a_folded_conv_bn(in_halves, kernel_s
         gradients.append(tape.gradient(loss, model.trainable_weights))
     graph = tf.function(model).get_concrete_function(tf.TensorSpec((1, 9, 8, 3))).graph
     operations = {op.type for op in graph.get_operations()}
-    assert ("MatMul" in operations) == (kernel_size == (1, 1) and not in_halves)
+    assert ("MatMul" in operations) == (kernel_size == (1, 1))
     assert len(gradients[0]) == 4  # kernel, bias, gamma, beta
     for expected, actual in zip(*gradients):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
