@@ -445,26 +445,25 @@ def convolution_in_halves(images, kernel, then=None):
     return outputs
 
 
-def pointwise_convolution_as_matmul(images, kernel, strides=(1, 1)):
-    """A 1x1 convolution of [B, H, W, C] images as one matrix product [B * H * W, C] x [C, F].
-
-    The numbers of ``tf.nn.conv2d(images, kernel, strides, "VALID")`` (a stride first takes
-    every stride-th row and column), with the gradients of a matrix product: for training on
-    a CPU. Without AVX-512, TensorFlow's Conv2DBackpropInput took 3-10 times as long as the
-    forward convolution for the backbone's 1x1 convolutions, whether of whole images or of a
-    batch of rows (``pointwise_convolution_by_rows``); the matrix products about as long.
-
-    Args:
-        images: [B, H, W, C].
-        kernel: [1, 1, C, F].
-        strides: (row stride, column stride).
-
-    Returns:
-        [B, ceil(H / row stride), ceil(W / column stride), F].
-    """
+def strided_pixels(images, strides):
+    """The pixels of [B, H, W, C] ``images`` that a 1x1 kernel with ``strides`` reads, every
+    stride-th row and column: [B, ceil(H / row stride), ceil(W / column stride), C]."""
     images = tf.convert_to_tensor(images)
     if tuple(strides) != (1, 1):
         images = images[:, ::strides[0], ::strides[1]]
+    return images
+
+
+def pointwise_convolution_as_matmul(images, kernel, strides=(1, 1)):
+    """A 1x1 convolution of [B, H, W, C] images as one matrix product [B * H * W, C] x [C, F].
+
+    The numbers of ``tf.nn.conv2d(images, kernel, strides, "VALID")``, with the gradients of a
+    matrix product: for training on a CPU. Without AVX-512, TensorFlow's Conv2DBackpropInput
+    took 3-10 times as long as the forward convolution for the backbone's 1x1 convolutions,
+    whether of whole images or of a batch of rows (``pointwise_convolution_by_rows``); the
+    matrix products about as long. Arguments and result as ``pointwise_convolution_by_rows``.
+    """
+    images = strided_pixels(images, strides)
     batch, height, width, channels = dimensions(images)
     filters = kernel.shape[3]
     outputs = tf.matmul(tf.reshape(images, [-1, channels]), tf.reshape(kernel, [channels, filters]))
@@ -491,9 +490,7 @@ def pointwise_convolution_by_rows(images, kernel, strides=(1, 1)):
     Returns:
         [B, ceil(H / row stride), ceil(W / column stride), F].
     """
-    images = tf.convert_to_tensor(images)
-    if tuple(strides) != (1, 1):
-        images = images[:, ::strides[0], ::strides[1]]
+    images = strided_pixels(images, strides)
     batch, height, width, channels = dimensions(images)
     rows = tf.reshape(images, [-1, 1, width, channels])
     outputs = tf.nn.conv2d(rows, kernel, strides=1, padding="VALID")     # [B * H, 1, W, F]
