@@ -282,11 +282,10 @@ class Conv2D(KL.Conv2D):
     mask head's 14x14 maps without AVX-512. ``pointwise_matmul``, for training on a CPU,
     computes a 1x1 convolution as one matrix product of the pixels and the kernel
     (``pointwise_convolution_as_matmul``; before ``in_halves``), whose gradients are matrix
-    products too. All off is Keras's
-    convolution. A fifth switch, for any device, is set by the training model on the
-    pyramid's 3x3 convolutions:
-    ``sparse_gradient`` back-propagates only from the output positions that have a
-    gradient when they are few (``sparse_convolution_gradients``).
+    products too. All off is Keras's convolution. A fifth switch, for any device, is set by
+    the training model on the pyramid's 3x3 convolutions: ``sparse_gradient``
+    back-propagates only from the output positions that have a gradient when they are few
+    (``sparse_convolution_gradients``).
     """
 
     in_halves = False
