@@ -526,9 +526,10 @@ def test_cpu_switches_keep_the_gradients_of_a_folded_conv_bn(in_halves, kernel_s
 
 
 @pytest.mark.parametrize("in_halves", [False, True])
-def test_cpu_convolutions_switch_the_image_convolutions_not_the_heads(tmp_path, in_halves):
+def test_cpu_convolutions_switch_the_image_convolutions_and_the_heads_gradients(tmp_path,
+                                                                             in_halves):
     """The backbone's, FPN's and RPN's convolutions (1x1 ones by rows with in_halves); the
-    same detections."""
+    heads' convolutions their input gradient only; the same detections."""
     from mrcnn.model import MaskRCNN
 
     keras.utils.set_random_seed(1)
