@@ -60,11 +60,15 @@ LIGHT_REWRITES = {
 }
 
 
-def prefers_convolutions_in_halves(cpu_flags=None, environ=None):
-    """Whether a one-image model should run its stride-1 convolutions in halves (see above).
+def onednn_without_avx512(cpu_flags=None, environ=None):
+    """Whether oneDNN runs TensorFlow's convolutions here without AVX-512.
 
-    True on an x86 CPU that oneDNN runs without AVX-512 (the CPU has no ``avx512f``, or
-    ONEDNN_MAX_CPU_ISA caps it below), with oneDNN enabled.
+    True on an x86 CPU with AVX2 that oneDNN runs without AVX-512 (the CPU has no
+    ``avx512f``, or ONEDNN_MAX_CPU_ISA caps it below), with oneDNN enabled. A one-image model
+    then runs its stride-1 convolutions in halves (see above), and an inference model its
+    large 3x3 convolutions by Winograd's algorithm (``mrcnn.winograd``): oneDNN's direct
+    convolution runs at about the chip's peak there, and only fewer multiplications are
+    faster.
 
     Args:
         cpu_flags: the CPU's feature flags; default those of /proc/cpuinfo (none

@@ -48,7 +48,7 @@ import tensorflow as tf
 from mrcnn import files
 from mrcnn.config import DERIVED_ATTRIBUTES
 from mrcnn.errors import InputError
-from mrcnn.layers import DetectionLayer, PyramidROIAlign
+from mrcnn.layers import DetectionLayer, PyramidROIAlign, mrcnn_convolutions
 from mrcnn.transform import compose_image_meta
 
 FORMATS = ("saved_model", "tflite")
@@ -186,17 +186,24 @@ def builtin_ops_graph(model):
 
     ROIAlign pools with ``layers.crop_and_resize_graph`` and the detection
     layer runs the NMS of each class id in turn; both give the same numbers
-    as the layers' usual graphs. The layers are set back on exit.
+    as the layers' usual graphs. The 3x3 convolutions run without Winograd's
+    algorithm (its tiles are an ExtractImagePatches, which TFLite lacks). The
+    layers are set back on exit.
     """
     switched = [layer for layer in model.keras_model.layers
                 if isinstance(layer, (PyramidROIAlign, DetectionLayer))]
+    winograd = [layer for layer, _ in mrcnn_convolutions(model.keras_model) if layer.winograd]
     for layer in switched:
         layer.builtin_ops_only = True
+    for layer in winograd:
+        layer.winograd = False
     try:
         yield
     finally:
         for layer in switched:
             layer.builtin_ops_only = False
+        for layer in winograd:
+            layer.winograd = True
 
 
 def serving_function(model, class_names, float_dtype=tf.float64):

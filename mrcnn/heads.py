@@ -12,6 +12,7 @@ from keras import layers as KL
 from mrcnn.layers import (Conv2D, Conv2DTranspose, PyramidROIAlign, TimeDistributed, conv_bn,
                           convolution_in_halves, convolution_windows, dimensions,
                           pixels_with_gradient, scoped_gradient, window_gradients)
+from mrcnn.winograd import in_bands, untiled, winograd_where_it_pays
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
@@ -75,7 +76,7 @@ class RegionProposalNetwork(keras.Model):
             inputs, *[tf.convert_to_tensor(weight) for weight in
                       (shared.kernel, shared.bias, class_conv.kernel, class_conv.bias,
                        bbox_conv.kernel, bbox_conv.bias)],
-            in_halves=shared.in_halves)
+            in_halves=shared.in_halves, winograd=shared.winograd)
         batch = tf.shape(inputs)[0]
         rpn_class_logits = tf.reshape(class_outputs, [batch, -1, 2])   # rpn_graph's Reshape
         return [rpn_class_logits, tf.nn.softmax(rpn_class_logits),
@@ -83,7 +84,7 @@ class RegionProposalNetwork(keras.Model):
 
 
 def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
-                     bbox_kernel, bbox_bias, in_halves=False):
+                     bbox_kernel, bbox_bias, in_halves=False, winograd=False):
     """rpn_graph's three convolutions (stride 1), without copies of the shared map.
 
     The two 1x1 convolutions are one matrix product of the shared map's pixels with both
@@ -99,6 +100,8 @@ def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, clas
         class_kernel: [1, 1, S, 2A] and class_bias [2A] of rpn_class_raw.
         bbox_kernel: [1, 1, S, 4A] and bbox_bias [4A] of rpn_bbox_pred.
         in_halves: run the 3x3 convolution as ``layers.convolution_in_halves``.
+        winograd: run the 3x3 convolution by Winograd's algorithm where that pays
+            (``winograd.winograd_where_it_pays``, ``rpn_winograd_convolutions``).
 
     Returns:
         rpn_class_raw's [B, H, W, 2A] and rpn_bbox_pred's [B, H, W, 4A] outputs.
@@ -115,11 +118,55 @@ def rpn_convolutions(feature_map, shared_kernel, shared_bias, class_kernel, clas
         rows = tf.matmul(pixels, heads_kernel) + heads_bias
         return tf.reshape(rows, [batch, height, width, heads_kernel.shape[1]])
 
-    if in_halves:
-        outputs = convolution_in_halves(feature_map, shared_kernel, then=heads)
+    def direct(images, kernel):
+        if in_halves:
+            return convolution_in_halves(images, kernel, then=heads)
+        return heads(tf.nn.conv2d(images, kernel, strides=1, padding="SAME"))
+
+    def by_winograd(images, kernel):
+        return rpn_winograd_convolutions(images, kernel, shared_bias, heads_kernel, heads_bias)
+
+    if winograd:
+        outputs = winograd_where_it_pays(feature_map, shared_kernel, direct, by_winograd)
     else:
-        outputs = heads(tf.nn.conv2d(feature_map, shared_kernel, strides=1, padding="SAME"))
+        outputs = direct(feature_map, shared_kernel)
     return tf.split(outputs, [class_kernel.shape[3], bbox_kernel.shape[3]], axis=-1)
+
+
+def rpn_winograd_convolutions(feature_map, shared_kernel, shared_bias, heads_kernel, heads_bias,
+                              groups=4):
+    """The RPN's shared 3x3 convolution by Winograd's algorithm, and its two 1x1 heads.
+
+    A large map's top and bottom halves are computed one after the other
+    (``winograd.in_bands``), and in each the shared map's channels in ``groups`` groups, one
+    after the other: each group's ReLU output is multiplied with its rows of the heads'
+    kernels and the products summed. For P2 of a 1024x1024 image, Winograd's algorithm on
+    the whole map raised a detect() call's peak memory by 300 MB (151 MB of tiles, 302 MB of
+    products and the 134 MB shared map).
+
+    Args:
+        feature_map: [B, H, W, C]; shared_kernel [3, 3, C, S], shared_bias [S].
+        heads_kernel: [S, 6A] (``rpn_heads_matrix``); heads_bias [6A].
+        groups: how many groups of the S channels.
+
+    Returns:
+        [B, H, W, 6A]: the heads' outputs, class logits first.
+    """
+    filters, size = shared_kernel.shape[3], shared_kernel.shape[3] // groups
+
+    def convolve_then_heads(transformed, kernel, tiling, first_row, end_row):
+        outputs = heads_bias   # kernel: [36, C, S]
+        for group in range(groups):
+            channels = slice(group * size, filters if group == groups - 1 else (group + 1) * size)
+            with tf.control_dependencies([] if group == 0 else [outputs]):
+                products = tf.matmul(transformed, kernel[:, :, channels])
+            shared = untiled(products, tiling, first_row, end_row)
+            shared = tf.nn.relu(shared + shared_bias[channels])
+            pixels = tf.reshape(shared, [tiling.batch, -1, shared.shape[3]])
+            outputs = outputs + tf.matmul(pixels, heads_kernel[channels])   # [B, h * W, 6A]
+        return tf.reshape(outputs, [tiling.batch, -1, tiling.width, heads_kernel.shape[1]])
+
+    return in_bands(feature_map, shared_kernel, convolve_then_heads)
 
 
 def rpn_heads_matrix(class_kernel, bbox_kernel):
@@ -130,7 +177,7 @@ def rpn_heads_matrix(class_kernel, bbox_kernel):
 
 
 def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
-                              bbox_kernel, bbox_bias, in_halves=False):
+                              bbox_kernel, bbox_bias, in_halves=False, winograd=False):
     """rpn_graph's convolutions, back-propagated from the pixels that have a gradient only.
 
     The RPN's two losses reach it at the anchors they sample (RPN_TRAIN_ANCHORS_PER_IMAGE
@@ -150,7 +197,7 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
                      bbox_kernel, bbox_bias):
         class_outputs, bbox_outputs = rpn_convolutions(
             feature_map, shared_kernel, shared_bias, class_kernel, class_bias, bbox_kernel,
-            bbox_bias, in_halves)
+            bbox_bias, in_halves, winograd)
 
         def gradient(class_gradient, bbox_gradient):
             # Both 1x1 convolutions at once, as the forward pass runs them.

@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import layers as KL
 
 from mrcnn.targets import CROWD_IOU, ROI_POSITIVE_IOU
+from mrcnn.winograd import winograd_where_it_pays
 
 
 # ---------------------------------------------------------------------------
@@ -270,10 +271,13 @@ class Conv2D(KL.Conv2D):
       run several times faster than a convolution of that shape. With a folded BatchNorm
       its output is scaled, ``conv(x, kernel) * scale``, rather than its larger kernel.
 
-    And four switches for CPUs (set by ``use_cpu_convolutions``). ``in_halves`` runs the
+    And five switches for CPUs (set by ``use_cpu_convolutions``). ``in_halves`` runs the
     convolution of one image as a batch (see ``mrcnn.cpu``): a "same", stride-1 convolution
     with an odd kernel as a batch of the image's two halves (``convolution_in_halves``), a
     1x1 convolution as a batch of the image's rows (``pointwise_convolution_by_rows``).
+    ``winograd``, for inference on a CPU without AVX-512, runs a "same", stride-1 3x3
+    convolution of enough channels and pixels by Winograd's algorithm
+    (``winograd.winograd_where_it_pays``), before ``in_halves``.
     ``matmul_kernel_gradient`` computes the kernel gradient of the former as matrix products
     (``same_convolution``). ``flipped_input_gradient``, for training on a CPU, computes the
     input gradient of a "same", stride-1 convolution with an odd kernel as the convolution of
@@ -282,13 +286,14 @@ class Conv2D(KL.Conv2D):
     mask head's 14x14 maps without AVX-512. ``pointwise_matmul``, for training on a CPU,
     computes a 1x1 convolution as one matrix product of the pixels and the kernel
     (``pointwise_convolution_as_matmul``; before ``in_halves``), whose gradients are matrix
-    products too. All off is Keras's convolution. A fifth switch, for any device, is set by
+    products too. All off is Keras's convolution. A sixth switch, for any device, is set by
     the training model on the pyramid's 3x3 convolutions: ``sparse_gradient``
     back-propagates only from the output positions that have a gradient when they are few
     (``sparse_convolution_gradients``).
     """
 
     in_halves = False
+    winograd = False
     matmul_kernel_gradient = False
     flipped_input_gradient = False
     pointwise_matmul = False
@@ -320,10 +325,11 @@ class Conv2D(KL.Conv2D):
             self._batch_norm().build(self.compute_output_shape(input_shape))
 
     def convolution_op(self, inputs, kernel):
-        if self._same_odd and (self.in_halves or self.matmul_kernel_gradient
+        if self._same_odd and (self.in_halves or self.winograd or self.matmul_kernel_gradient
                                or self.flipped_input_gradient or self.sparse_gradient):
             return same_convolution(inputs, kernel, self.in_halves, self.matmul_kernel_gradient,
-                                    self.sparse_gradient, self.flipped_input_gradient)
+                                    self.sparse_gradient, self.flipped_input_gradient,
+                                    self.winograd)
         if self._pointwise and self.pointwise_matmul:
             return pointwise_convolution_as_matmul(inputs, kernel, self.strides)
         if self._pointwise and self.in_halves:
@@ -499,10 +505,12 @@ def pointwise_convolution_by_rows(images, kernel, strides=(1, 1)):
 
 
 def same_convolution(images, kernel, in_halves=False, matmul_kernel_gradient=False,
-                     sparse_gradient=False, flipped_input_gradient=False):
+                     sparse_gradient=False, flipped_input_gradient=False, winograd=False):
     """``tf.nn.conv2d(images, kernel, 1, "SAME")`` for an odd kernel, run the CPU's way.
 
-    With ``in_halves`` the convolution runs as ``convolution_in_halves``. With
+    With ``in_halves`` the convolution runs as ``convolution_in_halves``; with ``winograd``
+    a 3x3 convolution runs by Winograd's algorithm where that pays
+    (``winograd.winograd_where_it_pays``), before ``in_halves``. With
     ``matmul_kernel_gradient`` the kernel gradient is kh * kw matrix products, one per
     kernel position, of the shifted images and the output gradient
     (``kernel_gradient_graph``): on CPU several times faster than TensorFlow's
@@ -520,8 +528,9 @@ def same_convolution(images, kernel, in_halves=False, matmul_kernel_gradient=Fal
     Returns:
         [B, H, W, F].
     """
-    convolve = convolution_in_halves if in_halves else (
+    direct = convolution_in_halves if in_halves else (
         lambda x, k: tf.nn.conv2d(x, k, strides=1, padding="SAME"))
+    convolve = (lambda x, k: winograd_where_it_pays(x, k, direct)) if winograd else direct
     if not (matmul_kernel_gradient or sparse_gradient or flipped_input_gradient):
         return convolve(images, kernel)
 
@@ -699,26 +708,36 @@ def kernel_gradient_graph(images, output_gradient, kernel_shape):
 
 
 def use_cpu_convolutions(model, in_halves, matmul_kernel_gradient, pointwise_matmul=False,
-                         flipped_input_gradient=False):
+                         flipped_input_gradient=False, winograd=False):
     """Set the CPU switches of every mrcnn ``Conv2D`` of ``model`` and of the models in it.
 
     The convolutions of the heads, wrapped in TimeDistributed, run on batches of ROIs: they
-    take ``flipped_input_gradient`` only. It pays there, where the batch of ROIs makes the
-    kernel's flipped copy small beside the convolution, and not on the few pixels of the
-    backbone's last stages in small images (the image convolutions flip their kernels with
-    ``matmul_kernel_gradient``, for large images). Call before the model's functions are
-    traced.
+    take ``flipped_input_gradient`` and ``winograd`` only. The flipped input gradient pays
+    there, where the batch of ROIs makes the kernel's flipped copy small beside the
+    convolution, and not on the few pixels of the backbone's last stages in small images
+    (the image convolutions flip their kernels with ``matmul_kernel_gradient``, for large
+    images). Call before the model's functions are traced.
     """
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            use_cpu_convolutions(layer, in_halves, matmul_kernel_gradient, pointwise_matmul,
-                                 flipped_input_gradient)
-        elif isinstance(layer, Conv2D):
+    for layer, in_heads in mrcnn_convolutions(model):
+        if in_heads:
+            layer.flipped_input_gradient = flipped_input_gradient
+        else:
             layer.in_halves = in_halves
             layer.matmul_kernel_gradient = matmul_kernel_gradient
             layer.pointwise_matmul = pointwise_matmul
+        layer.winograd = winograd
+
+
+def mrcnn_convolutions(model):
+    """Yield (layer, in_heads) for every mrcnn ``Conv2D`` of ``model`` and of the models in
+    it; ``in_heads``: wrapped in TimeDistributed (the heads' convolutions of ROIs)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from mrcnn_convolutions(layer)
+        elif isinstance(layer, Conv2D):
+            yield layer, False
         elif isinstance(layer, TimeDistributed) and isinstance(layer.layer, Conv2D):
-            layer.layer.flipped_input_gradient = flipped_input_gradient
+            yield layer.layer, True
 
 
 def conv_bn(x, filters, kernel_size, conv_name, bn_name, strides=(1, 1), padding="valid",

@@ -135,11 +135,12 @@ class MaskRCNN:
             self.keras_model.light_graph_optimization = True
             use_cpu_convolutions(
                 self.keras_model,
-                in_halves=config.IMAGES_PER_GPU == 1 and cpu.prefers_convolutions_in_halves(),
+                in_halves=config.IMAGES_PER_GPU == 1 and cpu.onednn_without_avx512(),
                 matmul_kernel_gradient=(
                     mode == "training"
                     and config.IMAGE_MAX_DIM >= cpu.MATMUL_KERNEL_GRADIENT_MIN_IMAGE_SIDE),
-                pointwise_matmul=mode == "training", flipped_input_gradient=mode == "training")
+                pointwise_matmul=mode == "training", flipped_input_gradient=mode == "training",
+                winograd=mode == "inference" and cpu.onednn_without_avx512())
 
     def _sparse_gradient_layers(self):
         """The layers whose outputs' gradient is zero at all but a few pixels.

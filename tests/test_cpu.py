@@ -26,13 +26,13 @@ AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
     (set(), {}, False),                                               # no /proc/cpuinfo
 ])
 def test_halves_on_x86_without_avx512_only(flags, environ, expected):
-    assert cpu.prefers_convolutions_in_halves(flags, environ) is expected
+    assert cpu.onednn_without_avx512(flags, environ) is expected
 
 
 def test_reads_this_machines_flags():
     flags = cpu._cpu_flags()
     assert isinstance(flags, set)
-    assert cpu.prefers_convolutions_in_halves(environ={}) == cpu.prefers_convolutions_in_halves(
+    assert cpu.onednn_without_avx512(environ={}) == cpu.onednn_without_avx512(
         flags, {})
 
 

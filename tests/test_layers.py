@@ -279,16 +279,25 @@ def test_rpn_sparse_gradient_is_the_dense_one(in_halves, monkeypatch):
     assert calls["rpn"] == [5, 2 * 9 * 7]  # five anchors at five pixels; then every pixel
 
 
-@pytest.mark.parametrize("in_halves", [False, True])
-def test_rpn_call_gives_the_outputs_of_its_convolutions(in_halves):
+@pytest.mark.parametrize("in_halves, winograd", [(False, False), (True, False), (True, True)])
+def test_rpn_call_gives_the_outputs_of_its_convolutions(in_halves, winograd, monkeypatch):
     """Outside training the RPN model runs heads.rpn_convolutions (the 1x1 convolutions as
-    one matrix product, in halves on each half): the outputs of the three convolutions as
-    tf.nn.conv2d computes them, for an odd height and two images."""
+    one matrix product, in halves on each half, after Winograd's 3x3 convolution): the
+    outputs of the three convolutions as tf.nn.conv2d computes them, for an odd height and
+    two images."""
+    from mrcnn import heads, winograd as winograd_module
     from mrcnn.heads import build_rpn_model
 
+    monkeypatch.setattr(winograd_module, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd_module, "MIN_PIXELS", 1)
+    calls = []
+    real = heads.rpn_winograd_convolutions   # the shared map's 512 channels in 4 groups
+    monkeypatch.setattr(heads, "rpn_winograd_convolutions",
+                        lambda x, *args: calls.append(x.shape) or real(x, *args))
     keras.utils.set_random_seed(8)
     rpn = build_rpn_model(1, 3, 8)
     rpn.get_layer("rpn_conv_shared").in_halves = in_halves
+    rpn.get_layer("rpn_conv_shared").winograd = winograd
     for layer in rpn.layers:   # non-zero biases, to check that each is added once
         if layer.weights:
             layer.bias.assign(np.linspace(-0.5, 0.5, layer.bias.shape[0], dtype=np.float32))
@@ -303,6 +312,7 @@ def test_rpn_call_gives_the_outputs_of_its_convolutions(in_halves):
     expected_logits = tf.reshape(convolution(shared, "rpn_class_raw", "VALID"), [2, -1, 2])
     expected_deltas = tf.reshape(convolution(shared, "rpn_bbox_pred", "VALID"), [2, -1, 4])
     assert logits.shape == (2, 9 * 6 * 3, 2) and deltas.shape == (2, 9 * 6 * 3, 4)
+    assert len(calls) == int(winograd)
     np.testing.assert_allclose(logits.numpy(), expected_logits.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(probs.numpy(), tf.nn.softmax(expected_logits).numpy(), atol=1e-6)
     np.testing.assert_allclose(deltas.numpy(), expected_deltas.numpy(), rtol=1e-5, atol=1e-5)

@@ -174,7 +174,8 @@ def test_training_reports_all_five_losses_and_the_loss_falls(trained):
 
 def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, inference_model,
                                                                   tmp_path):
-    """Matmul kernel gradients for training from 512-pixel images on; halves per mrcnn.cpu."""
+    """Matmul kernel gradients for training from 512-pixel images on; halves and Winograd
+    (inference) per mrcnn.cpu."""
     from mrcnn import cpu
 
     class Large(TrainConfig):
@@ -186,7 +187,14 @@ def test_cpu_models_switch_their_convolutions_as_the_machine_needs(trained, infe
     assert large.matmul_kernel_gradient
     assert not small.matmul_kernel_gradient and not inference.matmul_kernel_gradient
     assert not large.in_halves and not small.in_halves  # two images a batch
-    assert inference.in_halves == cpu.prefers_convolutions_in_halves()
+    assert inference.in_halves == cpu.onednn_without_avx512()
+    # Inference runs large 3x3 convolutions by Winograd's algorithm where oneDNN lacks AVX-512.
+    for model, training in ((trained[0], True), (inference_model, False)):
+        keras_model = model.keras_model
+        assert keras_model.get_layer("fpn_p2").winograd == (
+            not training and cpu.onednn_without_avx512())
+        assert keras_model.get_layer("mrcnn_mask_conv1").layer.winograd == (
+            not training and cpu.onednn_without_avx512())
     # Training computes the heads' input gradients and 1x1 convolutions the CPU's way.
     for model, training in ((trained[0], True), (inference_model, False)):
         keras_model = model.keras_model
