@@ -147,12 +147,11 @@ def transformed_tiles(padded, first_row, end_row):
     return tf.reshape(transformed, [TILE * TILE, -1, channels])
 
 
-def untiled(products, tiling, first_row=0, end_row=None):
+def untiled(products, tiling, first_row, end_row):
     """[B, h, W, F]: the output pixels of [36, N, F] products of ``transformed_tiles`` of tile
-    rows [first_row, end_row) (default all) and transformed kernels, the image rows
-    4 x first_row to 4 x end_row or H."""
+    rows [first_row, end_row) and transformed kernels, the image rows 4 x first_row to
+    4 x end_row or H."""
     filters = products.shape[2]
-    end_row = tiling.rows if end_row is None else end_row
     outputs = tf.matmul(OUTPUT_TRANSFORM, tf.reshape(products, [TILE * TILE, -1]))  # [16, N * F]
     outputs = tf.reshape(outputs, [OUTPUT_TILE, OUTPUT_TILE, tiling.batch, end_row - first_row,
                                    tiling.columns, filters])

@@ -84,16 +84,23 @@ def test_winograd_convolution_needs_a_3x3_kernel():
                                       np.zeros((5, 5, 2, 2), np.float32))
 
 
-def test_winograd_runs_where_it_pays(monkeypatch):
-    """Enough channels and pixels: Winograd's algorithm; fewer of either, or another kernel
-    size: the direct convolution. Counted at tracing for static shapes, at run time for
-    unknown ones, with the same numbers either way."""
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 4)
-    monkeypatch.setattr(winograd, "MIN_PIXELS", 64)
+def winograd_calls(monkeypatch, min_channels, min_pixels):
+    """The list to which each winograd_convolution call appends its images' shape, with the
+    size rule's thresholds set to ``min_channels`` and ``min_pixels``."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", min_channels)
+    monkeypatch.setattr(winograd, "MIN_PIXELS", min_pixels)
     calls = []
     real = winograd.winograd_convolution
     monkeypatch.setattr(winograd, "winograd_convolution",
                         lambda x, k: calls.append(x.shape) or real(x, k))
+    return calls
+
+
+def test_winograd_runs_where_it_pays(monkeypatch):
+    """Enough channels and pixels: Winograd's algorithm; fewer of either, or another kernel
+    size: the direct convolution. Counted at tracing for static shapes, at run time for
+    unknown ones, with the same numbers either way."""
+    calls = winograd_calls(monkeypatch, min_channels=4, min_pixels=64)
 
     def direct(x, k):
         calls.append("direct")
@@ -127,12 +134,7 @@ def test_winograd_runs_where_it_pays(monkeypatch):
 
 def test_conv2d_with_winograd_gives_keras_outputs(monkeypatch):
     """The Conv2D switch, with a folded BatchNorm, alone and beside in_halves."""
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "MIN_PIXELS", 1)
-    calls = []
-    real = winograd.winograd_convolution
-    monkeypatch.setattr(winograd, "winograd_convolution",
-                        lambda x, k: calls.append(x.shape) or real(x, k))
+    calls = winograd_calls(monkeypatch, min_channels=1, min_pixels=1)
     inputs = keras.Input((11, 9, 3))
     batch_norm = layers.BatchNorm(False)
     conv = layers.Conv2D(6, 3, padding="same", batch_norm=batch_norm)
