@@ -1,7 +1,8 @@
 """Shared test settings and fixtures.
 
 Models are expensive to build on a 2-core machine, so the tiny inference
-model is built once per session; tests that change weights must restore them.
+model is built once per session (per worker process: pytest.ini runs the test
+files in parallel); tests that change weights must restore them.
 """
 
 import importlib.util
@@ -18,6 +19,22 @@ import pytest  # noqa: E402
 
 from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
+
+MAX_TEST_WORKERS = 4  # each worker holds TensorFlow and its models: 1-3 GB
+
+
+def pytest_xdist_auto_num_workers(config):
+    """The number of worker processes of ``-n auto`` (pytest.ini's default): one per core this
+    process may run on, at most MAX_TEST_WORKERS; none (the tests run in this process) on one
+    core.
+
+    Most of the suite's time is single-threaded (tracing TensorFlow graphs, starting the
+    command lines' processes), so two workers on two cores take about two thirds of one
+    process's time. ``--dist loadfile`` keeps each test file in one worker, so a module's
+    fixtures (a trained model, a command line's run) are made once.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores, MAX_TEST_WORKERS) if cores > 1 else 0
 
 
 def square_region(name="pikachu"):
