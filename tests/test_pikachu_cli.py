@@ -603,9 +603,11 @@ def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
         count = max(len(served["scores"]), len(expected["scores"]))
     pairs = matched_detections(served, expected, score_tolerance=5e-3)
     # One box kept on one side of an NMS decision may suppress others there (78 of 80 matched in
-    # one CI run), so up to a tenth may go unmatched; a wrong file (pixel means, resizing, box
-    # decoding) moves every score by more than the tolerance and matches almost none.
-    assert len(pairs) >= count - max(1, count // 10), (len(pairs), count)
+    # one CI run). And the scores saturate: in one run 4 of the SavedModel's 9 detections scored
+    # exactly 1.0 and 3 of the TFLite file's 8, and among equal scores the two kept different
+    # boxes (6 pairs matched). A wrong file (pixel means, resizing, box decoding) moves the boxes
+    # and scores of all detections and matches almost none: at least half must match.
+    assert len(pairs) >= max(1, count // 2), (len(pairs), count)
     for i, j in pairs:
         assert served["class_names"][i] == expected["class_names"][j]
         for result, k in ((served, i), (expected, j)):
