@@ -512,13 +512,26 @@ def test_check_of_a_coco_folder_lists_its_problems(coco_dataset, tmp_path):
                      str(broken / "train"), "holds several COCO files")
 
 
-def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, tmp_path):
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """`export` of the trained run into export/pikachu/1, beside a folder export/notes.tflite:
+    the command's result and the SavedModel's path."""
+    folder = tmp_path_factory.mktemp("export")
+    (folder / "notes.tflite").mkdir()
+    out = folder / "pikachu" / "1"
+    result = run_cli("export", "--logs", str(trained["logs"]), "--output", str(out),
+                     env=trained["env"])
+    return result, out
+
+
+def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, exported,
+                                                                       tmp_path):
     import tensorflow as tf
 
-    out = tmp_path / "export" / "pikachu" / "1"
-    (tmp_path / "export" / "notes.tflite").mkdir(parents=True)
+    result, out = exported
+    export = out.parent.parent
     refused = run_cli("export", "--logs", str(trained["logs"]), "--format", "tflite",
-                      "--output", str(tmp_path / "export" / "notes.tflite"), env=trained["env"])
+                      "--output", str(export / "notes.tflite"), env=trained["env"])
     assert_bad_input(refused, "notes.tflite: exists and is not a file")
     (tmp_path / "mine" / "photos").mkdir(parents=True)
     (tmp_path / "mine" / "README.txt").write_text("mine")
@@ -529,11 +542,9 @@ def test_export_writes_a_saved_model_that_detects_with_the_class_names(trained, 
                           env=trained["env"], cwd=tmp_path / ("mine" if output == "." else ""))
         assert_bad_input(refused, f"--output {tmp_path / 'mine'}: {said}")
     assert sorted(os.listdir(tmp_path / "mine")) == ["README.txt", "photos"]
-    result = run_cli("export", "--logs", str(trained["logs"]), "--output", str(out),
-                     env=trained["env"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out)
-    assert sorted(os.listdir(tmp_path / "export")) == ["notes.tflite", "pikachu"]
+    assert sorted(os.listdir(export)) == ["notes.tflite", "pikachu"]
     umask = os.umask(0)
     os.umask(umask)
     assert no_partial_files(out.parent)
@@ -572,17 +583,18 @@ def scoring_above(result, floor):
             for key, value in result.items()}
 
 
-def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
+def test_export_tflite_gives_the_saved_models_detections(trained, exported, tmp_path):
     """The .tflite of a checkpoint runs in TensorFlow's TFLite interpreter (no Select TF ops)."""
     import tensorflow as tf
 
-    for name, options in (("saved_model", []), ("pikachu.tflite", ["--format", "tflite"])):
-        result = run_cli("export", "--logs", str(trained["logs"]), "--output",
-                         str(tmp_path / name), *options, env=trained["env"])
-        assert result.returncode == 0, result.stdout + result.stderr
+    saved_model_result, saved_model = exported
+    assert saved_model_result.returncode == 0, saved_model_result.stderr
+    result = run_cli("export", "--logs", str(trained["logs"]), "--output",
+                     str(tmp_path / "pikachu.tflite"), "--format", "tflite", env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
     image = utils.read_image(str(trained["root"] / "cache" / "pikachu-synthetic" / "val" /
                                  "val_0000.jpg"))
-    serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     expected = {key: value.numpy() for key, value in serve(image=tf.constant(image)).items()}
     runner = tf.lite.Interpreter(model_path=str(tmp_path / "pikachu.tflite")).get_signature_runner()
     served = runner(image=image)
@@ -606,8 +618,9 @@ def test_export_tflite_gives_the_saved_models_detections(trained, tmp_path):
     # one CI run). And the scores saturate: in one run 4 of the SavedModel's 9 detections scored
     # exactly 1.0 and 3 of the TFLite file's 8, and among equal scores the two kept different
     # boxes (6 pairs matched). A wrong file (pixel means, resizing, box decoding) moves the boxes
-    # and scores of all detections and matches almost none: at least half must match.
-    assert len(pairs) >= max(1, count // 2), (len(pairs), count)
+    # and scores of all detections and matches almost none: at least half must match. (A model
+    # of two steps may also detect nothing: then both files must find nothing.)
+    assert len(pairs) >= (count + 1) // 2, (len(pairs), count)
     for i, j in pairs:
         assert served["class_names"][i] == expected["class_names"][j]
         for result, k in ((served, i), (expected, j)):
