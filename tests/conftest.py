@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
-MAX_TEST_WORKERS = 4  # each worker holds TensorFlow and its models: 1-3 GB
+MAX_TEST_WORKERS = 4  # each worker holds TensorFlow and its models: 1-5 GB resident
 
 
 def pytest_xdist_auto_num_workers(config):
