@@ -194,15 +194,9 @@ def scenes_dataset(path, classes):
 def inference_outputs(model, image):
     """The inference model's outputs for ``image``, by the graph detect() runs (no other graph
     is traced, so the worker's memory is detect()'s): detections, mrcnn_class, mrcnn_bbox,
-    mrcnn_mask, rpn_rois, rpn_class, rpn_bbox.
-
-    The inputs have detect()'s dtypes (float32; mold_inputs gives float64 image metas): a
-    float64 input would trace a second graph, about 110 MiB more of the worker's peak.
-    """
+    mrcnn_mask, rpn_rois, rpn_class, rpn_bbox."""
     molded_images, image_metas, _ = model.mold_inputs([image])
-    anchors = model.get_anchors(molded_images.shape[1:])[np.newaxis]
-    return model.keras_model.predict_on_batch(
-        [molded_images.astype(np.float32), image_metas.astype(np.float32), anchors])
+    return model.predict_molded(molded_images, image_metas)
 
 
 def scale_class_logits(model, image, threshold, count):

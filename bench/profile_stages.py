@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
@@ -137,10 +136,7 @@ def profile_detect(spec, scene, log_dir):
         start = time.perf_counter()
         molded, metas, windows = model.mold_inputs([image])
         timings["mold (numpy)"] = time.perf_counter() - start
-        anchors = np.broadcast_to(model.get_anchors(molded.shape[1:]), (1,) + model.get_anchors(
-            molded.shape[1:]).shape)
-        detections, _, _, masks, _, _, _ = model.keras_model.predict_on_batch(
-            [molded, metas, anchors])
+        detections, _, _, masks, _, _, _ = model.predict_molded(molded, metas)
         start = time.perf_counter()
         model.unmold_detections(detections[0], masks[0], image.shape, molded.shape[1:],
                                 windows[0])

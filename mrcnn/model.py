@@ -724,13 +724,8 @@ class MaskRCNN:
         molded_images = np.asarray(molded_images, dtype=np.float32)
         image_shape = molded_images.shape[1:]
         metas = parse_image_meta(image_metas)
-        anchors = self._batch_anchors(image_shape)
-        if verbose:
-            log("molded_images", molded_images)
-            log("image_metas", image_metas)
-            log("anchors", anchors)
-        detections, _, _, mrcnn_mask, _, _, _ = self.keras_model.predict_on_batch(
-            [molded_images, np.asarray(image_metas, dtype=np.float32), anchors])
+        detections, _, _, mrcnn_mask, _, _, _ = self.predict_molded(molded_images, image_metas,
+                                                                    verbose)
         results = []
         for i in range(len(molded_images)):
             rois, class_ids, scores, masks = self.unmold_detections(
@@ -738,6 +733,31 @@ class MaskRCNN:
                 metas["window"][i])
             results.append({"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks})
         return results
+
+    def predict_molded(self, molded_images, image_metas, verbose=0):
+        """The inference network's outputs for molded images, by the graph detect() runs.
+
+        The inputs are passed as float32 with the batch's anchors, whatever their dtype (a
+        float64 input, such as mold_inputs' image metas, would trace a second graph).
+
+        Args:
+            molded_images: [BATCH_SIZE, H, W, 3], all of one shape; image_metas:
+                [BATCH_SIZE, IMAGE_META_SIZE].
+
+        Returns:
+            [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox],
+            numpy arrays: detections [B, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id,
+            score)] in normalized molded coordinates, mrcnn_mask [B, DETECTION_MAX_INSTANCES,
+            MASK_SHAPE..., NUM_CLASSES], the others per proposal or anchor as the model names.
+        """
+        molded_images = np.asarray(molded_images, dtype=np.float32)
+        image_metas = np.asarray(image_metas, dtype=np.float32)
+        anchors = self._batch_anchors(molded_images.shape[1:])
+        if verbose:
+            log("molded_images", molded_images)
+            log("image_metas", image_metas)
+            log("anchors", anchors)
+        return self.keras_model.predict_on_batch([molded_images, image_metas, anchors])
 
     def _check_batch(self, images, caller="detect"):
         if self.mode != "inference":

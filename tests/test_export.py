@@ -151,8 +151,7 @@ def test_unmold_graph_matches_unmold_detections(model, images):
     """On the same network outputs, the exported post-processing is detect()'s, pixel for pixel."""
     for image in images[:5]:
         molded, metas, windows = model.mold_inputs([image])
-        detections, _, _, mrcnn_mask, _, _, _ = model.keras_model.predict_on_batch(
-            [molded, metas, model._batch_anchors(molded.shape[1:])])
+        detections, _, _, mrcnn_mask, _, _, _ = model.predict_molded(molded, metas)
         expected = model.unmold_detections(detections[0], mrcnn_mask[0], image.shape,
                                            molded.shape[1:], windows[0])
         served = export.unmold_detections_graph(

@@ -447,6 +447,22 @@ def test_detect_molded_takes_molded_images_and_metas_from_the_data_path(inferenc
     np.testing.assert_array_equal(from_molded["masks"], direct["masks"])
 
 
+def test_predict_molded_gives_the_outputs_detect_unmolds(inference_model, synthetic_dataset):
+    image = synthetic_dataset.load_image(2)
+    molded, metas, windows = inference_model.mold_inputs([image])
+    assert metas.dtype == np.float64  # passed as float32, as detect() passes them
+    outputs = inference_model.predict_molded(molded, metas)
+    assert len(outputs) == 7
+    detections, mrcnn_mask = outputs[0], outputs[3]
+    assert detections.shape == (1, inference_model.config.DETECTION_MAX_INSTANCES, 6)
+    rois, class_ids, _, masks = inference_model.unmold_detections(
+        detections[0], mrcnn_mask[0], image.shape, molded.shape[1:], windows[0])
+    (direct,) = inference_model.detect([image])
+    np.testing.assert_array_equal(rois, direct["rois"])
+    np.testing.assert_array_equal(class_ids, direct["class_ids"])
+    np.testing.assert_array_equal(masks, direct["masks"])
+
+
 # ---------------------------------------------------------------------------
 # Loading weights: the original's call, transfer learning, resuming
 
