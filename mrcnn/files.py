@@ -181,22 +181,35 @@ def remove_empty_folders(folders):
             os.rmdir(folder)
 
 
+# The endings of the files that commands write into an output folder. A folder to be
+# made under such a name ("--output detections.json") is taken for a slip: the user
+# meant a file.
+OUTPUT_FILE_SUFFIXES = (".json", ".png", ".jpg", ".jpeg", ".csv", ".mp4", ".avi")
+
+
 def check_output_folder(path, option=None):
     """Check, before any work, that files can be written into folder ``path``.
 
     Nothing is created: ``path`` may be missing, then its nearest existing
     parent must be a folder that takes new files (tried with a nameless
-    temporary file). ``option`` (e.g. "--output") names the path in messages.
+    temporary file), and its name must not end like a file the commands write
+    (OUTPUT_FILE_SUFFIXES; an existing folder of such a name is accepted).
+    ``option`` (e.g. "--output") names the path in messages.
 
     Returns:
         ``path``.
 
     Raises:
-        FileError: ``path`` or a parent is an existing file, or the folder
-            cannot be written to.
+        FileError: ``path`` or a parent is an existing file, ``path`` is a
+            missing folder named like a file, or the folder cannot be
+            written to.
     """
     path = os.fspath(path)
     label = f"{option} {path}" if option else path
+    stem, suffix = os.path.splitext(path.rstrip(os.sep))
+    if suffix.lower() in OUTPUT_FILE_SUFFIXES and not os.path.exists(path):
+        raise FileError(label, f"named like a file ({suffix}), but it is a folder to write files into",
+                        f"Give a folder name, e.g. {stem} (it is created if missing).")
     missing = missing_folders(path)
     existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(path)
     if not os.path.isdir(existing):

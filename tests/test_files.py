@@ -124,6 +124,22 @@ def test_check_output_folder_creates_nothing_and_refuses_files(tmp_path):
         files.check_output_folder(tmp_path / "notes.txt" / "runs", "--logs")
 
 
+def test_check_output_folder_refuses_a_new_folder_named_like_an_output_file(tmp_path):
+    for name in ["detections.json", "splash.PNG", "results.csv/"]:
+        with pytest.raises(files.FileError) as error:
+            files.check_output_folder(tmp_path / name, "--output")
+        stem, suffix = os.path.splitext(name.rstrip("/"))
+        assert str(error.value) == (
+            f"--output {tmp_path / name}: named like a file ({suffix}), but it is a folder to "
+            f"write files into. Give a folder name, e.g. {tmp_path / stem} (it is created if "
+            "missing).")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "v1.0").mkdir()
+    (tmp_path / "made_before.json").mkdir()
+    for name in ["v1.0", "v2.0", "made_before.json"]:   # not an output's ending, or a folder
+        assert files.check_output_folder(tmp_path / name, "--output") == str(tmp_path / name)
+
+
 @pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs Linux's read-only /sys")
 def test_check_output_folder_refuses_a_folder_that_takes_no_files():
     with pytest.raises(files.FileError, match="--output /sys/out: cannot write into /sys"):

@@ -154,6 +154,16 @@ def test_an_output_place_that_is_a_file_is_refused_first(capfd, place, good, com
         assert result[1] == ""  # before any dataset, image or model is loaded
 
 
+@pytest.mark.parametrize("command, name", [("detect", "found.json"), ("splash", "splash.png")])
+def test_an_output_folder_named_like_a_file_is_refused_first(capfd, place, good, command, name):
+    result = run_main(capfd, command, "--output", place / name, "--image", good / "test",
+                      "--weights", "none")
+    stem = os.path.splitext(name)[0]
+    assert_one_error_line(result, command, f"--output {place / name}: named like a file",
+                          f"Give a folder name, e.g. {place / stem} (it is created if missing).")
+    assert result[1] == "" and not (place / name).exists()
+
+
 @pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs Linux's read-only /sys")
 def test_an_output_place_that_takes_no_files_is_refused_first(capfd, place, good):
     result = run_main(capfd, "detect", "--output", "/sys/mrcnn", "--image", good / "test",
