@@ -5,11 +5,14 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# Lines of requirements.txt that only the tests and the notebooks need: extras, not requirements.
+TEST_TOOLS = ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"]
+NOTEBOOK_TOOLS = ["jupyter", "ipykernel"]
 
 
 def requirements():
-    """Runtime requirements: requirements.txt without the test-only tools."""
-    test_only = {"pytest", "nbclient", "nbformat", "ipykernel", "jupyter"}
+    """Runtime requirements: requirements.txt without the test and notebook tools."""
+    test_only = set(TEST_TOOLS + NOTEBOOK_TOOLS)
     lines = (line.strip() for line in (HERE / "requirements.txt").read_text().splitlines())
     return [line for line in lines
             if line and not line.startswith("#")
@@ -26,8 +29,7 @@ setup(
     packages=find_packages(include=["mrcnn", "mrcnn.*"]),
     python_requires=">=3.10",
     install_requires=requirements(),
-    extras_require={"test": ["pytest", "nbclient", "nbformat", "ipykernel"],
-                    "notebooks": ["jupyter", "ipykernel"]},
+    extras_require={"test": TEST_TOOLS, "notebooks": NOTEBOOK_TOOLS},
     classifiers=[
         "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
