@@ -208,8 +208,9 @@ def check_output_folder(path, option=None):
     label = f"{option} {path}" if option else path
     stem, suffix = os.path.splitext(path.rstrip(os.sep))
     if suffix.lower() in OUTPUT_FILE_SUFFIXES and not os.path.exists(path):
-        raise FileError(label, f"named like a file ({suffix}), but it is a folder to write files into",
-                        f"Give a folder name, e.g. {stem} (it is created if missing).")
+        raise FileError(label, f"named like a file ({suffix}), but it is a folder to write "
+                               "files into", f"Give a folder name, e.g. {stem} (it is created "
+                                             "if missing).")
     missing = missing_folders(path)
     existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(path)
     if not os.path.isdir(existing):
