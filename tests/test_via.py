@@ -556,7 +556,11 @@ def test_check_finds_every_planted_problem(tmp_path):
         "broken.jpg": [(square, {"name": "pikachu"})],
         "rotated.jpg": [(square, {"name": "pikachu"})],
     }))
-    (val / via.ANNOTATION_FILE).write_text('{"copy.png": {"filename": "copy.png",}')
+    trailing_comma = '{"copy.png": {"filename": "copy.png",}'
+    (val / via.ANNOTATION_FILE).write_text(trailing_comma)
+    with pytest.raises(json.JSONDecodeError) as decoding:  # Python's words differ by version
+        json.loads(trailing_comma)
+    where = f"line 1, column {decoding.value.colno}: {decoding.value.msg}"
 
     problems = via.check_dataset(tmp_path, class_names=["pikachu"])
     found = {(os.path.relpath(p.file, tmp_path), p.message.split(";")[0].split(" (")[0])
@@ -571,9 +575,8 @@ def test_check_finds_every_planted_problem(tmp_path):
         ("train/broken.jpg", "cannot read image"),
         ("train/rotated.jpg", "photo is EXIF-rotated"),
         ("train/unlisted.png", "image is not listed in via_region_data.json"),
-        ("val/via_region_data.json", "malformed JSON at line 1, column 38: Expecting property name "
-                                     "enclosed in double quotes. Fix the file there or export it "
-                                     "from VIA again."),
+        ("val/via_region_data.json", f"malformed JSON at {where}. Fix the file there or export "
+                                     "it from VIA again."),
         ("val/copy.png", "same image as " + str(train / "good.png")),
         ("test", "subset has no image"),
     }
