@@ -301,7 +301,7 @@ def load_training_sample(dataset, config, image_id, anchors, augment=False, augm
         raise ValueError(
             f"Image {image_id} ({dataset.image_reference(image_id)}) is "
             f"{image.shape} after resizing but training needs "
-            f"config.IMAGE_SHAPE {tuple(config.IMAGE_SHAPE)}: train with "
+            f"config.IMAGE_SHAPE {tuple(int(side) for side in config.IMAGE_SHAPE)}: train with "
             'IMAGE_RESIZE_MODE "square" or "crop".')
 
     sample = {"image": image, "image_meta": image_meta}

@@ -408,7 +408,7 @@ def minimize_mask(bbox, mask, mini_shape):
         y1, x1, y2, x2 = bbox[i][:4]
         m = mask[y1:y2, x1:x2, i].astype(bool)
         if m.size == 0:
-            raise ValueError(f"Invalid bounding box {tuple(bbox[i][:4])} of "
+            raise ValueError(f"Invalid bounding box {tuple(int(v) for v in bbox[i][:4])} of "
                              f"instance {i}: its area is zero.")
         mini_mask[:, :, i] = np.around(resize(m, mini_shape)).astype(bool)
     return mini_mask

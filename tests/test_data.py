@@ -356,7 +356,7 @@ def test_data_generator_checks_its_arguments(shapes_dataset, shapes_config):
         data.DataGenerator(shapes_dataset, make_shapes_config(NUM_CLASSES=4))
     with pytest.raises(IndexError):
         data.DataGenerator(shapes_dataset, shapes_config)[2]
-    with pytest.raises(ValueError, match="needs config.IMAGE_SHAPE"):
+    with pytest.raises(ValueError, match=r"needs config.IMAGE_SHAPE \(128, 128, 3\): train"):
         data.DataGenerator(shapes_dataset, make_shapes_config(IMAGE_RESIZE_MODE="pad64", IMAGE_MIN_DIM=64),
                            batch_size=1, shuffle=False)[0]
 

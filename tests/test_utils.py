@@ -210,7 +210,7 @@ def test_minimize_and_expand_mask_round_trip_of_disc():
 
 
 def test_minimize_mask_rejects_empty_box():
-    with pytest.raises(ValueError, match="area is zero"):
+    with pytest.raises(ValueError, match=r"box \(5, 5, 5, 9\) of instance 0: its area is zero"):
         utils.minimize_mask(np.array([[5, 5, 5, 9]]), np.ones((10, 10, 1), bool), (8, 8))
 
 
