@@ -243,7 +243,8 @@ class MaskRCNN:
         inputs = [input_image, input_image_meta, input_rpn_match, input_rpn_bbox,
                   input_gt_class_ids, input_gt_boxes, input_gt_masks]
 
-        gt_boxes = KL.Lambda(_normalize_boxes, name="gt_boxes_normalized")([input_gt_boxes, input_image])
+        gt_boxes = KL.Lambda(_normalize_boxes, output_shape=_boxes_shape,
+                             name="gt_boxes_normalized")([input_gt_boxes, input_image])
         active_class_ids = KL.Lambda(lambda x: parse_image_meta_graph(x)["active_class_ids"],
                                      name="active_class_ids")(input_image_meta)
         if config.USE_RPN_ROIS:
@@ -252,7 +253,8 @@ class MaskRCNN:
             input_rois = keras.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4], name="input_roi",
                                      dtype="int32")
             inputs.append(input_rois)
-            target_rois = KL.Lambda(_normalize_boxes, name="input_roi_normalized")([input_rois, input_image])
+            target_rois = KL.Lambda(_normalize_boxes, output_shape=_boxes_shape,
+                                    name="input_roi_normalized")([input_rois, input_image])
 
         rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
             config=config, name="proposal_targets")(
@@ -881,3 +883,8 @@ def _normalize_boxes(inputs):
     """[boxes [B, N, 4] pixels, image [B, H, W, C]] -> boxes normalized to that image."""
     boxes, image = inputs
     return norm_boxes_graph(boxes, tf.shape(image)[1:3])
+
+
+def _boxes_shape(input_shapes):
+    """_normalize_boxes's output shape: that of its boxes. (Keras 3.12 cannot infer it.)"""
+    return input_shapes[0]
