@@ -27,7 +27,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["mrcnn", "mrcnn.*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     install_requires=requirements(),
     extras_require={"test": TEST_TOOLS, "notebooks": NOTEBOOK_TOOLS},
     classifiers=[
