@@ -181,9 +181,9 @@ def remove_empty_folders(folders):
             os.rmdir(folder)
 
 
-# The endings of the files that commands write into an output folder. A folder to be
-# made under such a name ("--output detections.json") is taken for a slip: the user
-# meant a file.
+# The endings of JSON, CSV, image and video files, the kinds that commands write into an
+# output folder. A folder to be made under such a name ("--output detections.json") is
+# taken for a slip: the user meant a file.
 OUTPUT_FILE_SUFFIXES = (".json", ".png", ".jpg", ".jpeg", ".csv", ".mp4", ".avi")
 
 
@@ -192,8 +192,8 @@ def check_output_folder(path, option=None):
 
     Nothing is created: ``path`` may be missing, then its nearest existing
     parent must be a folder that takes new files (tried with a nameless
-    temporary file), and its name must not end like a file the commands write
-    (OUTPUT_FILE_SUFFIXES; an existing folder of such a name is accepted).
+    temporary file), and its name must not end like a JSON, CSV, image or video
+    file (OUTPUT_FILE_SUFFIXES; an existing folder of such a name is accepted).
     ``option`` (e.g. "--output") names the path in messages.
 
     Returns:
