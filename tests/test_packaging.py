@@ -28,10 +28,12 @@ def test_install_requires_the_library_s_needs_and_extras_the_test_tools():
     assert {"pytest", "pytest-xdist", "nbclient"} <= test and "jupyter" in notebooks
 
 
-def test_the_python_and_tensorflow_floors_are_the_ones_the_readme_states():
+def test_the_python_and_tensorflow_floors_are_the_ones_the_docs_state():
     assert importlib.metadata.metadata("mrcnn")["Requires-Python"] == ">=3.11"
     assert "tensorflow>=2.21" in importlib.metadata.requires("mrcnn")
     with open(os.path.join(ROOT_DIR, "README.md")) as f:
         readme = f.read()
     assert "today's Python (3.11+), TensorFlow (2.21+)" in readme
     assert "Python 3.11 or newer" in readme
+    with open(os.path.join(ROOT_DIR, "MIGRATING.md")) as f:
+        assert "`mrcnn` runs on TensorFlow 2.21+" in f.read()
