@@ -264,7 +264,13 @@ class Config:
             if side % 64:
                 raise ConfigError(
                     f"{name} is {side}: it must be divisible by 64 (2^6) so that the "
-                    f"image survives six halvings in the FPN; try {max(64, int(round(side / 64)) * 64)}.")
+                    f"image survives six halvings in the FPN; try {_multiple_of_64(side)}.")
+        min_dim = self.IMAGE_MIN_DIM
+        if self.IMAGE_RESIZE_MODE == "pad64" and (not min_dim or min_dim % 64):
+            raise ConfigError(
+                f'IMAGE_MIN_DIM is {min_dim}: IMAGE_RESIZE_MODE "pad64" scales images up to '
+                "it and pads them to multiples of 64, and (as in the original) needs it "
+                f"divisible by 64; try {_multiple_of_64(min_dim or self.IMAGE_MAX_DIM)}.")
         if self.IMAGE_CHANNEL_COUNT < 1:
             raise ConfigError("IMAGE_CHANNEL_COUNT must be >= 1.")
         if len(np.atleast_1d(self.MEAN_PIXEL)) != self.IMAGE_CHANNEL_COUNT:
@@ -353,6 +359,11 @@ class Config:
         for name, value in self.to_dict().items():
             print(f"{name:30} {value}")
         print("\n")
+
+
+def _multiple_of_64(side):
+    """The multiple of 64 nearest to ``side``, at least 64: a side to suggest."""
+    return max(64, int(round(side / 64)) * 64)
 
 
 def _is_number(value):

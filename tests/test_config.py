@@ -17,6 +17,19 @@ def test_config_errors_say_what_to_change():
     with pytest.raises(ConfigError, match="divisible by 64.*try 1024"):
         BadSize()
 
+    class BadPad64(Config):  # the default IMAGE_MIN_DIM, 800
+        NUM_CLASSES = 2
+        IMAGE_RESIZE_MODE = "pad64"
+
+    with pytest.raises(ConfigError, match='^IMAGE_MIN_DIM is 800: IMAGE_RESIZE_MODE "pad64" '
+                                          r"scales .* divisible by 64; try 768\.$"):
+        BadPad64()
+
+    class Pad64(BadPad64):
+        IMAGE_MIN_DIM = 832
+
+    assert Pad64().IMAGE_MIN_DIM == 832
+
     class BadBackbone(Config):
         NUM_CLASSES = 2
         BACKBONE = "resnet18"
