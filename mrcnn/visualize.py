@@ -431,12 +431,22 @@ def plot_overlaps(gt_class_ids, pred_class_ids, pred_scores,
     class_names: list of all class names in the dataset.
     threshold: cells with IoU above it are labelled "match" (same class) or "wrong".
     ax: optional matplotlib Axes to draw on.
-    Each cell shows its IoU with 3 decimals. Returns the Figure.
+    Each cell shows its IoU with 3 decimals; without predictions or ground truth the Axes
+    says so instead. Returns the Figure.
     """
     gt_class_ids = gt_class_ids[gt_class_ids != 0]
     pred_class_ids = pred_class_ids[pred_class_ids != 0]
 
     ax, created = _axes(ax, figsize=(12, 10))
+    ax.set_xlabel("Ground Truth")
+    ax.set_ylabel("Predictions")
+    if not overlaps.size:  # an empty grid, which imshow cannot scale
+        missing = "no prediction" if not len(pred_class_ids) else "no ground truth"
+        ax.text(0.5, 0.5, f"IoU grid: {missing}", transform=ax.transAxes,
+                horizontalalignment="center", verticalalignment="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return _finish(ax, created)
     ax.imshow(overlaps, interpolation="nearest", cmap=plt.cm.Blues)
     ax.set_yticks(np.arange(len(pred_class_ids)),
                   [f"{class_names[int(class_id)]} ({pred_scores[i]:.2f})"
@@ -455,8 +465,6 @@ def plot_overlaps(gt_class_ids, pred_class_ids, pred_scores,
         ax.text(j, i, f"{overlaps[i, j]:.3f}\n{verdict}", horizontalalignment="center",
                 verticalalignment="center", fontsize=9, color=color)
 
-    ax.set_xlabel("Ground Truth")
-    ax.set_ylabel("Predictions")
     if created:
         ax.figure.tight_layout()
     return _finish(ax, created)

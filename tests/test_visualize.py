@@ -2,6 +2,7 @@
 
 import colorsys
 import os
+import warnings
 
 import matplotlib
 
@@ -352,6 +353,20 @@ def test_plot_overlaps_writes_every_iou_with_its_verdict():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["pikachu (0.90)", "hat (0.70)"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["pikachu", "ball", "hat"]
     np.testing.assert_array_equal(ax.images[0].get_array(), overlaps)
+
+
+@pytest.mark.parametrize("predictions, ground_truth, says", [
+    (0, 2, "IoU grid: no prediction"), (3, 0, "IoU grid: no ground truth"),
+    (0, 0, "IoU grid: no prediction")])
+def test_plot_overlaps_of_nothing_says_what_is_missing(predictions, ground_truth, says):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of singular limits
+        fig = visualize.plot_overlaps(np.ones(ground_truth, int), np.ones(predictions, int),
+                                      np.full(predictions, 0.9),
+                                      np.zeros((predictions, ground_truth)), CLASS_NAMES)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == [says] and not ax.images
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Ground Truth", "Predictions")
 
 
 # ---------------------------------------------------------------- tables
