@@ -85,6 +85,22 @@ def make_config(class_count, weights_path=None, inference=False):
     return Config.from_dict(values)
 
 
+def checkpoint_path():
+    """The checkpoint whose settings describe the model, if there is one: MRCNN_WEIGHTS (a
+    file, or "last"), else the newest checkpoint under LOGS_DIR; None when there is none,
+    or when MRCNN_WEIGHTS names weights without settings ("coco", "imagenet", "none").
+    Trains and downloads nothing."""
+    choice = os.environ.get("MRCNN_WEIGHTS")
+    if choice in runs.DOWNLOADED_WEIGHTS:
+        return None
+    if choice:
+        return runs.resolve_weights(choice, LOGS_DIR, NAME)
+    try:
+        return runs.resolve_weights("last", LOGS_DIR, NAME)
+    except WeightsError:
+        return None
+
+
 def weights_path():
     """The weights to inspect: MRCNN_WEIGHTS, else the newest checkpoint under LOGS_DIR.
 
@@ -95,10 +111,10 @@ def weights_path():
     choice = os.environ.get("MRCNN_WEIGHTS")
     if choice:
         return runs.resolve_weights(choice, LOGS_DIR, NAME)
-    try:
-        return runs.resolve_weights("last", LOGS_DIR, NAME)
-    except WeightsError:
-        print(f"No checkpoint under {LOGS_DIR}: training a small model for {TRAIN_STEPS} steps.")
+    path = checkpoint_path()
+    if path:
+        return path
+    print(f"No checkpoint under {LOGS_DIR}: training a small model for {TRAIN_STEPS} steps.")
     command = ["train", "--weights", "none", "--logs", LOGS_DIR, "--epochs", "1",
                "--steps-per-epoch", str(TRAIN_STEPS)]
     if CUSTOM_DATASET:

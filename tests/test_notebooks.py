@@ -168,6 +168,52 @@ def test_data_notebook_runs(run_dir):
 
 
 @pytest.mark.notebooks
+def test_data_notebook_runs_on_your_own_dataset_with_the_default_settings(run_dir, monkeypatch):
+    """No checkpoint, no fast mode: pikachu.py train's defaults (800 to 1024 pixels), whose
+    IMAGE_MIN_DIM the pad64 example rounds up to a multiple of 64."""
+    from mrcnn import synthetic
+
+    root = synthetic.write_via_dataset(run_dir / "photos", train=2, val=1, test=0,
+                                       image_size=64)
+    monkeypatch.setenv("MRCNN_DATASET", str(root))
+    monkeypatch.delenv("MRCNN_NOTEBOOK_FAST")
+    text = text_of(execute("inspect_pikachu_data", run_dir))
+
+    assert "Settings of pikachu.py train for this dataset" in text
+    assert re.search(r"^IMAGE_MIN_DIM\s+800$", text, re.MULTILINE)
+    side = 1024
+    anchors = sum(math.ceil(side / stride) ** 2 * ANCHOR_RATIOS for stride in BACKBONE_STRIDES)
+    assert f"total {anchors} anchors" in text
+    # The example's part of a 64x64 image is 64x48: scaled by 832 / 48, padded to 64s.
+    assert re.search(r"^pad64 : \(1152, 832, 3\), window \(21, 0, 1130, 832\), scale 17\.33",
+                     text, re.MULTILINE)
+
+
+def test_notebooks_take_the_settings_of_the_checkpoint_they_inspect(tmp_path, monkeypatch):
+    """notebook_setup.checkpoint_path: the configuration the data notebook shows, found
+    without training or downloading anything."""
+    from conftest import load_module
+
+    for variable in ENVIRONMENT_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MRCNN_LOGS", str(tmp_path / "logs"))
+    monkeypatch.setenv("MRCNN_DATASET", str(tmp_path / "photos"))
+    setup = load_module("notebook_setup_under_test",
+                        os.path.join(NOTEBOOKS_DIR, "notebook_setup.py"))
+    assert setup.checkpoint_path() is None  # no checkpoint yet
+    assert setup.make_config(3).IMAGE_MAX_DIM == 1024  # your dataset: the defaults
+    checkpoint = write_checkpoint(tmp_path / "logs")
+    assert setup.checkpoint_path() == checkpoint
+    config = setup.make_config(3, setup.checkpoint_path())
+    assert (config.IMAGE_MAX_DIM, config.NUM_CLASSES) == (FAST_IMAGE_SIZE, 4)
+    for weights in ("coco", "imagenet", "none"):  # weights without settings
+        monkeypatch.setenv("MRCNN_WEIGHTS", weights)
+        assert setup.checkpoint_path() is None
+    monkeypatch.setenv("MRCNN_WEIGHTS", checkpoint)
+    assert setup.checkpoint_path() == checkpoint
+
+
+@pytest.mark.notebooks
 def test_model_notebook_runs(run_dir):
     nb = execute("inspect_pikachu_model", run_dir)
     text = text_of(nb)
