@@ -653,7 +653,7 @@ class SampleCommands:
                         "per-image results as CSV and the precision-recall curve as PNG.")
         parser.add_argument("--dataset", metavar="DIR", required=not self.synthetic_demo,
                             help=self._dataset_help("dataset folder"))
-        parser.add_argument("--subset", default="val", choices=("train", "val"),
+        parser.add_argument("--subset", default="val", choices=("train", "val", "test"),
                             help="subset to evaluate (default: %(default)s)")
         parser.add_argument("--limit", type=cli.positive_int, metavar="N",
                             help="evaluate the first N images only")

@@ -486,6 +486,27 @@ def test_coco_folder_trains_and_evaluates(trained, coco_dataset, tmp_path):
     assert len(rows) == 1 + 2 and rows[0].startswith("image_id,source_id,path,n_gt,")
 
 
+def test_evaluate_takes_an_annotated_test_subset(trained, coco_dataset, tmp_path):
+    """Roboflow exports annotate test/ too: the held-out images to score a model on."""
+    dataset = tmp_path / "roboflow"
+    shutil.copytree(coco_dataset, dataset)
+    shutil.copytree(dataset / "val", dataset / "test")
+    [checkpoint] = glob.glob(str(trained["root"] / "coco_logs" / "pikachu*" / "*_0001.h5"))
+    result = run_cli("evaluate", "--dataset", str(dataset), "--subset", "test", "--weights",
+                     checkpoint, "--output", str(tmp_path / "scores"), env=trained["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test: 2 images" in result.stdout
+    [csv] = glob.glob(str(tmp_path / "scores" / "evaluation_test_*.csv"))
+    with open(csv) as f:
+        rows = f.read().strip().splitlines()
+    assert len(rows) == 1 + 2 and all("/test/val_" in row for row in rows[1:])
+    shutil.rmtree(dataset / "test")
+    os.makedirs(dataset / "test")
+    result = run_cli("evaluate", "--dataset", str(dataset), "--subset", "test", "--weights",
+                     checkpoint, env=trained["env"])
+    assert_bad_input(result, f"{dataset / 'test'}: no annotation file.")
+
+
 def test_check_of_a_coco_folder_lists_its_problems(coco_dataset, tmp_path):
     result = run_cli("check", "--dataset", str(coco_dataset))
     assert result.returncode == 0, result.stdout + result.stderr
