@@ -70,6 +70,8 @@ TENSORFLOW_LOG_LINE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.-]+:\d+\] .*"
     r"|To enable the following instructions: .*")
+# FFmpeg's log level AV_LOG_QUIET, given to OpenCV's reader of videos (OPENCV_FFMPEG_LOGLEVEL).
+FFMPEG_LOG_QUIET = -8
 # Characters of an unexpected error's message shown on its line; the report has it all.
 SUMMARY_LENGTH = 200
 REPORTED_PACKAGES = ("mrcnn", "tensorflow", "keras", "numpy", "Pillow", "h5py", "scikit-image")
@@ -160,6 +162,10 @@ def run(parser, argv=None):
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     prog = " ".join(filter(None, (parser.prog, getattr(args, "command", None))))
+    if not debug:
+        # FFmpeg's own lines about a video OpenCV cannot read ("moov atom not found"),
+        # which the command's error line replaces. OpenCV reads it when it first opens one.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_LOG_QUIET))
     try:
         with warnings.catch_warnings():
             if not debug:

@@ -16,10 +16,8 @@ import os
 
 from PIL import Image
 
-from mrcnn import evaluate, files, visualize
+from mrcnn import evaluate, files, images, visualize
 from mrcnn.errors import InputError
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 class VideoError(InputError):
@@ -93,8 +91,12 @@ def check_video(video_path):
     """Raise VideoError (or files.FileError) unless a video file opens and has a first frame.
 
     Commands call it before loading a model, so that a bad video stops them
-    early.
+    early. An image file is refused too: OpenCV would read it as a video of one frame.
     """
+    if images.is_image_name(os.path.basename(video_path)):
+        files.regular_file(video_path, what="video")
+        raise VideoError(f"{video_path}: an image, not a video. Splash it as an image "
+                         "(--image).")
     capture = _open_video(video_path)
     try:
         if not capture.read()[0]:

@@ -350,6 +350,17 @@ def test_a_missing_or_unreadable_source_is_named(capfd, place, argv, fragments):
     assert_one_error_line(run_main(capfd, *argv, "--weights", "none"), argv[0], *fragments)
 
 
+def test_an_image_given_as_a_video_is_refused(capfd, place):
+    """OpenCV would read it as a video of one frame."""
+    (place / "photo.jpg").write_bytes(jpeg_bytes())
+    try:
+        result = run_main(capfd, "splash", "--video", "photo.jpg", "--weights", "none")
+        assert_one_error_line(result, "splash", "photo.jpg: an image, not a video. Splash it "
+                                                "as an image (--image).")
+    finally:
+        os.remove(place / "photo.jpg")
+
+
 # ---------------------------------------------------------------------------
 # Weights files and the settings beside them
 

@@ -348,6 +348,15 @@ def test_splash_video(trained, tmp_path):
     assert no_partial_files(out)
 
 
+def test_a_damaged_video_gets_one_error_line(tmp_path):
+    """FFmpeg's own complaint ("moov atom not found"), which OpenCV prints, is hidden."""
+    video = tmp_path / "cut.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(40))  # a header, no movie
+    result = run_cli("splash", "--weights", "none", "--video", str(video))
+    assert_bad_input(result, f"{video}: OpenCV cannot open this video. Convert it to MP4")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_detect_writes_pictures_and_json(trained, tmp_path):
     images = tmp_path / "photos"
     images.mkdir()
