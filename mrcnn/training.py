@@ -14,6 +14,7 @@ and the transfer-learning schedule (``transfer_schedule``).
 
 import math
 import re
+import weakref
 from typing import NamedTuple
 
 import keras
@@ -172,6 +173,7 @@ class DecaySGD(keras.optimizers.SGD):
         super().__init__(**kwargs)
         self.l2_weight_decay = l2_weight_decay
         self.clip_norm = clip_norm
+        self._momentum_constants = weakref.WeakKeyDictionary()  # {graph: {dtype: tensor}}
 
     def apply(self, grads, trainable_variables=None):
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
@@ -219,6 +221,13 @@ class DecaySGD(keras.optimizers.SGD):
             grads[i] = value * factor
         return grads
 
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        # Without a tf.distribute strategy the sum over the one replica is the gradient
+        # itself; Keras's would put an Identity per weight into the step's graph.
+        if not tf.distribute.has_strategy():
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # The learning rate read once for all the weights' updates, not once per weight.
         super()._backend_update_step(grads, trainable_variables,
@@ -231,7 +240,15 @@ class DecaySGD(keras.optimizers.SGD):
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=momentum.handle,
             lr=tf.cast(learning_rate, variable.dtype), grad=tf.cast(gradient, variable.dtype),
-            momentum=tf.cast(self.momentum, variable.dtype), use_nesterov=False)
+            momentum=self._momentum_constant(variable.dtype), use_nesterov=False)
+
+    def _momentum_constant(self, dtype):
+        """The momentum as a tensor of ``dtype``: one constant per graph (a step's), not one
+        per weight."""
+        constants = self._momentum_constants.setdefault(tf.compat.v1.get_default_graph(), {})
+        if dtype not in constants:
+            constants[dtype] = tf.constant(self.momentum, dtype)
+        return constants[dtype]
 
     def get_config(self):
         return {**super().get_config(), "l2_weight_decay": self.l2_weight_decay,

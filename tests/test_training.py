@@ -1,6 +1,7 @@
 """Tests of mrcnn.training: checkpoint saver, transfer schedule, trainable layers, the
 optimizer (its weight decay gradient: the same update as differentiating the L2 term)."""
 
+import collections
 import os
 
 import h5py
@@ -190,6 +191,22 @@ def test_decay_sgd_adds_the_decay_once_every_gradient_exists():
     graph_step()
     for weight, expected in zip(weights, eager_end):
         np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)
+
+
+def test_decay_sgd_adds_no_operation_per_weight_to_apply_the_update():
+    """The step's graph holds, besides each weight's update, one momentum constant and no
+    Identity per gradient (Keras's sum over the one replica): fewer operations to trace."""
+    weights = [keras.Variable(np.full((2, 2), i, np.float32), name="kernel") for i in range(5)]
+    gradients = [tf.constant(np.full((2, 2), 0.1 * i, np.float32)) for i in range(5)]
+    optimizer = training.DecaySGD(0.0, learning_rate=0.5, momentum=0.9)
+    optimizer.build(weights)
+    graph = tf.function(lambda: optimizer.apply(gradients, weights)).get_concrete_function().graph
+    types = collections.Counter(op.type for op in graph.get_operations()
+                                if op.name.startswith("decay_sgd/"))
+    assert types["ResourceApplyKerasMomentum"] == 5
+    assert types["Const"] == 1 and types["Identity"] == 0, types
+    momentum = [op for op in graph.get_operations() if op.type == "ResourceApplyKerasMomentum"]
+    assert len({op.inputs[4].name for op in momentum}) == 1  # the same momentum tensor
 
 
 def test_decay_sgd_decays_a_weight_the_loss_does_not_use():
