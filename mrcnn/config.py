@@ -270,7 +270,7 @@ class Config:
             raise ConfigError(
                 f'IMAGE_MIN_DIM is {min_dim}: IMAGE_RESIZE_MODE "pad64" scales images up to '
                 "it and pads them to multiples of 64, and (as in the original) needs it "
-                f"divisible by 64; try {_multiple_of_64(min_dim or self.IMAGE_MAX_DIM)}.")
+                f"divisible by 64; try {_multiple_of_64(min_dim or self.IMAGE_MAX_DIM or 0)}.")
         if self.IMAGE_CHANNEL_COUNT < 1:
             raise ConfigError("IMAGE_CHANNEL_COUNT must be >= 1.")
         if len(np.atleast_1d(self.MEAN_PIXEL)) != self.IMAGE_CHANNEL_COUNT:
