@@ -121,7 +121,7 @@ def copy_dataset(good, destination):
     (["train", "--steps-per-epoch", "-3"], ["argument --steps-per-epoch: '-3'"]),
     (["train", "--layers", "everything"], ["argument --layers: invalid choice: 'everything'"]),
     (["detect", "--backbone", "resnet18"], ["argument --backbone: invalid choice: 'resnet18'"]),
-    (["evaluate", "--subset", "test"], ["argument --subset: invalid choice: 'test'"]),
+    (["evaluate", "--subset", "holdout"], ["argument --subset: invalid choice: 'holdout'"]),
     (["evaluate", "--limit", "0"], ["argument --limit: '0' is not a positive integer"]),
     (["check"], ["the following arguments are required: --dataset"]),
     (["splash", "--image", "a.jpg", "--video", "b.mp4"], ["argument --video: not allowed with "

@@ -202,7 +202,7 @@ def test_decay_sgd_adds_no_operation_per_weight_to_apply_the_update():
     optimizer.build(weights)
     graph = tf.function(lambda: optimizer.apply(gradients, weights)).get_concrete_function().graph
     types = collections.Counter(op.type for op in graph.get_operations()
-                                if op.name.startswith("decay_sgd/"))
+                                if op.name.startswith(f"{optimizer.name}/"))
     assert types["ResourceApplyKerasMomentum"] == 5
     assert types["Const"] == 1 and types["Identity"] == 0, types
     momentum = [op for op in graph.get_operations() if op.type == "ResourceApplyKerasMomentum"]
