@@ -183,25 +183,35 @@ class DecaySGD(keras.optimizers.SGD):
         # tf.group makes nothing and there is nothing to wait for.
         backward_done = tf.group([g for g in grads if g is not None])
         after_backward = [] if backward_done is None else [backward_done]
-        grads = [self._with_decay(g, v, replicas, after_backward) if decays(v) else g
-                 for g, v in zip(grads, variables)]
+        grads = self._with_decay(grads, variables, replicas, after_backward)
         if self.clip_norm:
             grads = self._clipped(grads, replicas)
         return super().apply(grads, trainable_variables)
 
-    def _with_decay(self, gradient, variable, replicas, after_backward):
-        """``gradient`` (None: the loss does not depend on ``variable``) plus the decay's
-        gradient, one ``replicas``-th of it on each replica.
+    def _with_decay(self, grads, variables, replicas, after_backward):
+        """``grads`` plus the decay's gradients of the ``variables`` that ``decays`` selects,
+        one ``replicas``-th of them on each replica (a None gradient: the loss does not
+        depend on the variable; the decay's gradient alone then).
 
-        The weight is read, scaled and added once the operations ``after_backward`` (the
+        Each weight is read, scaled and added once the operations ``after_backward`` (the
         end of the backward pass; none when eager) have run: a weight-sized temporary made
-        as soon as this gradient exists would add to the backward pass's own peak, when the
-        heads' gradients are ready long before the pyramid's activations are freed.
+        as soon as its gradient exists would add to the backward pass's own peak, when the
+        heads' gradients are ready long before the pyramid's activations are freed. The
+        weights' factors, ``2 * l2_weight_decay / (size(w) * replicas)``, are one constant
+        vector, not one constant per weight in the step's graph.
         """
-        scale = 2 * self.l2_weight_decay / (int(np.prod(variable.shape)) * replicas)
-        with tf.control_dependencies(after_backward):
-            decay = tf.convert_to_tensor(variable) * scale
-        return decay if gradient is None else gradient + decay
+        decaying = [i for i, variable in enumerate(variables) if decays(variable)]
+        if not decaying:
+            return grads
+        factors = tf.unstack(tf.constant(
+            [2 * self.l2_weight_decay / (int(np.prod(variables[i].shape)) * replicas)
+             for i in decaying], variables[decaying[0]].dtype))
+        grads = list(grads)
+        for i, factor in zip(decaying, factors):
+            with tf.control_dependencies(after_backward):
+                decay = tf.convert_to_tensor(variables[i]) * tf.cast(factor, variables[i].dtype)
+            grads[i] = decay if grads[i] is None else grads[i] + decay
+        return grads
 
     def _clipped(self, grads, replicas):
         present = [i for i, g in enumerate(grads) if g is not None]
