@@ -701,9 +701,12 @@ def kernel_gradient_graph(images, output_gradient, kernel_shape):
     gradient = tf.pad(output_gradient, [[0, 0], [0, 2 * top], [0, 2 * left], [0, 0]])
     gradient = tf.reshape(gradient, [-1, filters])[:pixels]
     window_size = tf.stack([pixels, channels])
-    positions = [tf.matmul(tf.slice(rows, [i * padded_width + j, 0], window_size), gradient,
-                           transpose_a=True)
-                 for i in range(kernel_height) for j in range(kernel_width)]
+    # The windows' starts: one constant where the sizes are static, not one per position.
+    starts = tf.unstack(tf.convert_to_tensor(
+        [[i * padded_width + j, 0] for i in range(kernel_height) for j in range(kernel_width)],
+        tf.int32))
+    positions = [tf.matmul(tf.slice(rows, start, window_size), gradient, transpose_a=True)
+                 for start in starts]
     return tf.reshape(tf.stack(positions), kernel_shape)
 
 
