@@ -11,7 +11,8 @@ from keras import layers as KL
 
 from mrcnn.layers import (Conv2D, Conv2DTranspose, PyramidROIAlign, TimeDistributed, conv_bn,
                           convolution_in_halves, convolution_windows, dimensions,
-                          pixels_with_gradient, scoped_gradient, window_gradients)
+                          pixels_with_gradient, scoped_gradient, window_gradients,
+                          with_gradient)
 from mrcnn.winograd import in_bands, untiled, winograd_where_it_pays
 
 
@@ -191,42 +192,39 @@ def rpn_sparse_gradient_graph(feature_map, shared_kernel, shared_bias, class_ker
     Arguments and outputs are ``rpn_convolutions``', which computes the forward pass.
     """
     shared_filters = shared_kernel.shape[3]
+    inputs = [tf.convert_to_tensor(x) for x in (feature_map, shared_kernel, shared_bias,
+                                                class_kernel, class_bias, bbox_kernel, bbox_bias)]
+    (feature_map, shared_kernel, shared_bias, class_kernel, class_bias, bbox_kernel,
+     bbox_bias) = inputs
 
-    @tf.custom_gradient
-    def convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
-                     bbox_kernel, bbox_bias):
-        class_outputs, bbox_outputs = rpn_convolutions(
-            feature_map, shared_kernel, shared_bias, class_kernel, class_bias, bbox_kernel,
-            bbox_bias, in_halves, winograd)
+    def gradient(class_gradient, bbox_gradient):
+        # Both 1x1 convolutions at once, as the forward pass runs them.
+        head_gradient = tf.concat([class_gradient, bbox_gradient], axis=-1)   # [B, H, W, 6A]
+        positions = pixels_with_gradient(head_gradient)                 # [K, (b, y, x)]
+        windows, placement = convolution_windows(feature_map, shared_kernel.shape, positions)
+        before_relu = tf.nn.bias_add(
+            tf.matmul(windows, tf.reshape(shared_kernel, [-1, shared_filters])), shared_bias)
+        shared_rows = tf.nn.relu(before_relu)                            # [K, S]
+        head_rows = tf.gather_nd(head_gradient, positions)               # [K, 6A]
+        shared_gradient = tf.matmul(head_rows, rpn_heads_matrix(class_kernel, bbox_kernel),
+                                    transpose_b=True)
+        shared_gradient *= tf.cast(before_relu > 0, shared_gradient.dtype)
+        feature_gradient, shared_kernel_gradient = window_gradients(
+            feature_map, shared_kernel, windows, placement, shared_gradient)
+        widths = [class_kernel.shape[3], bbox_kernel.shape[3]]
+        class_kernel_gradient, bbox_kernel_gradient = tf.split(
+            tf.matmul(shared_rows, head_rows, transpose_a=True), widths, axis=1)
+        class_bias_gradient, bbox_bias_gradient = tf.split(
+            tf.reduce_sum(head_rows, axis=0), widths)
+        return (feature_gradient, shared_kernel_gradient,
+                tf.reduce_sum(shared_gradient, axis=0),
+                tf.reshape(class_kernel_gradient, class_kernel.shape), class_bias_gradient,
+                tf.reshape(bbox_kernel_gradient, bbox_kernel.shape), bbox_bias_gradient)
 
-        def gradient(class_gradient, bbox_gradient):
-            # Both 1x1 convolutions at once, as the forward pass runs them.
-            head_gradient = tf.concat([class_gradient, bbox_gradient], axis=-1)   # [B, H, W, 6A]
-            positions = pixels_with_gradient(head_gradient)                 # [K, (b, y, x)]
-            windows, placement = convolution_windows(feature_map, shared_kernel.shape, positions)
-            before_relu = tf.nn.bias_add(
-                tf.matmul(windows, tf.reshape(shared_kernel, [-1, shared_filters])), shared_bias)
-            shared_rows = tf.nn.relu(before_relu)                            # [K, S]
-            head_rows = tf.gather_nd(head_gradient, positions)               # [K, 6A]
-            shared_gradient = tf.matmul(head_rows, rpn_heads_matrix(class_kernel, bbox_kernel),
-                                        transpose_b=True)
-            shared_gradient *= tf.cast(before_relu > 0, shared_gradient.dtype)
-            feature_gradient, shared_kernel_gradient = window_gradients(
-                feature_map, shared_kernel, windows, placement, shared_gradient)
-            widths = [class_kernel.shape[3], bbox_kernel.shape[3]]
-            class_kernel_gradient, bbox_kernel_gradient = tf.split(
-                tf.matmul(shared_rows, head_rows, transpose_a=True), widths, axis=1)
-            class_bias_gradient, bbox_bias_gradient = tf.split(
-                tf.reduce_sum(head_rows, axis=0), widths)
-            return (feature_gradient, shared_kernel_gradient,
-                    tf.reduce_sum(shared_gradient, axis=0),
-                    tf.reshape(class_kernel_gradient, class_kernel.shape), class_bias_gradient,
-                    tf.reshape(bbox_kernel_gradient, bbox_kernel.shape), bbox_bias_gradient)
+    def convolutions(*inputs):
+        return rpn_convolutions(*inputs, in_halves, winograd)
 
-        return (class_outputs, bbox_outputs), scoped_gradient(gradient)
-
-    return convolutions(feature_map, shared_kernel, shared_bias, class_kernel, class_bias,
-                        bbox_kernel, bbox_bias)
+    return with_gradient(inputs, convolutions, scoped_gradient(gradient))
 
 
 def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,

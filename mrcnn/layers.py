@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers as KL
+# The tapes' recording (tf.custom_gradient's own mechanism), for ``with_gradient``.
+from tensorflow.python.eager import record
 
 from mrcnn.targets import CROWD_IOU, ROI_POSITIVE_IOU
 from mrcnn.winograd import winograd_where_it_pays
@@ -543,27 +545,52 @@ def same_convolution(images, kernel, in_halves=False, matmul_kernel_gradient=Fal
                 images, tf.shape(kernel), output_gradient, [1, 1, 1, 1], "SAME")
         return convolve(output_gradient, flipped), kernel_gradient
 
-    @tf.custom_gradient
-    def convolution(images, kernel):
-        def gradient(output_gradient):
-            if not sparse_gradient:
-                return dense_gradients(images, kernel, output_gradient)
-            positions = pixels_with_gradient(output_gradient)
-            pixels = tf.size(output_gradient, tf.int64) // kernel.shape[3]
-            return tf.cond(
-                tf.shape(positions, tf.int64)[0] * SPARSE_GRADIENT_MAX_SHARE_INVERSE <= pixels,
-                lambda: sparse_convolution_gradients(images, kernel, output_gradient, positions),
-                lambda: dense_gradients(images, kernel, output_gradient))
-        return convolve(images, kernel), scoped_gradient(gradient)
+    images, kernel = tf.convert_to_tensor(images), tf.convert_to_tensor(kernel)
 
-    return convolution(images, tf.convert_to_tensor(kernel))
+    def gradient(output_gradient):
+        if not sparse_gradient:
+            return dense_gradients(images, kernel, output_gradient)
+        positions = pixels_with_gradient(output_gradient)
+        pixels = tf.size(output_gradient, tf.int64) // kernel.shape[3]
+        return tf.cond(
+            tf.shape(positions, tf.int64)[0] * SPARSE_GRADIENT_MAX_SHARE_INVERSE <= pixels,
+            lambda: sparse_convolution_gradients(images, kernel, output_gradient, positions),
+            lambda: dense_gradients(images, kernel, output_gradient))
+
+    return with_gradient([images, kernel], convolve, scoped_gradient(gradient))
+
+
+def with_gradient(inputs, forward, gradient):
+    """``forward(*inputs)``, differentiated by ``gradient`` on the active gradient tapes.
+
+    What ``tf.custom_gradient`` does for a function of tensors, without what it adds to a
+    traced graph: an IdentityN of the function's outputs and inputs, and a zero-filled
+    gradient for each input it passes through (two shape constants and a Fill per input),
+    which TensorFlow drops again when it prunes the graph: some 350 operations to trace in
+    a training step of ResNet101. The forward pass is not recorded on the tapes.
+
+    Args:
+        inputs: list of tensors.
+        forward: function of the inputs, returning a tensor or a tuple of tensors (none of
+            them an input).
+        gradient: function of the outputs' gradients (zeros for an output that the loss
+            does not reach), returning one gradient or None per input.
+
+    Returns:
+        ``forward``'s outputs.
+    """
+    with record.stop_recording():
+        outputs = forward(*inputs)
+    record.record_operation("with_gradient", tf.nest.flatten(outputs), inputs,
+                            lambda *output_gradients: list(gradient(*output_gradients)))
+    return outputs
 
 
 def scoped_gradient(gradient):
-    """A custom gradient's function, run in the name scope of the gradients of the scope
-    it is made in ("gradient_tape/<layer scope>/"), as TensorFlow names its own.
+    """A gradient function for ``with_gradient``, run in the name scope of the gradients of
+    the scope it is made in ("gradient_tape/<layer scope>/"), as TensorFlow names its own.
 
-    TensorFlow calls a custom gradient outside any name scope: its operations would be
+    TensorFlow calls such a function outside any name scope: its operations would be
     named after no layer, in graphs and in profiles. Call in the forward function.
     """
     scope = tf.get_current_name_scope()

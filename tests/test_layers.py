@@ -175,10 +175,16 @@ def test_same_convolution_is_tf_conv2d_with_its_gradients(shape, kernel_size, in
             outputs = convolve(images, kernel)
             loss = tf.reduce_sum(outputs * outputs_weights)
         results.append([outputs, *tape.gradient(loss, [images, kernel])])
-    graph = tf.function(lambda x, k: tf.gradients(
-        layers.same_convolution(x, k, in_halves, matmul_kernel_gradient,
-                                flipped_input_gradient=flipped_input_gradient), [x])
-    ).get_concrete_function(images, kernel).graph
+
+    @tf.function
+    def image_gradient(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layers.same_convolution(x, k, in_halves, matmul_kernel_gradient,
+                                              flipped_input_gradient=flipped_input_gradient)
+        return tape.gradient(outputs, x)
+
+    graph = image_gradient.get_concrete_function(images, kernel).graph
     custom_gradient = matmul_kernel_gradient or flipped_input_gradient
     assert ("Conv2DBackpropInput" in {op.type for op in graph.get_operations()}) != custom_gradient
     for expected, actual in zip(*results):
@@ -428,6 +434,33 @@ def test_custom_gradients_are_named_after_their_layer():
     products = [op.name for op in graph.get_operations() if op.type == "MatMul"]
     assert len(products) == 9
     assert all(name.startswith("gradient_tape/") and "/conv" in name for name in products), products
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_with_gradient_is_differentiated_by_its_gradient_function(traced):
+    """The tape uses the given gradient, not the forward pass's (x * 2 differentiated as 3x,
+    y as None); a tape that does not watch the input gets none; and in a traced graph
+    nothing is added for it: no IdentityN, no zero-filled gradient (Fill) of the input."""
+    def run(x, y):
+        with tf.GradientTape(persistent=True) as tape, tf.GradientTape() as unwatched:
+            tape.watch([x, y])
+            outputs = layers.with_gradient([x, y], lambda x, y: (x * 2, x + y),
+                                           lambda first, second: (3 * first + second, None))
+            loss = tf.reduce_sum(outputs[0]) + tf.reduce_sum(outputs[1])
+        return [*tape.gradient(loss, [x, y]), unwatched.gradient(loss, x)]
+
+    x, y = tf.constant([1.0, -2.0]), tf.constant([0.5, 4.0])
+    if traced:
+        concrete = tf.function(run).get_concrete_function(x, y)
+        types = {op.type for op in concrete.graph.get_operations()}
+        assert not types & {"IdentityN", "Fill"}, types
+        x_gradient, y_gradient, unwatched = concrete(x, y)
+        assert unwatched is None   # a None in the traced function's outputs
+    else:
+        x_gradient, y_gradient, unwatched = run(x, y)
+        assert unwatched is None
+    np.testing.assert_allclose(x_gradient.numpy(), [4.0, 4.0])   # 3 * 1 + 1
+    assert y_gradient is None
 
 
 def test_sparse_convolution_gradients_against_numpy():
