@@ -324,7 +324,16 @@ class MaskRCNN:
         that change what its weights compute (``runs.WEIGHT_MEANING_SETTINGS``,
         e.g. ROI_ALIGN_BY_STRIDE) loads, with a warning naming them.
         """
-        report = weights.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
+        try:
+            report = weights.load_weights(self.keras_model, filepath, by_name=by_name,
+                                          exclude=exclude)
+        except weights.WeightShapeError as error:
+            differences = self._architecture_differences(filepath)
+            if not differences:
+                raise
+            raise weights.WeightShapeError(
+                error.filepath, error.mismatches,
+                f"The checkpoint was trained with {differences}.") from None
         settings = runs.load_run_settings(filepath)
         self._warn_of_meaning_changes(filepath, settings)
         self.set_log_dir(filepath)
@@ -399,17 +408,22 @@ class MaskRCNN:
 
     def _architecture_hint(self, filepath):
         """A sentence naming the saved architecture settings that differ from this model's."""
-        settings = runs.load_run_settings(filepath)
-        ours = self.config.to_dict()
-        differences = [f"{key} {value!r} (this model: {ours.get(key)!r})"
-                       for key, value in (settings.architecture() if settings else {}).items()
-                       if value is not None and not runs.same_setting(value, ours.get(key))]
+        differences = self._architecture_differences(filepath)
         if not differences:
             return ("The file holds another architecture (backbone, head sizes): start from "
                     "weights made for this model's, or build the model to match the file.")
-        return ("The checkpoint was trained with " + ", ".join(differences) +
-                ": build the model with those settings (runs.load_run_settings(path)"
-                ".architecture()).")
+        return (f"The checkpoint was trained with {differences}: build the model with those "
+                "settings (runs.load_run_settings(path).architecture()).")
+
+    def _architecture_differences(self, filepath):
+        """The ``runs.ARCHITECTURE_SETTINGS`` saved beside the checkpoint ``filepath`` that
+        differ from this model's configuration, as "NAME value (this model: value), ...";
+        "" when none differ or no settings are saved."""
+        settings = runs.load_run_settings(filepath)
+        ours = self.config.to_dict()
+        return ", ".join(f"{key} {value!r} (this model: {ours.get(key)!r})"
+                         for key, value in (settings.architecture() if settings else {}).items()
+                         if value is not None and not runs.same_setting(value, ours.get(key)))
 
     def resume(self, filepath=None):
         """Continue a training run from one of its checkpoints.

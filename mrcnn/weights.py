@@ -171,8 +171,9 @@ class WeightShapeError(WeightsError):
             the model)].
     """
 
-    def __init__(self, filepath, mismatches):
-        super().__init__(_shape_mismatch_message(filepath, mismatches))
+    def __init__(self, filepath, mismatches, detail=None):
+        message = _shape_mismatch_message(filepath, mismatches)
+        super().__init__(message if detail is None else f"{message}\n{detail}")
         self.filepath, self.mismatches = filepath, mismatches
 
     def summary(self, limit=3):
@@ -472,16 +473,15 @@ def _shape_mismatch_message(filepath, shape_problems):
         suggestion = list(CLASS_SPECIFIC_LAYERS)
         reason = ("The model's NUM_CLASSES differs from the file's (COCO has 81): load the "
                   "other layers and train these ones with\n")
-    elif class_specific:
-        suggestion = layers
-        reason = ("Layers that do not depend on the class count differ too: the file holds "
-                  "another architecture (a head width such as FPN_CLASSIF_FC_LAYERS_SIZE, the "
-                  "backbone, ...). Build the model with the file's settings (for a checkpoint "
-                  "of mrcnn: runs.load_run_settings(path).to_config()), or leave these layers "
-                  "at their current values with\n")
     else:
         suggestion = layers
-        reason = "To leave these layers at their current values, load with\n"
+        reason = (("Layers that do not depend on the class count differ too" if class_specific
+                   else "These layers do not depend on the class count") +
+                  ": the file holds another architecture (a head width such as "
+                  "FPN_CLASSIF_FC_LAYERS_SIZE, the backbone, ...). Build the model with the "
+                  "file's settings (for a checkpoint of mrcnn: "
+                  "runs.load_run_settings(path).to_config()), or leave these layers as they are "
+                  "(random in a new model) with\n")
     return (f"Cannot load {filepath}: weight shapes differ in {len(layers)} layer(s) "
             f"({', '.join(layers)}):\n" + "\n".join(lines) + "\n" + reason +
             f"  load_weights(..., by_name=True, exclude={suggestion!r})")

@@ -1,6 +1,7 @@
 """MaskRCNN: building, detect() outputs, training, checkpoints and resuming."""
 
 import os
+import re
 from pathlib import Path
 
 import keras
@@ -497,6 +498,39 @@ def test_load_pretrained_names_the_saved_settings_that_differ(trained, tmp_path)
     with pytest.raises(weights.WeightsError, match=r"(?s)mrcnn_class_conv1.*trained with "
                        r"FPN_CLASSIF_FC_LAYERS_SIZE 128 \(this model: 64\)"):
         other.load_pretrained(model.find_last())
+
+
+def test_load_weights_of_another_architecture_names_the_saved_settings(trained, tmp_path):
+    """The original's call, load_weights(by_name=True, exclude=heads), on one of our
+    checkpoints with another head width: the error calls it another architecture (not a
+    class count) and names the checkpoint's settings; a file without saved settings gets
+    the shapes and the general advice only."""
+    import shutil
+
+    from mrcnn import weights
+
+    model, _ = trained
+
+    class WiderHead(TrainConfig):
+        FPN_CLASSIF_FC_LAYERS_SIZE = 64
+
+    other = modellib.MaskRCNN("training", WiderHead(), str(tmp_path))
+    with pytest.raises(weights.WeightShapeError) as error:
+        other.load_weights(model.find_last(), by_name=True, exclude=weights.CLASS_SPECIFIC_LAYERS)
+    message = str(error.value)
+    assert re.search(r"mrcnn_class_conv1/kernel:0 is \(\d+, \d+, \d+, 128\) in the file, "
+                     r"\(\d+, \d+, \d+, 64\) in the model", message)
+    assert ("These layers do not depend on the class count: the file holds another "
+            "architecture") in message
+    assert message.endswith("The checkpoint was trained with FPN_CLASSIF_FC_LAYERS_SIZE 128 "
+                            "(this model: 64).")
+    assert error.value.mismatches[0][0] == "mrcnn_class_conv1"
+
+    loose = shutil.copy(model.find_last(), tmp_path / "loose.h5")
+    with pytest.raises(weights.WeightShapeError) as error:
+        other.load_weights(loose, by_name=True, exclude=weights.CLASS_SPECIFIC_LAYERS)
+    assert "another architecture" in str(error.value)
+    assert "trained with" not in str(error.value)
 
 
 def test_resume_continues_the_run_of_a_checkpoint(trained):
