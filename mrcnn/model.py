@@ -573,7 +573,9 @@ class MaskRCNN:
         if epochs <= self.epoch:
             print(f"Nothing to train: the model is at epoch {self.epoch}, and epochs={epochs} "
                   "counts from the first epoch ever (a second stage after 20 epochs of a first "
-                  "one gives epochs=40 to train 20 more).")
+                  f"one gives epochs=40 to train 20 more). It continues the run in "
+                  f"{self.log_dir}; to start a new run from a checkpoint's weights (fine-tuning "
+                  "on other data), load it with load_pretrained(path), not load_weights.")
             return keras.callbacks.History()
         layer_regex = LAYER_REGEX.get(layers, layers)
         if not trainable_layers(self.keras_model, layer_regex):

@@ -660,8 +660,11 @@ def test_train_to_an_epoch_already_done_says_so(trained, synthetic_dataset, caps
     model, _ = trained
     history = model.train(synthetic_dataset, None, learning_rate=0.01, epochs=2, layers="heads")
     assert history.history == {} and model.epoch == 2
-    assert capsys.readouterr().out.startswith("Nothing to train: the model is at epoch 2, and "
-                                              "epochs=2 counts from the first epoch ever")
+    out = capsys.readouterr().out
+    assert out.startswith("Nothing to train: the model is at epoch 2, and epochs=2 counts from "
+                          "the first epoch ever")
+    assert (f"It continues the run in {model.log_dir}; to start a new run from a checkpoint's "
+            "weights (fine-tuning on other data), load it with load_pretrained(path)") in out
 
 
 def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_dataset, tmp_path,
