@@ -237,6 +237,24 @@ def test_decay_sgd_clips_through_each_weights_learning_rate(traced):
     assert min(1.0, 0.5 / np.linalg.norm(gradients[0])) < 0.2   # one is clipped hard
 
 
+def test_decay_sgd_clips_the_accumulated_gradient():
+    """With Keras's gradient accumulation the clipping applies to the mean of the
+    accumulated gradients, where Keras clips: two steps move the weight once, by
+    lr * min(1, clip / norm(mean)) * mean (numpy)."""
+    start = np.array([1.0, -1.0, 2.0], np.float32)
+    first, second = np.array([3.0, 0.0, 4.0], np.float32), np.array([1.0, 2.0, 0.0], np.float32)
+    weight = keras.Variable(start, name="kernel")
+    optimizer = training.DecaySGD(0.0, clip_norm=1.0, learning_rate=0.1, momentum=0.9,
+                                  gradient_accumulation_steps=2)
+    optimizer.build([weight])
+    optimizer.apply([tf.constant(first)], [weight])
+    np.testing.assert_array_equal(weight.numpy(), start)
+    optimizer.apply([tf.constant(second)], [weight])
+    mean = (first + second) / 2
+    expected = start - 0.1 * min(1.0, 1.0 / np.linalg.norm(mean)) * mean
+    np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)
+
+
 def test_decay_sgd_decays_a_weight_the_loss_does_not_use():
     weight = keras.Variable(np.array([[1.0, -2.0], [3.0, 0.5]], np.float32), name="kernel")
     optimizer = training.DecaySGD(0.1, learning_rate=0.5, momentum=0.9)
