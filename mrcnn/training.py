@@ -199,7 +199,7 @@ class DecaySGD(keras.optimizers.SGD):
         as soon as its gradient exists would add to the backward pass's own peak, when the
         heads' gradients are ready long before the pyramid's activations are freed. The
         weights' factors, ``2 * l2_weight_decay / (size(w) * replicas)``, are one constant
-        vector, not one constant per weight in the step's graph.
+        vector, not one constant per weight in the step's graph. A decay of 0 adds nothing.
         """
         decaying = [i for i, variable in enumerate(variables) if decays(variable)]
         if not (decaying and self.l2_weight_decay):

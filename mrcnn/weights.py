@@ -169,6 +169,9 @@ class WeightShapeError(WeightsError):
         filepath: the file.
         mismatches: [(layer name, weight name, shape in the file, shape in
             the model)].
+
+    ``detail``, when given, is a last line of the message (e.g. a checkpoint's settings
+    that differ from the model's).
     """
 
     def __init__(self, filepath, mismatches, detail=None):
