@@ -157,14 +157,11 @@ class DecaySGD(keras.optimizers.SGD):
       ``clip_norm``); this optimizer sums the shares first (each replica's loss is
       already divided by R), clips, and gives Keras back one R-th of the result to sum.
       That costs one more all-reduce of the gradients per step with several replicas;
-    * the clipping is Keras's own place for it, on the gradients it keeps (after its
-      loss-scale division, and on the accumulated gradients where it accumulates them);
     * the norms of all tensors are computed in one vectorized step, the learning rate is
-      read once, without a strategy each clipping factor scales its weight's learning rate
-      rather than the gradient, and the momentum and weight update is one fused kernel per
-      tensor (``m = momentum * m - lr * g; w += m``): a few graph operations per weight
-      tensor where keras.optimizers.SGD with ``clipnorm`` takes some 28, which shortens
-      tracing and every step.
+      read once, and the momentum and weight update is one fused kernel per tensor
+      (``m = momentum * m - lr * g; w += m``): a few graph operations per weight tensor
+      where keras.optimizers.SGD with ``clipnorm`` takes some 28, which shortens tracing
+      and every step.
 
     Args:
         l2_weight_decay: the original's WEIGHT_DECAY.
@@ -187,6 +184,8 @@ class DecaySGD(keras.optimizers.SGD):
         backward_done = tf.group([g for g in grads if g is not None])
         after_backward = [] if backward_done is None else [backward_done]
         grads = self._with_decay(grads, variables, replicas, after_backward)
+        if self.clip_norm:
+            grads = self._clipped(grads, replicas)
         return super().apply(grads, trainable_variables)
 
     def _with_decay(self, grads, variables, replicas, after_backward):
@@ -214,24 +213,23 @@ class DecaySGD(keras.optimizers.SGD):
             grads[i] = decay if grads[i] is None else grads[i] + decay
         return grads
 
-    def _clip_factors(self, grads, replicas):
-        """Each gradient's clipping factor, ``clip_norm / max(norm, clip_norm)``.
-
-        Args:
-            grads: list of gradient tensors (Keras has left out the None ones).
-            replicas: the strategy's replicas in sync.
-
-        Returns:
-            (values, factors): the gradients of the global batch (under a strategy with
-            several replicas, the sum of the replicas' shares), and their factors [len(grads)],
-            divided by the replicas there (Keras sums the replicas' gradients once more).
-        """
+    def _clipped(self, grads, replicas):
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if not present:
+            return grads
+        values = [grads[i] for i in present]
         context = tf.distribute.get_replica_context()
         summed = context is not None and replicas > 1
-        values = context.all_reduce(tf.distribute.ReduceOp.SUM, grads) if summed else grads
+        if summed:
+            values = context.all_reduce(tf.distribute.ReduceOp.SUM, values)
         norms = tf.sqrt(2.0 * tf.stack([tf.nn.l2_loss(value) for value in values]))
         factors = self.clip_norm / tf.maximum(norms, self.clip_norm)
-        return values, factors / replicas if summed else factors
+        if summed:  # Keras sums the replicas' gradients once more: give it one R-th each.
+            factors = factors / replicas
+        grads = list(grads)
+        for i, value, factor in zip(present, values, tf.unstack(factors)):
+            grads[i] = value * factor
+        return grads
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # Without a tf.distribute strategy the sum over the one replica is the gradient
@@ -241,26 +239,9 @@ class DecaySGD(keras.optimizers.SGD):
         return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Clip each gradient, then update each weight; the learning rate read once for all.
-
-        Keras calls this with the gradients it keeps (after its loss-scale division, and
-        the accumulated ones where it accumulates). Without a tf.distribute strategy each
-        gradient's clipping factor scales its weight's learning rate instead of the
-        gradient (``m = momentum * m - (lr * factor) * g``): one product of two vectors
-        where scaling the gradients takes a tensor-sized product per weight.
-        """
-        learning_rate = tf.convert_to_tensor(learning_rate)
-        if not (self.clip_norm and grads):
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        values, factors = self._clip_factors(grads, replicas)
-        if tf.distribute.has_strategy():
-            clipped = [value * factor for value, factor in zip(values, tf.unstack(factors))]
-            return super()._backend_update_step(clipped, trainable_variables, learning_rate)
-        for gradient, variable, rate in zip(values, trainable_variables,
-                                            tf.unstack(learning_rate * factors)):
-            self.update_step(gradient, variable.value if isinstance(variable, keras.Variable)
-                             else variable, rate)
+        # The learning rate read once for all the weights' updates, not once per weight.
+        super()._backend_update_step(grads, trainable_variables,
+                                     tf.convert_to_tensor(learning_rate))
 
     def update_step(self, gradient, variable, learning_rate):
         if not self.momentum or self.nesterov:

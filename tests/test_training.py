@@ -209,52 +209,6 @@ def test_decay_sgd_adds_no_operation_per_weight_to_apply_the_update():
     assert len({op.inputs[4].name for op in momentum}) == 1  # the same momentum tensor
 
 
-@pytest.mark.parametrize("traced", [False, True])
-def test_decay_sgd_clips_through_each_weights_learning_rate(traced):
-    """Without a strategy the clipping factor scales each weight's learning rate: the
-    weights move by lr * min(1, clip / norm(g)) * g (numpy), and the traced step holds no
-    gradient-sized product (and no decay's with a decay of 0), each update taking its rate
-    from one vector product."""
-    rng = np.random.default_rng(4)
-    start = [rng.normal(size=shape).astype(np.float32) for shape in ((3, 2), (4,), (2, 2))]
-    gradients = [rng.normal(size=w.shape).astype(np.float32) * scale
-                 for w, scale in zip(start, (10.0, 0.01, 1.0))]
-    weights = [keras.Variable(w, name="kernel") for w in start]
-    optimizer = training.DecaySGD(0.0, clip_norm=0.5, learning_rate=0.1, momentum=0.9)
-    optimizer.build(weights)
-    step = lambda: optimizer.apply([tf.constant(g) for g in gradients], weights)
-    if traced:
-        step = tf.function(step)
-        graph = step.get_concrete_function().graph
-        products = [op for op in graph.get_operations() if op.type == "Mul"]
-        assert {tuple(op.outputs[0].shape) for op in products} == {(3,)}, products
-        updates = [op for op in graph.get_operations() if op.type == "ResourceApplyKerasMomentum"]
-        assert {op.inputs[2].op.type for op in updates} == {"Unpack"}
-    step()
-    for weight, w, g in zip(weights, start, gradients):
-        factor = min(1.0, 0.5 / np.linalg.norm(g))
-        np.testing.assert_allclose(weight.numpy(), w - 0.1 * factor * g, rtol=1e-5, atol=1e-6)
-    assert min(1.0, 0.5 / np.linalg.norm(gradients[0])) < 0.2   # one is clipped hard
-
-
-def test_decay_sgd_clips_the_accumulated_gradient():
-    """With Keras's gradient accumulation the clipping applies to the mean of the
-    accumulated gradients, where Keras clips: two steps move the weight once, by
-    lr * min(1, clip / norm(mean)) * mean (numpy)."""
-    start = np.array([1.0, -1.0, 2.0], np.float32)
-    first, second = np.array([3.0, 0.0, 4.0], np.float32), np.array([1.0, 2.0, 0.0], np.float32)
-    weight = keras.Variable(start, name="kernel")
-    optimizer = training.DecaySGD(0.0, clip_norm=1.0, learning_rate=0.1, momentum=0.9,
-                                  gradient_accumulation_steps=2)
-    optimizer.build([weight])
-    optimizer.apply([tf.constant(first)], [weight])
-    np.testing.assert_array_equal(weight.numpy(), start)
-    optimizer.apply([tf.constant(second)], [weight])
-    mean = (first + second) / 2
-    expected = start - 0.1 * min(1.0, 1.0 / np.linalg.norm(mean)) * mean
-    np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)
-
-
 def test_decay_sgd_decays_a_weight_the_loss_does_not_use():
     weight = keras.Variable(np.array([[1.0, -2.0], [3.0, 0.5]], np.float32), name="kernel")
     optimizer = training.DecaySGD(0.1, learning_rate=0.5, momentum=0.9)
