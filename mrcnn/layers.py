@@ -569,7 +569,7 @@ def with_gradient(inputs, forward, gradient):
     which TensorFlow drops again when it prunes the graph: some 380 operations to trace in
     a training step of ResNet101. The forward pass is not recorded on the tapes; only the
     tapes see ``gradient`` (``tf.gradients`` in a graph differentiates the forward
-    operations themselves, by TensorFlow's own gradients: the same numbers).
+    operations themselves, by TensorFlow's own gradients: the same gradients).
 
     Args:
         inputs: list of tensors.
