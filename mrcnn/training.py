@@ -39,6 +39,12 @@ def decays(variable):
     return variable.name not in ("gamma", "beta")
 
 
+def decay_factor(variable, weight_decay):
+    """``2 * weight_decay / size(w)``: the decay's gradient is this times the weight, and
+    its value this times ``l2_loss(w)`` (the original's ``weight_decay * sum(w²) / size(w)``)."""
+    return 2.0 * weight_decay / int(np.prod(variable.shape))
+
+
 class TrainingModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
     """Functional Mask R-CNN training graph whose last five outputs are its losses.
 
@@ -64,7 +70,7 @@ class TrainingModel(cpu.LightGraphOptimization, weights.Keras2WeightsModel):
             return tf.constant(0.0)
         # 2 * l2_loss(w) is sum(w²) in one operation, without a w-sized tensor of squares;
         # the weights' factors are one constant vector, not two multiplications per weight.
-        factors = [2.0 * self.mrcnn_config.WEIGHT_DECAY / int(np.prod(w.shape)) for w in decaying]
+        factors = [decay_factor(w, self.mrcnn_config.WEIGHT_DECAY) for w in decaying]
         sums = tf.stack([tf.nn.l2_loss(w) for w in decaying])
         return tf.reduce_sum(sums * tf.constant(factors, sums.dtype))
 
@@ -204,8 +210,8 @@ class DecaySGD(keras.optimizers.SGD):
         if not (decaying and self.l2_weight_decay):
             return grads
         factors = tf.unstack(tf.constant(
-            [2 * self.l2_weight_decay / (int(np.prod(variables[i].shape)) * replicas)
-             for i in decaying], variables[decaying[0]].dtype))
+            [decay_factor(variables[i], self.l2_weight_decay) / replicas for i in decaying],
+            variables[decaying[0]].dtype))
         grads = list(grads)
         for i, factor in zip(decaying, factors):
             with tf.control_dependencies(after_backward):
