@@ -440,7 +440,13 @@ def convolution_in_halves(images, kernel, then=None):
     rows = half + kernel_height - 1   # of each padded half
     padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
                              [left, kernel_width - 1 - left], [0, 0]])
-    halves = tf.reshape(tf.stack([padded[:, :rows], padded[:, half:]], axis=1),
+    # The halves' rows gathered, [B, 2 * rows, ...], are the [2B, rows, ...] batch: one copy,
+    # and fewer operations to trace than two slices and a stack.
+    if isinstance(half, int):
+        taken = np.r_[:rows, half:half + rows].astype(np.int32)
+    else:
+        taken = tf.concat([tf.range(rows), tf.range(half, half + rows)], 0)
+    halves = tf.reshape(tf.gather(padded, taken, axis=1),
                         [-1, rows, width + kernel_width - 1, channels])
     convolved = tf.nn.conv2d(halves, kernel, strides=1, padding="VALID")   # [2B, half, W, F]
     if then is not None:
@@ -827,7 +833,7 @@ def dimensions(tensor):
     """The dimensions of ``tensor``: ints where static, scalar int32 tensors where not."""
     if tensor.shape.is_fully_defined():
         return tensor.shape.as_list()   # no Shape operation to trace
-    dynamic = tf.shape(tensor)
+    dynamic = tf.unstack(tf.shape(tensor), tensor.shape.rank)  # two operations, not 4 a size
     return [dynamic[i] if size is None else size for i, size in enumerate(tensor.shape)]
 
 

@@ -400,6 +400,23 @@ def test_image_as_batch_convolutions_with_unknown_and_known_shapes():
     assert "Shape" not in types and "FloorDiv" not in types, types
 
 
+def test_convolution_in_halves_has_the_gradients_of_a_convolution():
+    """TensorFlow's own gradients through the gathered halves (no hand-written gradient)
+    are tf.nn.conv2d's, for an odd height and two images."""
+    rng = np.random.default_rng(12)
+    images = tf.Variable(rng.normal(size=(2, 7, 5, 3)).astype(np.float32))
+    kernel = tf.Variable(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(2, 7, 5, 4)).astype(np.float32))
+    gradients = []
+    for convolve in (layers.convolution_in_halves,
+                     lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(convolve(images, kernel) * weights)
+        gradients.append(tape.gradient(loss, [images, kernel]))
+    for got, want in zip(*gradients):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
+
+
 def test_convolution_in_halves_applies_a_pixel_function_to_each_half():
     rng = np.random.default_rng(4)
     images = rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
