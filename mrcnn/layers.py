@@ -241,14 +241,63 @@ class BatchNorm(KL.BatchNormalization):
             epsilon), offset = beta + (bias - moving_mean) * scale (gamma 1, beta 0 and bias
             0 where there are none). Both are differentiable in gamma, beta and bias.
         """
-        scale = tf.math.rsqrt(tf.convert_to_tensor(self.moving_variance) + self.epsilon)
-        if self.scale:
-            scale = scale * tf.convert_to_tensor(self.gamma)
+        return self._affine_terms(*self._read(bias))[2:]
+
+    def fold(self, kernel, bias=None, ready=()):
+        """A convolution's ``kernel`` and ``bias`` with this layer, frozen, folded in:
+        ``conv(x, kernel) + bias`` and then this layer is ``conv(x, kernel * scale) + offset``
+        (scale and offset of ``frozen_affine``).
+
+        Args:
+            kernel: [..., channels]; bias: [channels] or None.
+            ready: tensors that the scaled kernel waits for in a graph (``_input_ready``).
+
+        Returns:
+            (kernel * scale [..., channels], offset [channels]), differentiable in the kernel,
+            the bias, gamma and beta by one gradient function (``with_gradient``), which
+            traces about half the operations of TensorFlow's gradients of each step.
+        """
+        kernel = tf.convert_to_tensor(kernel)
+        bias, gamma, beta = self._read(bias)
+        with record.stop_recording():
+            inverse_deviation, centered, scale, offset = self._affine_terms(bias, gamma, beta)
+
+        def forward(kernel, *_):
+            with tf.control_dependencies(ready):
+                return kernel * scale, offset
+
+        def gradient(scaled_kernel_gradient, offset_gradient):
+            gradients = [scaled_kernel_gradient * scale]
+            if bias is not None:
+                gradients.append(offset_gradient * scale)
+            if gamma is not None:
+                scale_gradient = (tf.reduce_sum(scaled_kernel_gradient * kernel,
+                                                list(range(kernel.shape.rank - 1)))
+                                  + offset_gradient * centered)
+                gradients.append(scale_gradient * inverse_deviation)
+            if beta is not None:
+                gradients.append(offset_gradient)
+            return gradients
+
+        inputs = [kernel] + [w for w in (bias, gamma, beta) if w is not None]
+        return with_gradient(inputs, forward, scoped_gradient(gradient))
+
+    def _read(self, bias):
+        """[bias, gamma, beta] as tensors, None where there is none."""
+        return [None if w is None else tf.convert_to_tensor(w)
+                for w in (bias, self.gamma if self.scale else None,
+                          self.beta if self.center else None)]
+
+    def _affine_terms(self, bias, gamma, beta):
+        """(1 / sqrt(moving_variance + epsilon), bias - moving_mean, scale, offset), each
+        [channels], from ``_read``'s tensors (see ``frozen_affine``)."""
+        inverse_deviation = tf.math.rsqrt(tf.convert_to_tensor(self.moving_variance)
+                                          + self.epsilon)
         mean = tf.convert_to_tensor(self.moving_mean)
-        offset = (-mean if bias is None else tf.convert_to_tensor(bias) - mean) * scale
-        if self.center:
-            offset = offset + tf.convert_to_tensor(self.beta)
-        return scale, offset
+        centered = -mean if bias is None else bias - mean
+        scale = inverse_deviation if gamma is None else inverse_deviation * gamma
+        offset = centered * scale
+        return inverse_deviation, centered, scale, (offset if beta is None else offset + beta)
 
     def get_config(self):
         return {**super().get_config(), "train_bn": self.train_bn}
@@ -260,7 +309,7 @@ class Conv2D(KL.Conv2D):
 
     * ``batch_norm=bn`` folds the frozen BatchNorm (``train_bn=False``) that the graph calls
       on this layer's output: this layer computes ``bn(conv(x))`` from bn's moving
-      statistics as ``conv(x, kernel * scale) + offset`` (see
+      statistics as ``conv(x, kernel * scale) + offset`` (see BatchNorm.fold and
       BatchNorm.frozen_affine) and bn, called next as usual, passes its input on. Both
       layers keep their names and weights, so weight files and ``set_trainable`` see them as
       before, and gamma and beta still train; but the BatchNorm's input is never
@@ -345,16 +394,15 @@ class Conv2D(KL.Conv2D):
     def call(self, inputs):
         if self._batch_norm is None:
             return super().call(inputs)
-        scale, offset = self._batch_norm().frozen_affine(self.bias if self.use_bias else None)
-        kernel = tf.convert_to_tensor(self.kernel)
+        batch_norm, bias = self._batch_norm(), self.bias if self.use_bias else None
         if self._whole_input:
             # Such a kernel has more weights than a batch of ROIs has outputs (7 * 7 * 256
             # to each of 1024 channels in the box head): the outputs are scaled instead,
             # and no scaled copy of the kernel is made.
-            outputs = self.convolution_op(inputs, kernel) * scale
+            scale, offset = batch_norm.frozen_affine(bias)
+            outputs = self.convolution_op(inputs, tf.convert_to_tensor(self.kernel)) * scale
         else:
-            with tf.control_dependencies(_input_ready(inputs)):
-                kernel = kernel * scale
+            kernel, offset = batch_norm.fold(self.kernel, bias, _input_ready(inputs))
             outputs = self.convolution_op(inputs, kernel)
         outputs = tf.nn.bias_add(outputs, offset)
         return outputs if self.activation is None else self.activation(outputs)

@@ -690,6 +690,45 @@ def test_conv_bn_equals_conv_then_batch_norm_with_equal_gradients(kernel, input_
     assert [w.name for w in bn.weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("scale, center", [(True, True), (False, True), (True, False)])
+def test_fold_has_the_gradients_of_the_scaled_kernel_and_offset(with_bias, scale, center):
+    """BatchNorm.fold's one gradient function gives TensorFlow's gradients of
+    ``kernel * scale`` and ``offset`` (frozen_affine) in the kernel, bias, gamma and beta,
+    with or without each; its traced gradient has no Neg (TensorFlow's of ``bias - mean``)
+    and one Sum (TensorFlow's gradients of the two products broadcast and reshape)."""
+    rng = np.random.default_rng(13)
+    bn = layers.BatchNorm(train_bn=False, scale=scale, center=center)
+    bn.build((None, 4))
+    bn.set_weights([rng.uniform(0.5, 2.0, 4) if i == len(bn.weights) - 1 else rng.normal(size=4)
+                    for i in range(len(bn.weights))])
+    kernel = tf.Variable(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
+    bias = tf.Variable(rng.normal(size=4).astype(np.float32)) if with_bias else None
+    kernel_weights = tf.constant(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
+    variables = [kernel] + [w for w in (bias, bn.gamma if scale else None,
+                                        bn.beta if center else None) if w is not None]
+    watched = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+
+    def loss_of(scaled_kernel, offset):
+        return tf.reduce_sum(tf.sin(scaled_kernel) * kernel_weights) + tf.reduce_sum(tf.square(offset))
+
+    def folded():
+        with tf.GradientTape() as tape:
+            loss = loss_of(*bn.fold(kernel, bias))
+        return tape.gradient(loss, watched)
+
+    with tf.GradientTape() as tape:
+        scale_value, offset = bn.frozen_affine(bias)
+        loss = loss_of(kernel * scale_value, offset)
+    expected = tape.gradient(loss, watched)
+    assert all(g is not None for g in expected)
+    for got, want in zip(folded(), expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    operations = [op.type for op in tf.function(folded).get_concrete_function().graph.get_operations()]
+    assert "Neg" not in operations or not with_bias
+    assert operations.count("Sum") == (3 if scale else 2)  # the loss's two, the gamma gradient's
+
+
 @pytest.mark.parametrize("padded", [False, True])
 def test_folded_kernel_is_scaled_once_the_input_is_there(padded):
     """In a graph the scaled kernel waits for the convolution's input, or for a Pad's input
