@@ -33,6 +33,8 @@ import collections
 import dataclasses
 import datetime
 import os
+import shlex
+import sys
 import tempfile
 
 from mrcnn import cli, datasets, evaluate, files, images, splash, synthetic, utils
@@ -437,10 +439,37 @@ class SampleCommands:
             print(f"{weights_path} is the checkpoint of epoch {model.epoch}: the run is done "
                   f"up to epoch {stages[-1].epochs}. Give more --epochs to train it further.")
             return 0
-        model.train_schedule(train_set, val_set, stages,
-                             augmentation=augmentation() if args.augment else None)
+        try:
+            model.train_schedule(train_set, val_set, stages,
+                                 augmentation=augmentation() if args.augment else None)
+        except KeyboardInterrupt:
+            from mrcnn import distribute
+
+            if distribute.is_chief(model.strategy):
+                print(self.interrupted_training_note(model, args.logs), file=sys.stderr)
+            raise
         print_last_checkpoint(model)
         return 0
+
+    def interrupted_training_note(self, model, logs):
+        """What a train command stopped by Ctrl-C kept: the checkpoint that ``--weights last``
+        continues from (the run's newest, if its run is the newest under ``logs``), the
+        folder of the run's checkpoints otherwise, or that the run kept none."""
+        from mrcnn import runs
+
+        try:
+            newest = model.find_last()
+        except FileNotFoundError:
+            newest = None
+        if newest and os.path.isdir(model.log_dir) and os.path.samefile(
+                os.path.dirname(newest), model.log_dir):
+            return (f"Training stopped; the checkpoint of epoch "
+                    f"{runs.epoch_from_checkpoint(newest)} is kept ({newest}): "
+                    f"`{self.prog} train {self.weights_option} last --logs {shlex.quote(logs)}` "
+                    "continues from it.")
+        if runs.has_checkpoint(model.log_dir):
+            return f"Training stopped; the run's checkpoints are kept in {model.log_dir}."
+        return "Training stopped before the run's first checkpoint: it kept nothing."
 
     def splash(self, args):
         files.check_output_folder(args.output, "--output")

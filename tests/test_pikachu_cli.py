@@ -606,6 +606,35 @@ def test_train_weights_last_resumes_the_run_with_its_own_schedule(trained, tmp_p
     assert os.path.exists(logs / os.path.basename(run) / "mask_rcnn_pikachu_0003.h5")
 
 
+@pytest.mark.parametrize("weights", ["last", "none"])
+def test_interrupted_training_says_what_it_kept(trained, small_dataset, tmp_path, monkeypatch,
+                                                capsys, weights):
+    """Ctrl-C in train: exit status 130, and a line naming the checkpoint that --weights last
+    continues from (a resumed run), or saying that a new run kept nothing."""
+    from mrcnn import model as modellib
+
+    [run] = glob.glob(str(trained["logs"] / "pikachu*"))
+    logs = tmp_path / "my logs"
+    shutil.copytree(run, logs / os.path.basename(run))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(modellib.MaskRCNN, "train_schedule", interrupted)
+    status = pikachu.COMMANDS.main(
+        ["train", "--dataset", str(small_dataset), "--weights", weights, "--logs", str(logs),
+         "--epochs", "3", "--image-size", "128", "--backbone", "resnet50"])
+    err = capsys.readouterr().err
+    assert status == 130 and err.endswith("pikachu.py train: interrupted\n"), err
+    if weights == "last":
+        checkpoint = logs / os.path.basename(run) / "mask_rcnn_pikachu_0001.h5"
+        assert (f"Training stopped; the checkpoint of epoch 1 is kept ({checkpoint}): "
+                f"`pikachu.py train --weights last --logs '{logs}'` continues from it.\n") in err
+    else:
+        assert "Training stopped before the run's first checkpoint: it kept nothing.\n" in err
+    assert os.listdir(logs) == [os.path.basename(run)]
+
+
 def scoring_above(result, floor):
     """The detections of ``result`` (detect()'s keys) that score above ``floor``."""
     keep = result["scores"] > floor
