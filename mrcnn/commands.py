@@ -446,7 +446,8 @@ class SampleCommands:
             from mrcnn import distribute
 
             if distribute.is_chief(model.strategy):
-                print(self.interrupted_training_note(model, args.logs), file=sys.stderr)
+                # On a line of its own, after Keras's progress bar.
+                print(f"\n{self.interrupted_training_note(model, args.logs)}", file=sys.stderr)
             raise
         print_last_checkpoint(model)
         return 0
