@@ -254,8 +254,8 @@ class BatchNorm(KL.BatchNormalization):
 
         Returns:
             (kernel * scale [..., channels], offset [channels]), differentiable in the kernel,
-            the bias, gamma and beta by one gradient function (``with_gradient``), which
-            traces about half the operations of TensorFlow's gradients of each step.
+            the bias, gamma and beta by one gradient function (``with_gradient``): about half
+            the operations that TensorFlow's gradients of its products trace.
         """
         kernel = tf.convert_to_tensor(kernel)
         bias, gamma, beta = self._read(bias)
