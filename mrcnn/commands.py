@@ -458,19 +458,19 @@ class SampleCommands:
         folder of the run's checkpoints otherwise, or that the run kept none."""
         from mrcnn import runs
 
+        folder = model.run_folder
+        if folder is None or not runs.has_checkpoint(folder):
+            return "Training stopped before the run's first checkpoint: it kept nothing."
         try:
             newest = model.find_last()
         except FileNotFoundError:
             newest = None
-        if newest and os.path.isdir(model.log_dir) and os.path.samefile(
-                os.path.dirname(newest), model.log_dir):
+        if newest and os.path.samefile(os.path.dirname(newest), folder):
             return (f"Training stopped; the checkpoint of epoch "
                     f"{runs.epoch_from_checkpoint(newest)} is kept ({newest}): "
                     f"`{self.prog} train {self.weights_option} last --logs {shlex.quote(logs)}` "
                     "continues from it.")
-        if runs.has_checkpoint(model.log_dir):
-            return f"Training stopped; the run's checkpoints are kept in {model.log_dir}."
-        return "Training stopped before the run's first checkpoint: it kept nothing."
+        return f"Training stopped; the run's checkpoints are kept in {folder}."
 
     def splash(self, args):
         files.check_output_folder(args.output, "--output")

@@ -480,6 +480,14 @@ class MaskRCNN:
     def _run_name(self):
         return (self.config.NAME or "mrcnn").lower()
 
+    @property
+    def run_folder(self):
+        """The folder of the run this model continues or has started: ``log_dir`` once a
+        checkpoint set the epoch or ``train()`` made the run's folder; None for a new run not
+        started yet (``log_dir`` is then the name set_log_dir chose, which a run started in
+        the same minute may hold)."""
+        return self.log_dir if self.epoch > 0 or self.log_dir == self._run_folder else None
+
     def _start_run_folder(self):
         """Make ``log_dir`` this run's; return the folders made for it, innermost first.
 
@@ -488,7 +496,7 @@ class MaskRCNN:
         minute. A run that goes on from a checkpoint, or from this model's stage before,
         writes in that folder (made again if it is gone).
         """
-        if self.epoch > 0 or self.log_dir == self._run_folder:
+        if self.run_folder is not None:
             return files.missing_folders(self.log_dir)
         created = files.missing_folders(self.model_dir)
         self.log_dir = self._run_folder = runs.new_run_folder(self.model_dir, self._run_name)

@@ -635,6 +635,30 @@ def test_interrupted_training_says_what_it_kept(trained, small_dataset, tmp_path
     assert os.listdir(logs) == [os.path.basename(run)]
 
 
+def test_interrupted_run_that_is_not_the_newest_names_its_folder(trained, tmp_path):
+    """An interrupted run older than another run under --logs: --weights last would continue
+    the newer one, so the note names the run's folder instead; a new run that had not started
+    kept nothing, whatever folder of its minute exists."""
+    import types
+
+    [run] = glob.glob(str(trained["logs"] / "pikachu*"))
+    older, newer = tmp_path / "pikachu20260101T0000", tmp_path / "pikachu20260102T0000"
+    for folder in (older, newer):
+        folder.mkdir()
+        shutil.copy(os.path.join(run, "mask_rcnn_pikachu_0001.h5"), folder)
+    model = types.SimpleNamespace(
+        run_folder=str(older),
+        find_last=lambda: runs.find_last_checkpoint(str(tmp_path), "pikachu"))
+    assert pikachu.COMMANDS.interrupted_training_note(model, str(tmp_path)) == (
+        f"Training stopped; the run's checkpoints are kept in {older}.")
+    model.run_folder = str(newer)
+    assert "`pikachu.py train --weights last --logs " in pikachu.COMMANDS.interrupted_training_note(
+        model, str(tmp_path))
+    model.run_folder = None  # a new run, not started: another run may hold its minute's name
+    assert pikachu.COMMANDS.interrupted_training_note(model, str(tmp_path)) == (
+        "Training stopped before the run's first checkpoint: it kept nothing.")
+
+
 def scoring_above(result, floor):
     """The detections of ``result`` (detect()'s keys) that score above ``floor``."""
     keep = result["scores"] > floor
