@@ -47,7 +47,7 @@ from mrcnn.losses import (LossLayer, mrcnn_bbox_loss_graph, mrcnn_class_loss_gra
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
-from mrcnn.training import (LAYER_REGEX, CheckpointSaver, DecaySGD, TrainingModel,
+from mrcnn.training import (LAYER_REGEX, CheckpointSaver, DecaySGD, EpochCounter, TrainingModel,
                             TrainingStage, continued_schedule, set_trainable,
                             trainable_layers)
 from mrcnn.transform import compose_image_meta, mold_image, parse_image_meta, unmold_image
@@ -615,6 +615,7 @@ class MaskRCNN:
                                                 write_graph=False),
                     CheckpointSaver(self.checkpoint_path),
                 ]
+            callbacks.append(EpochCounter(self))
             callbacks += list(custom_callbacks or [])
             if verbose and chief:
                 callbacks.append(input_pipeline.ThroughputReport(train_meter,
@@ -652,7 +653,6 @@ class MaskRCNN:
             if created and not runs.has_checkpoint(self.log_dir):
                 shutil.rmtree(self.log_dir, ignore_errors=True)
                 files.remove_empty_folders(created[1:])
-        self.epoch = max(self.epoch, epochs)
         return history
 
     def train_schedule(self, train_dataset, val_dataset, stages, **train_kwargs):

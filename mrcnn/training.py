@@ -331,6 +331,22 @@ class CheckpointSaver(keras.callbacks.Callback):
             print(f"\nEpoch {epoch + 1}: saved weights to {path}")
 
 
+class EpochCounter(keras.callbacks.Callback):
+    """Keeps ``mrcnn_model.epoch`` at the epochs done as each one ends, so that a training
+    stopped in the middle (Ctrl-C in a notebook, an error) goes on from the last epoch done
+    and never writes a checkpoint of an epoch number again. An epoch whose loss is not finite
+    is not counted: CheckpointSaver keeps no checkpoint of it. Put it after CheckpointSaver,
+    so that an epoch counts once its checkpoint is written."""
+
+    def __init__(self, mrcnn_model):
+        super().__init__()
+        self.mrcnn_model = mrcnn_model
+
+    def on_epoch_end(self, epoch, logs=None):
+        if np.isfinite((logs or {}).get("loss", 0.0)):
+            self.mrcnn_model.epoch = epoch + 1
+
+
 class TrainingStage(NamedTuple):
     """One ``MaskRCNN.train`` call of a schedule: ``layers`` up to epoch ``epochs``."""
 

@@ -702,6 +702,34 @@ def test_a_model_that_starts_over_leaves_its_finished_run_alone(synthetic_datase
     assert resumed.schedule == [TrainingStage("heads", 1, 0.01)] and not resumed.pretrained
 
 
+def test_training_stopped_in_an_epoch_goes_on_from_the_last_epoch_done(synthetic_dataset,
+                                                                          tmp_path):
+    """Ctrl-C in the second epoch (a notebook's way to stop): the model is at epoch 1, the
+    epoch its checkpoint holds, and train() again runs epoch 2 only, keeping checkpoint 1."""
+
+    class OneStep(TrainConfig):
+        STEPS_PER_EPOCH = 1
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model = modellib.MaskRCNN("training", OneStep(), str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        model.train(synthetic_dataset, None, learning_rate=0.01, epochs=3, layers="heads",
+                    custom_callbacks=[Interrupt()], verbose=0)
+    first = Path(model.log_dir) / "mask_rcnn_tiny_0001.h5"
+    assert model.epoch == 1 and model.run_folder == model.log_dir
+    kept = first.read_bytes()
+    history = model.train(synthetic_dataset, None, learning_rate=0.01, epochs=2, layers="heads",
+                          verbose=0)
+    assert history.epoch == [1] and model.epoch == 2
+    assert first.read_bytes() == kept
+    assert sorted(os.listdir(model.log_dir))[:2] == ["mask_rcnn_tiny_0001.h5",
+                                                     "mask_rcnn_tiny_0002.h5"]
+
+
 def test_train_schedule_skips_the_stages_already_done(inference_model, monkeypatch):
     from mrcnn.training import transfer_schedule
 

@@ -59,6 +59,19 @@ def test_checkpoint_saver_skips_a_diverged_epoch(tmp_path, capsys):
     assert "not finite" in capsys.readouterr().out
 
 
+def test_epoch_counter_counts_the_epochs_with_a_finite_loss():
+    """The model's epoch follows each epoch that ends with a finite loss (the epochs
+    CheckpointSaver keeps), not a diverged one."""
+    import types
+
+    model = types.SimpleNamespace(epoch=3)
+    counter = training.EpochCounter(model)
+    counter.on_epoch_end(3, {"loss": 0.7})
+    assert model.epoch == 4
+    counter.on_epoch_end(4, {"loss": float("inf")})
+    assert model.epoch == 4
+
+
 def test_transfer_schedule_follows_the_original_recipe():
     stage = training.TrainingStage
     assert training.transfer_schedule(30, 0.001) == [stage("heads", 15, 0.001),
