@@ -322,7 +322,7 @@ class CheckpointSaver(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         path = self.checkpoint_path_template.format(epoch=epoch + 1)
-        if not np.isfinite((logs or {}).get("loss", 0.0)):
+        if diverged(logs):
             print(f"\nEpoch {epoch + 1}: the loss is not finite (training diverged); "
                   f"{path} is not written, the previous checkpoint stays the last one.")
             return
@@ -343,8 +343,13 @@ class EpochCounter(keras.callbacks.Callback):
         self.mrcnn_model = mrcnn_model
 
     def on_epoch_end(self, epoch, logs=None):
-        if np.isfinite((logs or {}).get("loss", 0.0)):
+        if not diverged(logs):
             self.mrcnn_model.epoch = epoch + 1
+
+
+def diverged(logs):
+    """Whether an epoch's Keras ``logs`` hold a loss that is not finite."""
+    return not np.isfinite((logs or {}).get("loss", 0.0))
 
 
 class TrainingStage(NamedTuple):
