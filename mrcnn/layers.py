@@ -488,8 +488,8 @@ def convolution_in_halves(images, kernel, then=None):
     rows = half + kernel_height - 1   # of each padded half
     padded = tf.pad(images, [[0, 0], [top, kernel_height - 1 - top + 2 * half - height],
                              [left, kernel_width - 1 - left], [0, 0]])
-    # The halves' rows gathered, [B, 2 * rows, ...], are the [2B, rows, ...] batch: one copy,
-    # and fewer operations to trace than two slices and a stack.
+    # The halves' rows gathered, [B, 2 * rows, ...], are the [2B, rows, ...] batch: one
+    # operation (five to trace with its constants), not two slices and a stack (eleven).
     if isinstance(half, int):
         taken = np.r_[:rows, half:half + rows].astype(np.int32)
     else:
