@@ -710,7 +710,8 @@ def test_fold_has_the_gradients_of_the_scaled_kernel_and_offset(with_bias, scale
     watched = [v.value if isinstance(v, keras.Variable) else v for v in variables]
 
     def loss_of(scaled_kernel, offset):
-        return tf.reduce_sum(tf.sin(scaled_kernel) * kernel_weights) + tf.reduce_sum(tf.square(offset))
+        return (tf.reduce_sum(tf.sin(scaled_kernel) * kernel_weights)
+                + tf.reduce_sum(tf.square(offset)))
 
     def folded():
         with tf.GradientTape() as tape:
@@ -724,7 +725,8 @@ def test_fold_has_the_gradients_of_the_scaled_kernel_and_offset(with_bias, scale
     assert all(g is not None for g in expected)
     for got, want in zip(folded(), expected):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
-    operations = [op.type for op in tf.function(folded).get_concrete_function().graph.get_operations()]
+    graph = tf.function(folded).get_concrete_function().graph
+    operations = [op.type for op in graph.get_operations()]
     assert "Neg" not in operations or not with_bias
     assert operations.count("Sum") == (3 if scale else 2)  # the loss's two, the gamma gradient's
 
