@@ -447,15 +447,16 @@ class SampleCommands:
 
             if distribute.is_chief(model.strategy):
                 # On a line of its own, after Keras's progress bar.
-                print(f"\n{self.interrupted_training_note(model, args.logs)}", file=sys.stderr)
+                print(f"\n{self.interrupted_training_note(model)}", file=sys.stderr)
             raise
         print_last_checkpoint(model)
         return 0
 
-    def interrupted_training_note(self, model, logs):
+    def interrupted_training_note(self, model):
         """What a train command stopped by Ctrl-C kept: the checkpoint that ``--weights last``
-        continues from (the run's newest, if its run is the newest under ``logs``), the
-        folder of the run's checkpoints otherwise, or that the run kept none."""
+        continues from (the run's newest, if its run is the newest in the model's
+        ``model_dir``, the --logs folder), the folder of the run's checkpoints otherwise, or
+        that the run kept none."""
         from mrcnn import runs
 
         folder = model.run_folder
@@ -466,9 +467,10 @@ class SampleCommands:
         except FileNotFoundError:
             newest = None
         if newest and os.path.samefile(os.path.dirname(newest), folder):
+            command = (f"{self.prog} train {self.weights_option} last "
+                       f"--logs {shlex.quote(model.model_dir)}")
             return (f"Training stopped; the checkpoint of epoch "
-                    f"{runs.epoch_from_checkpoint(newest)} is kept ({newest}): "
-                    f"`{self.prog} train {self.weights_option} last --logs {shlex.quote(logs)}` "
+                    f"{runs.epoch_from_checkpoint(newest)} is kept ({newest}): `{command}` "
                     "continues from it.")
         return f"Training stopped; the run's checkpoints are kept in {folder}."
 

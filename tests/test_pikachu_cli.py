@@ -647,15 +647,15 @@ def test_interrupted_run_that_is_not_the_newest_names_its_folder(trained, tmp_pa
         folder.mkdir()
         shutil.copy(os.path.join(run, "mask_rcnn_pikachu_0001.h5"), folder)
     model = types.SimpleNamespace(
-        run_folder=str(older),
+        run_folder=str(older), model_dir=str(tmp_path),
         find_last=lambda: runs.find_last_checkpoint(str(tmp_path), "pikachu"))
-    assert pikachu.COMMANDS.interrupted_training_note(model, str(tmp_path)) == (
+    assert pikachu.COMMANDS.interrupted_training_note(model) == (
         f"Training stopped; the run's checkpoints are kept in {older}.")
     model.run_folder = str(newer)
     assert "`pikachu.py train --weights last --logs " in pikachu.COMMANDS.interrupted_training_note(
-        model, str(tmp_path))
+        model)
     model.run_folder = None  # a new run, not started: another run may hold its minute's name
-    assert pikachu.COMMANDS.interrupted_training_note(model, str(tmp_path)) == (
+    assert pikachu.COMMANDS.interrupted_training_note(model) == (
         "Training stopped before the run's first checkpoint: it kept nothing.")
 
 
